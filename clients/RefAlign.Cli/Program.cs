@@ -12,5 +12,6 @@ root.Subcommands.Add(TrainCommand.Create());
 root.Subcommands.Add(DataCommand.Create());
 root.Subcommands.Add(RunCommands.Create());
 root.Subcommands.Add(ClusterCommand.Create());
+root.Subcommands.Add(SiloCommand.Create());
 // Ctrl-C cancels the running verb's token (train checkpoints and stops; watch detaches) instead of killing the process.
 return await root.Parse(args).InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = TimeSpan.FromSeconds(30) });

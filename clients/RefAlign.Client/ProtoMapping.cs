@@ -1,26 +1,10 @@
-using Google.Protobuf.WellKnownTypes;
-using RefAlign.Abstractions.Control;
 using Wire = RefAlign.Client.Protos;
 
 namespace RefAlign.Client;
 
-/// <summary>
-/// Converts between the wire messages and the control records of <c>RefAlign.Abstractions</c>, both ways, so the server
-/// and the client agree by construction. Proto enums start at UNSPECIFIED = 0, hence the explicit switches.
-/// </summary>
-public static class ProtoMapping
+/// <summary>The wire messages as the client's records. Proto enums start at UNSPECIFIED = 0, hence the explicit switches.</summary>
+internal static class ProtoMapping
 {
-    public static Wire.RunStatus ToProto(this RunStatus s) => s switch
-    {
-        RunStatus.Pending => Wire.RunStatus.Pending,
-        RunStatus.Running => Wire.RunStatus.Running,
-        RunStatus.Stopping => Wire.RunStatus.Stopping,
-        RunStatus.Stopped => Wire.RunStatus.Stopped,
-        RunStatus.Completed => Wire.RunStatus.Completed,
-        RunStatus.Failed => Wire.RunStatus.Failed,
-        _ => Wire.RunStatus.Unspecified,
-    };
-
     public static RunStatus FromProto(this Wire.RunStatus s) => s switch
     {
         Wire.RunStatus.Running => RunStatus.Running,
@@ -29,16 +13,6 @@ public static class ProtoMapping
         Wire.RunStatus.Completed => RunStatus.Completed,
         Wire.RunStatus.Failed => RunStatus.Failed,
         _ => RunStatus.Pending,
-    };
-
-    public static Wire.RunEventKind ToProto(this RunEventKind k) => k switch
-    {
-        RunEventKind.Status => Wire.RunEventKind.Status,
-        RunEventKind.Step => Wire.RunEventKind.Step,
-        RunEventKind.Phase => Wire.RunEventKind.Phase,
-        RunEventKind.Eval => Wire.RunEventKind.Eval,
-        RunEventKind.Checkpoint => Wire.RunEventKind.Checkpoint,
-        _ => Wire.RunEventKind.Unspecified,
     };
 
     public static RunEventKind FromProto(this Wire.RunEventKind k) => k switch
@@ -50,26 +24,6 @@ public static class ProtoMapping
         _ => RunEventKind.Status,
     };
 
-    public static Wire.Run ToProto(this RunSummary r)
-    {
-        var m = new Wire.Run
-        {
-            RunId = r.RunId,
-            Name = r.Name,
-            Algorithm = r.Algorithm,
-            Status = r.Status.ToProto(),
-            Step = r.Step,
-            TotalSteps = r.TotalSteps,
-            WeightVersion = r.WeightVersion,
-            CreatedAt = Timestamp.FromDateTimeOffset(r.CreatedAt),
-            ConfigJson = r.ConfigJson,
-        };
-        if (r.LatestCheckpoint is not null) m.LatestCheckpoint = r.LatestCheckpoint;
-        if (r.Error is not null) m.Error = r.Error;
-        foreach (var (k, v) in r.LastMetrics) m.LastMetrics[k] = v;
-        return m;
-    }
-
     public static RunSummary FromProto(this Wire.Run m) => new(
         m.RunId, m.Name, m.Algorithm, m.Status.FromProto(), m.Step, m.TotalSteps, m.WeightVersion,
         m.HasLatestCheckpoint ? m.LatestCheckpoint : null,
@@ -77,24 +31,6 @@ public static class ProtoMapping
         m.HasError ? m.Error : null,
         new Dictionary<string, double>(m.LastMetrics),
         m.ConfigJson);
-
-    public static Wire.RunEvent ToProto(this RunEvent e)
-    {
-        var m = new Wire.RunEvent
-        {
-            RunId = e.RunId,
-            Sequence = e.Sequence,
-            Kind = e.Kind.ToProto(),
-            Step = e.Step,
-            Time = Timestamp.FromDateTimeOffset(e.Time),
-            Status = e.Status.ToProto(),
-        };
-        foreach (var (k, v) in e.Metrics) m.Metrics[k] = v;
-        if (e.Phase is not null) m.Phase = e.Phase;
-        if (e.PhaseSeconds is { } s) m.PhaseSeconds = s;
-        if (e.Message is not null) m.Message = e.Message;
-        return m;
-    }
 
     public static RunEvent FromProto(this Wire.RunEvent m) => new(
         m.RunId, m.Sequence, m.Kind.FromProto(), m.Step,
@@ -104,20 +40,6 @@ public static class ProtoMapping
         m.HasPhase ? m.Phase : null,
         m.HasPhaseSeconds ? m.PhaseSeconds : null,
         m.HasMessage ? m.Message : null);
-
-    public static Wire.Cluster ToProto(this ClusterInfo c)
-    {
-        var m = new Wire.Cluster();
-        foreach (var s in c.Silos)
-        {
-            var silo = new Wire.Silo { Address = s.Address, Name = s.Name, Device = s.Device, Status = s.Status, ActiveGrains = s.ActiveGrains };
-            silo.Roles.Add(s.Roles);
-            m.Silos.Add(silo);
-        }
-        foreach (var g in c.Generators)
-            m.Generators.Add(new Wire.Generator { GrainId = g.GrainId, RunId = g.RunId, WeightVersion = g.WeightVersion, Silo = g.Silo });
-        return m;
-    }
 
     public static ClusterInfo FromProto(this Wire.Cluster m) => new(
         [.. m.Silos.Select(s => new SiloInfo(s.Address, s.Name, [.. s.Roles], s.Device, s.Status, s.ActiveGrains))],

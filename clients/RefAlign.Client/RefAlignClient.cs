@@ -3,7 +3,6 @@ using System.Net.Sockets;
 using System.Runtime.CompilerServices;
 using Grpc.Core;
 using Grpc.Net.Client;
-using RefAlign.Abstractions.Control;
 using Wire = RefAlign.Client.Protos;
 
 namespace RefAlign.Client;
@@ -42,7 +41,7 @@ public sealed class RefAlignClient : IDisposable
             MaxReceiveMessageSize = 64 * 1024 * 1024,
         });
         _stub = new Wire.RunControl.RunControlClient(_channel);
-        if (!string.IsNullOrEmpty(options.ApiKey)) _headers = new Metadata { { Server.ApiKeyInterceptor.Header, options.ApiKey } };
+        if (!string.IsNullOrEmpty(options.ApiKey)) _headers = new Metadata { { RefAlignClientOptions.ApiKeyHeader, options.ApiKey } };
     }
 
     public RefAlignClient(string address, string? apiKey = null) : this(new RefAlignClientOptions { Address = new Uri(address), ApiKey = apiKey })
@@ -109,7 +108,7 @@ public sealed class RefAlignClient : IDisposable
                 {
                     // The stream ends when the run does; a silo going down gracefully may also close it cleanly, so
                     // an end before a final status is checked, and the watch goes on if the run does.
-                    if (lastStatus is RunStatus.Stopped or RunStatus.Completed or RunStatus.Failed) yield break;
+                    if (lastStatus?.IsFinal() == true) yield break;
                     if (failures >= Options.WatchMaxReconnects || await EndedAsync(runId, cancellation)) yield break;
                     failures++;
                     await Task.Delay(Backoff(failures), cancellation);
@@ -132,7 +131,7 @@ public sealed class RefAlignClient : IDisposable
         try
         {
             var run = await GetRunAsync(runId, cancellation);
-            return run.Status is RunStatus.Stopped or RunStatus.Completed or RunStatus.Failed;
+            return run.Status.IsFinal();
         }
         catch (Exception e) when (!cancellation.IsCancellationRequested && IsTransient(e))
         {

@@ -12,6 +12,16 @@ public static class RpcErrors
         return e.Trailers.GetValue("field");
     }
 
+    /// <summary>
+    /// The oldest event sequence a run still keeps, from the OUT_OF_RANGE error of a watch that asked for older events
+    /// (watch again with <c>afterSequence = oldest - 1</c>); null for any other error.
+    /// </summary>
+    public static long? OldestSequence(this RpcException e)
+    {
+        ArgumentNullException.ThrowIfNull(e);
+        return e.StatusCode == StatusCode.OutOfRange && long.TryParse(e.Trailers.GetValue("oldest-sequence"), out var oldest) ? oldest : null;
+    }
+
     /// <summary>"invalid argument", "not found", "unauthenticated"...: the status code as words for a message.</summary>
     public static string Describe(StatusCode code) => code switch
     {

@@ -1,8 +1,7 @@
 using Orleans.Concurrency;
-using RefAlign.Abstractions.Compute;
-using RefAlign.Abstractions.Grains;
-using RefAlign.Abstractions.Messages;
-using RefAlign.Abstractions.Placement;
+using RefAlign.Runtime;
+using RefAlign.Contracts.Grains;
+using RefAlign.Contracts.Messages;
 using RefAlign.Compute.BertScore;
 
 namespace RefAlign.Grains;

@@ -1,9 +1,9 @@
 using System.Runtime.CompilerServices;
 using Orleans.Runtime;
 using Orleans.Runtime.MembershipService.SiloMetadata;
-using RefAlign.Abstractions.Control;
-using RefAlign.Abstractions.Grains;
-using RefAlign.Abstractions.Placement;
+using RefAlign.Contracts.Control;
+using RefAlign.Contracts.Grains;
+using RefAlign.Runtime;
 using RefAlign.Compute.Training;
 
 namespace RefAlign.Grains;
@@ -12,16 +12,19 @@ namespace RefAlign.Grains;
 /// <see cref="IRunControl"/> over grains, hosted in the silo behind the gRPC service. Configs are validated here, before
 /// any grain is involved, so a bad field comes back as <see cref="InvalidRunConfigException"/> with its path.
 /// </summary>
-public sealed class GrainRunControl(IGrainFactory grains, ISiloMetadataCache metadata) : IRunControl
+public sealed class GrainRunControl(IGrainFactory grains, ISiloMetadataCache metadata, RunPaths paths) : IRunControl
 {
-    static readonly TimeSpan WatchPoll = TimeSpan.FromMilliseconds(200);
+    /// <summary>A watcher renews its subscription this often; a renewal also re-reads the log, so nothing is missed
+    /// if a pushed event was lost or the run grain moved to another silo.</summary>
+    static readonly TimeSpan WatchRenewal = TimeSpan.FromSeconds(10);
 
     public async Task<string> StartRunAsync(string configJson, CancellationToken cancellation = default)
     {
-        var config = RunConfig.Parse(configJson, "config_json").Validate();
+        // Relative paths mean the silo's data root, whoever reads the config later and wherever.
+        var config = RunConfig.Parse(configJson, "config_json").WithPathsUnder(paths.DataRoot).Validate();
         var runId = $"{config.Name}-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Guid.NewGuid().ToString("N")[..6]}";
         // Each run writes under its own folder, so runs sharing a config never share checkpoints or caches.
-        var effective = config with { OutputDir = Path.GetFullPath(Path.Combine(config.OutputDir, runId)) };
+        var effective = config with { OutputDir = Path.Combine(config.OutputDir, runId) };
         await grains.GetGrain<IRunRegistryGrain>(0).Add(runId);
         await Run(runId).Start(effective.ToJson());
         return runId;
@@ -53,22 +56,40 @@ public sealed class GrainRunControl(IGrainFactory grains, ISiloMetadataCache met
         [EnumeratorCancellation] CancellationToken cancellation = default)
     {
         var run = await Known(runId);
-        var last = afterSequence;
-        while (!cancellation.IsCancellationRequested)
+        var channel = new RunEventChannel();
+        var observer = grains.CreateObjectReference<IRunEventObserver>(channel);
+        try
         {
-            var events = await run.GetEvents(last, 500);
-            foreach (var e in events)
+            var last = afterSequence;
+            await run.Subscribe(observer);
+            while (true)
             {
-                last = e.Sequence;
-                yield return e;
+                // Catch up from the log: the backlog, or whatever a gap in the pushed events left out.
+                IReadOnlyList<RunEvent> backlog;
+                do
+                {
+                    backlog = await run.GetEvents(last, 500);
+                    foreach (var e in backlog)
+                    {
+                        last = e.Sequence;
+                        yield return e;
+                    }
+                } while (backlog.Count == 500);
+                if ((await run.GetSummary()).Status.IsFinal() && (await run.GetEvents(last, 1)).Count == 0) yield break;
+
+                // Then follow the pushed events, in sequence order, while they keep coming.
+                while (await channel.NextAsync(last, WatchRenewal, cancellation) is { } pushed)
+                {
+                    last = pushed.Sequence;
+                    yield return pushed;
+                    if (pushed.Status.IsFinal() && pushed.Kind == RunEventKind.Status) break;
+                }
+                await run.Subscribe(observer);
             }
-            if (events.Count == 0)
-            {
-                var summary = await run.GetSummary();
-                if (summary.Status is RunStatus.Completed or RunStatus.Stopped or RunStatus.Failed
-                    && (await run.GetEvents(last, 1)).Count == 0) yield break;
-                await Task.Delay(WatchPoll, cancellation);
-            }
+        }
+        finally
+        {
+            grains.DeleteObjectReference<IRunEventObserver>(observer);
         }
     }
 

@@ -1,5 +1,5 @@
-using RefAlign.Abstractions.Grains;
-using RefAlign.Abstractions.Messages;
+using RefAlign.Contracts.Grains;
+using RefAlign.Contracts.Messages;
 using RefAlign.Compute.Telemetry;
 using RefAlign.Compute.Training;
 using RefAlign.Compute.Training.Checkpoints;
@@ -17,7 +17,7 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
 {
     const int ScoreChunk = 64;
     readonly int _shards = config.Distributed.Shards;
-    readonly bool _pipelined = config.Distributed.Mode == "pipelined";
+    readonly bool _pipelined = config.Distributed.Mode == DistributedMode.Pipelined;
     long _version;
     long _syncBytes;
     double _syncSeconds;
@@ -65,7 +65,7 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
         {
             var positions = Enumerable.Range(s * per, Math.Min(per, prompts.Count - s * per)).ToList();
             calls.Add(grains.GetGrain<IRolloutGeneratorGrain>(ShardKeys[s])
-                .Generate(new GenerateRequest(runId, step, minVersion, [.. positions.Select(i => prompts[i])], positions, Math.Max(0, _version))));
+                .Generate(new GenerateRequest(runId, step, minVersion, [.. positions.Select(i => prompts[i].ToMessage())], positions, Math.Max(0, _version))));
         }
         var replies = await Task.WhenAll(calls);
         foreach (var r in replies)
@@ -75,7 +75,7 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
         }
         foreach (var r in replies)
             TrainingTelemetry.Staleness.Record(Math.Max(0, _version - r.WeightVersion), new KeyValuePair<string, object?>(TrainingTelemetry.Tags.RunId, runId));
-        return [.. replies.SelectMany(r => r.Rollouts).OrderBy(r => r.Position).ThenBy(r => r.SampleIndex)];
+        return [.. replies.SelectMany(r => r.Rollouts).OrderBy(r => r.Position).ThenBy(r => r.SampleIndex).Select(r => r.ToCompute())];
     }
 
     public async Task<IReadOnlyList<double>> SimilarityAsync(IReadOnlyList<string> candidates, IReadOnlyList<string> references, CancellationToken cancellation)
@@ -97,21 +97,21 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
         // A pair always goes to the same shard (by id), so each shard's cache sees its pairs again next epoch.
         var byShard = pairs.Select((p, i) => (p, i)).GroupBy(x => x.p.Id % _shards).ToList();
         var replies = await Task.WhenAll(byShard.Select(g =>
-            grains.GetGrain<IReferenceScorerGrain>(ShardKeys[g.Key]).Score([.. g.Select(x => x.p)], prompted)));
+            grains.GetGrain<IReferenceScorerGrain>(ShardKeys[g.Key]).Score([.. g.Select(x => x.p.ToMessage())], prompted)));
         var result = new ReferenceLogProbs[pairs.Count];
         for (var s = 0; s < byShard.Count; s++)
         {
             var idx = byShard[s].Select(x => x.i).ToList();
-            for (var k = 0; k < idx.Count; k++) result[idx[k]] = replies[s][k];
+            for (var k = 0; k < idx.Count; k++) result[idx[k]] = replies[s][k].ToCompute();
         }
         return result;
     }
 
     public async Task<StepResult> LearnRefAlignAsync(int step, IReadOnlyList<RolloutRow> rows, CancellationToken cancellation) =>
-        Track(await Learner.LearnRefAlign(step, rows));
+        Track((await Learner.LearnRefAlign(step, [.. rows.Select(r => r.ToMessage())])).ToCompute());
 
     public async Task<StepResult> LearnPreferenceAsync(int step, IReadOnlyList<PreferenceRow> rows, CancellationToken cancellation) =>
-        Track(await Learner.LearnPreference(step, rows));
+        Track((await Learner.LearnPreference(step, [.. rows.Select(r => r.ToMessage())])).ToCompute());
 
     /// <summary>Notes the new version and attaches this step's weight transfer (parallel shards: the slowest one).</summary>
     StepResult Track(StepResult r)
@@ -124,13 +124,13 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
     }
 
     public Task<IReadOnlyDictionary<string, double>> EvaluatePreferenceAsync(IReadOnlyList<PreferenceRow> rows, CancellationToken cancellation) =>
-        Learner.EvaluatePreference(rows);
+        Learner.EvaluatePreference([.. rows.Select(r => r.ToMessage())]);
 
-    public Task<string> CheckpointAsync(CheckpointManifest manifest, CancellationToken cancellation) => Learner.Checkpoint(manifest);
+    public Task<string> CheckpointAsync(CheckpointManifest manifest, CancellationToken cancellation) => Learner.Checkpoint(manifest.ToMessage());
 
     public async Task<CheckpointManifest?> RestoreLatestAsync(CancellationToken cancellation)
     {
-        var manifest = await Learner.RestoreLatest();
+        var manifest = (await Learner.RestoreLatest())?.ToCompute();
         _version = await Learner.WeightVersion();
         return manifest;
     }

@@ -1,6 +1,5 @@
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
-using RefAlign.Abstractions.Control;
 
 namespace RefAlign.Grains;
 
@@ -10,8 +9,11 @@ public static class GrainsServiceCollectionExtensions
     public static IServiceCollection AddRefAlignGrains(this IServiceCollection services)
     {
         services.AddSingleton<EncoderCache>();
+        // Hosts register their own (Silo:DataRoot) first; an embedded cluster resolves against its working directory.
+        services.TryAddSingleton(RunPaths.FromWorkingDirectory());
+        services.TryAddSingleton(new RunEventLogOptions());
         // Hosts that run the weight server register a WeightExchange with their address first; elsewhere weights go in chunks.
-        services.TryAddSingleton(new RefAlign.Abstractions.Compute.WeightExchange());
+        services.TryAddSingleton(new RefAlign.Runtime.WeightExchange());
         services.AddSingleton<IRunControl, GrainRunControl>();
         return services;
     }

@@ -1,8 +1,7 @@
 using Microsoft.Extensions.Logging;
-using RefAlign.Abstractions.Compute;
-using RefAlign.Abstractions.Grains;
-using RefAlign.Abstractions.Messages;
-using RefAlign.Abstractions.Placement;
+using RefAlign.Runtime;
+using RefAlign.Contracts.Grains;
+using RefAlign.Contracts.Messages;
 using RefAlign.Compute.Formats;
 using RefAlign.Compute.Models;
 using RefAlign.Compute.Telemetry;
@@ -41,7 +40,7 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
             // Same seeding as the local trainer, so LoRA dropout draws match.
             TorchSharp.torch.manual_seed(config.Seed);
             var tok = TextTokenizer.Load(config.Policy.Model);
-            var policy = CausalLm.FromPretrained(config.Policy.Model, Learner.ParseDType(config.Policy.Dtype));
+            var policy = CausalLm.FromPretrained(config.Policy.Model, config.Policy.Dtype.ToScalarType());
             var (_, pad) = PolicySetup.SpecialIds(tok, policy);
             return new Learner(config, policy, pad, totalSteps);
         });
@@ -50,32 +49,32 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
         logger.LogInformation("learner {Run} ready ({Algorithm}, {Steps} steps)", this.GetPrimaryKeyString(), config.Algorithm, totalSteps);
     }
 
-    public Task<StepResult> LearnRefAlign(int step, IReadOnlyList<RolloutRow> rows) =>
-        Learn(step, () => Require().RefAlignStep(step, rows));
+    public Task<StepResultMessage> LearnRefAlign(int step, IReadOnlyList<RolloutRowMessage> rows) =>
+        Learn(step, () => Require().RefAlignStep(step, [.. rows.Select(r => r.ToCompute())]));
 
-    public Task<StepResult> LearnPreference(int step, IReadOnlyList<PreferenceRow> rows) =>
-        Learn(step, () => Require().PreferenceStep(step, rows));
+    public Task<StepResultMessage> LearnPreference(int step, IReadOnlyList<PreferenceRowMessage> rows) =>
+        Learn(step, () => Require().PreferenceStep(step, [.. rows.Select(r => r.ToCompute())]));
 
-    async Task<StepResult> Learn(int step, Func<StepResult> work)
+    async Task<StepResultMessage> Learn(int step, Func<StepResult> work)
     {
         using var activity = TrainingTelemetry.StartPhase("learner.step", this.GetPrimaryKeyString(), step, Require().WeightVersion);
-        return await executor.RunAsync(work);
+        return (await executor.RunAsync(work)).ToMessage();
     }
 
-    public Task<IReadOnlyDictionary<string, double>> EvaluatePreference(IReadOnlyList<PreferenceRow> rows) =>
-        executor.RunAsync(() => Require().EvaluatePreference(rows));
+    public Task<IReadOnlyDictionary<string, double>> EvaluatePreference(IReadOnlyList<PreferenceRowMessage> rows) =>
+        executor.RunAsync(() => Require().EvaluatePreference([.. rows.Select(r => r.ToCompute())]));
 
-    public Task<string> Checkpoint(CheckpointManifest manifest)
+    public Task<string> Checkpoint(CheckpointMessage manifest)
     {
         var learner = Require();
         var config = _config!;
-        return executor.RunAsync(() => learner.SaveCheckpoint(_store!, manifest, config.Policy.Model));
+        return executor.RunAsync(() => learner.SaveCheckpoint(_store!, manifest.ToCompute(), config.Policy.Model));
     }
 
-    public Task<CheckpointManifest?> RestoreLatest()
+    public async Task<CheckpointMessage?> RestoreLatest()
     {
         var learner = Require();
-        return executor.RunAsync(() => learner.RestoreLatest(_store!));
+        return (await executor.RunAsync(() => learner.RestoreLatest(_store!)))?.ToMessage();
     }
 
     public Task<long> WeightVersion() => Task.FromResult(Require().WeightVersion);
@@ -105,7 +104,7 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
             _snapshotVersion = version;
             _snapshotUrl = exchange.Publish(this.GetPrimaryKeyString(), version, _snapshot);
         }
-        return new WeightsManifest(version, _snapshot.ChunkCount(ChunkBytes), ChunkBytes, _snapshot.TotalBytes, _snapshot.Entries, _snapshotUrl);
+        return new WeightsManifest(version, _snapshot.ChunkCount(ChunkBytes), ChunkBytes, _snapshot.TotalBytes, [.. _snapshot.Entries.Select(e => e.ToMessage())], _snapshotUrl);
     }
 
     long _snapshotVersion = -1;

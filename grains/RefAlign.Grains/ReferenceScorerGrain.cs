@@ -1,6 +1,6 @@
-using RefAlign.Abstractions.Compute;
-using RefAlign.Abstractions.Grains;
-using RefAlign.Abstractions.Placement;
+using RefAlign.Runtime;
+using RefAlign.Contracts.Grains;
+using RefAlign.Contracts.Messages;
 using RefAlign.Compute.Models;
 using RefAlign.Compute.Tokenization;
 using RefAlign.Compute.Training;
@@ -26,17 +26,18 @@ public sealed class ReferenceScorerGrain(ComputeExecutor executor) : Grain, IRef
         (_model, _scorer) = await executor.RunAsync(() =>
         {
             var path = config.Policy.ReferenceModel ?? config.Policy.Model;
-            var model = CausalLm.FromPretrained(path, Learner.ParseDType(config.Policy.Dtype));
+            var model = CausalLm.FromPretrained(path, config.Policy.Dtype.ToScalarType());
             var (_, pad) = PolicySetup.SpecialIds(TextTokenizer.Load(config.Policy.Model), model);
             var cache = new ReferenceLogProbCache(Path.Combine(config.OutputDir, "reference_cache", $"shard-{shard}"));
             return (model, new ReferenceScorer(model, cache, pad));
         });
     }
 
-    public Task<IReadOnlyList<ReferenceLogProbs>> Score(IReadOnlyList<PreferencePair> pairs, bool prompted)
+    public async Task<IReadOnlyList<ReferenceLogProbsMessage>> Score(IReadOnlyList<PreferencePairMessage> pairs, bool prompted)
     {
         var scorer = _scorer ?? throw new InvalidOperationException($"reference scorer {this.GetPrimaryKeyString()} is not initialized.");
-        return executor.RunAsync(() => scorer.Score(pairs, prompted));
+        var values = await executor.RunAsync(() => scorer.Score([.. pairs.Select(p => p.ToCompute())], prompted));
+        return [.. values.Select(v => v.ToMessage())];
     }
 
     public Task<int> ModelPasses() => Task.FromResult(_scorer?.Cache.ModelPasses ?? 0);

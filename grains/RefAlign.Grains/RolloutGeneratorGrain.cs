@@ -1,8 +1,7 @@
 using Microsoft.Extensions.Logging;
-using RefAlign.Abstractions.Compute;
-using RefAlign.Abstractions.Grains;
-using RefAlign.Abstractions.Messages;
-using RefAlign.Abstractions.Placement;
+using RefAlign.Runtime;
+using RefAlign.Contracts.Grains;
+using RefAlign.Contracts.Messages;
 using RefAlign.Compute.Formats;
 using RefAlign.Compute.Models;
 using RefAlign.Compute.Models.Lora;
@@ -36,7 +35,7 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, WeightExchan
         (_policy, _lora, _tokenizer, _eos, _pad) = await executor.RunAsync(() =>
         {
             var tok = TextTokenizer.Load(config.Policy.Model);
-            var policy = CausalLm.FromPretrained(config.Policy.Model, RefAlign.Compute.Training.Learner.ParseDType(config.Policy.Dtype));
+            var policy = CausalLm.FromPretrained(config.Policy.Model, config.Policy.Dtype.ToScalarType());
             // Mirror the learner's structure so its trainable tensors (adapters or full weights) map one to one.
             var lora = PolicySetup.AttachLora(policy, config);
             var (eos, pad) = PolicySetup.SpecialIds(tok, policy);
@@ -57,9 +56,9 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, WeightExchan
         activity?.SetTag(TrainingTelemetry.Tags.Shard, this.GetPrimaryKeyString());
         var policy = _policy!;
         var tok = _tokenizer!;
-        var rollouts = await executor.RunAsync(() => RolloutWorker.Generate(policy, ids => tok.Decode(ids), request.Prompts,
+        var rollouts = await executor.RunAsync(() => RolloutWorker.Generate(policy, ids => tok.Decode(ids), [.. request.Prompts.Select(p => p.ToCompute())],
             request.Positions, config.RefAlign, config.Seed, request.Step, _eos, _pad));
-        return new GenerateReply(rollouts, _version, syncBytes, syncSeconds);
+        return new GenerateReply([.. rollouts.Select(r => r.ToMessage())], _version, syncBytes, syncSeconds);
     }
 
     /// <summary>Fetches the learner's current weights (at least <paramref name="minVersion"/>) in chunks and loads them.</summary>
@@ -77,9 +76,9 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, WeightExchan
                 // Several chunks in flight hide each request's round trip; the transfer time excludes capture and apply.
                 var fetchStarted = System.Diagnostics.Stopwatch.GetTimestamp();
                 // A learner on this silo published into this silo's exchange: read its snapshot in place.
-                var snapshot = manifest.HttpUrl is { } address && exchange.FindLocal(address) is { } local
+                var snapshot = manifest.StreamAddress is { } address && exchange.FindLocal(address) is { } local
                     ? local
-                    : WeightSnapshot.FromChunks(manifest.Entries, await FetchDirect(manifest) ?? await FetchChunks(learner, manifest));
+                    : WeightSnapshot.FromChunks([.. manifest.Entries.Select(e => e.ToCompute())], await FetchDirect(manifest) ?? await FetchChunks(learner, manifest));
                 var fetchSeconds = System.Diagnostics.Stopwatch.GetElapsedTime(fetchStarted).TotalSeconds;
                 var targets = PolicySetup.Trainable(_policy!, _lora).ToDictionary(p => p.Name, p => (Tensor)p.Parameter);
                 await executor.RunAsync(() => snapshot.ApplyTo(targets));
@@ -98,15 +97,15 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, WeightExchan
     /// <summary>The whole snapshot in one stream from the learner silo; null (fall back to chunks) when unavailable.</summary>
     async Task<byte[][]?> FetchDirect(WeightsManifest manifest)
     {
-        if (manifest.HttpUrl is null) return null;
+        if (manifest.StreamAddress is null) return null;
         try
         {
-            if (await WeightExchange.FetchAsync(manifest.HttpUrl, manifest.TotalBytes) is { } data) return [data];
-            logger.LogWarning("weight stream {Address} no longer holds version {Version}; falling back to chunks", manifest.HttpUrl, manifest.Version);
+            if (await WeightExchange.FetchAsync(manifest.StreamAddress, manifest.TotalBytes) is { } data) return [data];
+            logger.LogWarning("weight stream {Address} no longer holds version {Version}; falling back to chunks", manifest.StreamAddress, manifest.Version);
         }
         catch (Exception e) when (e is System.Net.Sockets.SocketException or IOException)
         {
-            logger.LogWarning(e, "weight stream {Address} failed; falling back to chunks", manifest.HttpUrl);
+            logger.LogWarning(e, "weight stream {Address} failed; falling back to chunks", manifest.StreamAddress);
         }
         return null;
     }

@@ -1,5 +1,5 @@
 using Orleans.Runtime;
-using RefAlign.Abstractions.Grains;
+using RefAlign.Contracts.Grains;
 
 namespace RefAlign.Grains;
 

@@ -1,4 +1,4 @@
-using RefAlign.Abstractions.Control;
+using RefAlign.Contracts.Control;
 
 namespace RefAlign.Grains;
 

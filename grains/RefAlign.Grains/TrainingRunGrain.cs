@@ -1,9 +1,10 @@
 using Orleans.Runtime;
+using Orleans.Utilities;
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
-using RefAlign.Abstractions.Compute;
-using RefAlign.Abstractions.Control;
-using RefAlign.Abstractions.Grains;
+using RefAlign.Runtime;
+using RefAlign.Contracts.Control;
+using RefAlign.Contracts.Grains;
 using RefAlign.Compute.Tokenization;
 using RefAlign.Compute.Training;
 
@@ -17,10 +18,14 @@ namespace RefAlign.Grains;
 public sealed class TrainingRunGrain(
     [PersistentState("run")] IPersistentState<RunState> state,
     ComputeExecutor executor,
+    RunEventLogOptions eventLog,
     ILogger<TrainingRunGrain> logger) : Grain, ITrainingRunGrain, IRunObserver
 {
+    /// <summary>Events persisted with the state (what a reactivated grain can replay to watchers).</summary>
     const int EventTail = 200;
+
     readonly List<RunEvent> _events = [];
+    readonly ObserverManager<IRunEventObserver> _watchers = new(TimeSpan.FromMinutes(1), logger);
     readonly SemaphoreSlim _writeLock = new(1, 1);
     CancellationTokenSource? _stop;
     IGrainTimer? _loop;
@@ -56,8 +61,25 @@ public sealed class TrainingRunGrain(
 
     public Task<RunSummary> GetSummary() => Task.FromResult(Summary());
 
-    public Task<IReadOnlyList<RunEvent>> GetEvents(long afterSequence, int max) =>
-        Task.FromResult<IReadOnlyList<RunEvent>>([.. _events.Where(e => e.Sequence > afterSequence).Take(max)]);
+    public Task<IReadOnlyList<RunEvent>> GetEvents(long afterSequence, int max)
+    {
+        if (_events.Count > 0 && afterSequence < _events[0].Sequence - 1) throw new RunEventsTrimmedException(RunId, _events[0].Sequence);
+        // Sequences are consecutive, so the first wanted event's index follows from the oldest kept one.
+        var start = _events.Count == 0 ? 0 : (int)Math.Clamp(afterSequence + 1 - _events[0].Sequence, 0, _events.Count);
+        return Task.FromResult<IReadOnlyList<RunEvent>>(_events.GetRange(start, Math.Min(max, _events.Count - start)));
+    }
+
+    public Task Subscribe(IRunEventObserver observer)
+    {
+        _watchers.Subscribe(observer, observer);
+        return Task.CompletedTask;
+    }
+
+    public Task Unsubscribe(IRunEventObserver observer)
+    {
+        _watchers.Unsubscribe(observer);
+        return Task.CompletedTask;
+    }
 
     public async Task<RunSummary> Stop()
     {
@@ -167,8 +189,12 @@ public sealed class TrainingRunGrain(
         var e = new RunEvent(RunId, state.State.NextSequence++, kind, step, DateTimeOffset.UtcNow, state.State.Status,
             metrics ?? new Dictionary<string, double>(), phase, seconds, message);
         _events.Add(e);
+        // Bounded: a watcher asking for trimmed events is told the oldest kept (GetEvents).
+        if (_events.Count > eventLog.Capacity) _events.RemoveRange(0, _events.Count - eventLog.Capacity);
+        _ = _watchers.Notify(w => w.OnEvent(e));
         state.State.Events.Add(e);
-        if (state.State.Events.Count > EventTail) state.State.Events.RemoveRange(0, state.State.Events.Count - EventTail);
+        var tail = Math.Min(EventTail, eventLog.Capacity);
+        if (state.State.Events.Count > tail) state.State.Events.RemoveRange(0, state.State.Events.Count - tail);
     }
 
     async Task PersistAsync()

@@ -1,6 +1,6 @@
 using Grpc.Core;
-using RefAlign.Abstractions.Control;
-using RefAlign.Client.Server;
+using RefAlign.Silo.Control;
+using Server = RefAlign.Contracts.Control;
 
 namespace RefAlign.Client.Tests;
 
@@ -50,7 +50,7 @@ public sealed class ControlApiTests
             Assert.Equal((a.Address, a.Name, a.Device, a.Status, a.ActiveGrains), (b.Address, b.Name, b.Device, b.Status, b.ActiveGrains));
             Assert.Equal(a.Roles, b.Roles);
         }
-        Assert.Equal(control.Cluster.Generators, cluster.Generators);
+        Assert.Equal(control.Cluster.Generators.Select(g => new GeneratorInfo(g.GrainId, g.RunId, g.WeightVersion, g.Silo)), cluster.Generators);
 
         control.Complete(id);
         var events = new List<RunEvent>();
@@ -120,6 +120,29 @@ public sealed class ControlApiTests
     }
 
     [Fact]
+    public async Task WatchingTrimmedEventsIsOutOfRangeNamingTheOldestKept()
+    {
+        var control = new InMemoryRunControl();
+        await using var silo = await TestSilo.StartAsync(control);
+        using var client = silo.Client();
+        var id = await client.StartRunAsync(ValidConfig);
+        for (var i = 0; i < 4; i++) control.Step(id, StepMetrics, ("learn", 0.1));
+        control.KeepFrom(id, 5);
+
+        var e = await Assert.ThrowsAsync<RpcException>(async () => { await foreach (var _ in client.WatchRunAsync(id, 0)) { } });
+        Assert.Equal(StatusCode.OutOfRange, e.StatusCode);
+        Assert.Equal(5, e.OldestSequence());
+        Assert.Contains("from sequence 5", e.Status.Detail);
+        Assert.Null(new RpcException(new Status(StatusCode.NotFound, "x")).OldestSequence());
+
+        // From the oldest kept on, the watch works.
+        control.Complete(id);
+        var rest = new List<RunEvent>();
+        await foreach (var ev in client.WatchRunAsync(id, 4)) rest.Add(ev);
+        Assert.Equal(5, rest[0].Sequence);
+    }
+
+    [Fact]
     public async Task ResumingACompletedRunIsFailedPrecondition()
     {
         var control = new InMemoryRunControl();
@@ -168,14 +191,23 @@ public sealed class ControlApiTests
         Assert.False(k.IsAuthorized("ABC"));
     }
 
-    internal static void AssertSame(RunSummary expected, RunSummary actual)
+    /// <summary>The server's record as the client should see it after the wire (same fields, the client's types).</summary>
+    static RunSummary AsClient(Server.RunSummary s) => new(s.RunId, s.Name, s.Algorithm, (RunStatus)(int)s.Status, s.Step, s.TotalSteps,
+        s.WeightVersion, s.LatestCheckpoint, s.CreatedAt, s.Error, s.LastMetrics, s.ConfigJson);
+
+    static RunEvent AsClient(Server.RunEvent e) => new(e.RunId, e.Sequence, (RunEventKind)(int)e.Kind, e.Step, e.Time,
+        (RunStatus)(int)e.Status, e.Metrics, e.Phase, e.PhaseSeconds, e.Message);
+
+    internal static void AssertSame(Server.RunSummary server, RunSummary actual)
     {
+        var expected = AsClient(server);
         Assert.Equal(expected with { LastMetrics = actual.LastMetrics }, actual);
         Assert.Equal(expected.LastMetrics.OrderBy(kv => kv.Key), actual.LastMetrics.OrderBy(kv => kv.Key));
     }
 
-    internal static void AssertSameEvents(IReadOnlyList<RunEvent> expected, IReadOnlyList<RunEvent> actual)
+    internal static void AssertSameEvents(IReadOnlyList<Server.RunEvent> server, IReadOnlyList<RunEvent> actual)
     {
+        var expected = server.Select(AsClient).ToList();
         Assert.Equal(expected.Select(e => e.Sequence), actual.Select(e => e.Sequence));
         for (var i = 0; i < expected.Count; i++)
         {

@@ -1,9 +1,19 @@
 using System.Runtime.CompilerServices;
 using System.Text.Json;
-using RefAlign.Abstractions.Control;
 using RefAlign.Compute.Training;
+using RefAlign.Contracts.Control;
+using RefAlign.Grains;
 
 namespace RefAlign.Client.Tests;
+
+// The server's records, not the client's (this namespace sits inside RefAlign.Client).
+using ClusterInfo = RefAlign.Contracts.Control.ClusterInfo;
+using GeneratorInfo = RefAlign.Contracts.Control.GeneratorInfo;
+using RunEvent = RefAlign.Contracts.Control.RunEvent;
+using RunEventKind = RefAlign.Contracts.Control.RunEventKind;
+using RunStatus = RefAlign.Contracts.Control.RunStatus;
+using RunSummary = RefAlign.Contracts.Control.RunSummary;
+using SiloInfo = RefAlign.Contracts.Control.SiloInfo;
 
 /// <summary>
 /// The API layer's test backend: runs kept in memory, events appended by the test (<see cref="Step"/>,
@@ -16,6 +26,7 @@ internal sealed class InMemoryRunControl : IRunControl
         public RunSummary Summary = summary;
         public readonly List<RunEvent> Events = [];
         public TaskCompletionSource Changed = NewSignal();
+        public long KeepFrom = 1;
     }
 
     readonly Lock _gate = new();
@@ -95,6 +106,8 @@ internal sealed class InMemoryRunControl : IRunControl
             lock (_gate)
             {
                 var e = Find(runId);
+                // A bounded log, as the run grain keeps: events before KeepFrom are gone.
+                if (e.KeepFrom > next + 1) throw new RunEventsTrimmedException(runId, e.KeepFrom);
                 batch = [.. e.Events.Where(x => x.Sequence > next)];
                 changed = e.Changed.Task;
                 ended = e.Summary.Status is RunStatus.Stopped or RunStatus.Completed or RunStatus.Failed;
@@ -152,6 +165,12 @@ internal sealed class InMemoryRunControl : IRunControl
     public void Complete(string runId)
     {
         lock (_gate) SetStatus(Find(runId), RunStatus.Completed, "done");
+    }
+
+    /// <summary>Forgets the events before <paramref name="sequence"/>, as a run's bounded log does.</summary>
+    public void KeepFrom(string runId, long sequence)
+    {
+        lock (_gate) Find(runId).KeepFrom = sequence;
     }
 
     public IReadOnlyList<RunEvent> Events(string runId)

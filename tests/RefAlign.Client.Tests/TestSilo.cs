@@ -5,8 +5,8 @@ using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
-using RefAlign.Abstractions.Control;
-using RefAlign.Client.Server;
+using RefAlign.Grains;
+using RefAlign.Silo.Control;
 
 namespace RefAlign.Client.Tests;
 

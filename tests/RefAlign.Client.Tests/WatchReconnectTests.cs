@@ -1,6 +1,5 @@
 using System.Threading.Channels;
 using Grpc.Core;
-using RefAlign.Abstractions.Control;
 
 namespace RefAlign.Client.Tests;
 

@@ -4,10 +4,12 @@ using Orleans.Runtime;
 using Orleans.Runtime.MembershipService.SiloMetadata;
 using Orleans.Serialization;
 using Orleans.TestingHost;
-using RefAlign.Abstractions.Compute;
-using RefAlign.Abstractions.Control;
-using RefAlign.Abstractions.Messages;
-using RefAlign.Abstractions.Placement;
+using RefAlign.Compute;
+using RefAlign.Compute.Training.Optimization;
+using RefAlign.Runtime;
+using RefAlign.Contracts.Control;
+using RefAlign.Contracts.Messages;
+using RefAlign.Presets;
 using RefAlign.Compute.Data;
 using RefAlign.Compute.Encoders;
 using RefAlign.Compute.Models;
@@ -88,22 +90,11 @@ public sealed class ClusterFixture : IAsyncLifetime
             silo.Services.AddRefAlignGrains();
         });
         builder.ConfigureClientHost(host => host.Logging.SetMinimumLevel(LogLevel.Warning));
-        builder.ConfigureClient(client =>
-        {
-            client.Services.AddSerializer(s => s.AddRefAlignSerialization());
-            client.AddActivityPropagation();
-        });
+        builder.ConfigureClient(client => client.AddActivityPropagation());
         Cluster = builder.Build();
         await Cluster.DeployAsync();
 
-        // Placement reads the silo metadata cache, which fills asynchronously from membership.
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
-        while (!Cluster.Silos.All(s => Cluster.Silos.All(other =>
-                   s.ServiceProvider.GetRequiredService<ISiloMetadataCache>().GetSiloMetadata(other.SiloAddress).Metadata.ContainsKey(SiloMetadataKeys.Roles))))
-        {
-            Assert.True(DateTime.UtcNow < deadline, "silo metadata did not propagate");
-            await Task.Delay(100);
-        }
+        await Cluster.UntilRolesPropagateAsync();
     }
 
     public async Task DisposeAsync()
@@ -120,9 +111,9 @@ public sealed class ClusterFixture : IAsyncLifetime
         Name = name, Algorithm = Algorithm.RefAlign, Seed = seed, OutputDir = Path.Combine(Root, "runs", name),
         Policy = new PolicySection { Model = PolicyDir },
         Data = new DataSection { Path = Path.Combine(DataDir, DemoData.ReferencesFileName), MaxPromptLength = 48, EvalFraction = 0.1, Limit = 48 },
-        Optimizer = new OptimizerSection { Kind = "adamw", LearningRate = 1e-2, WarmupSteps = 0 },
+        Optimizer = new OptimizerSection { Kind = OptimizerKind.AdamW, LearningRate = 1e-2, WarmupSteps = 0 },
         RefAlign = new RefAlignSection { RewardModel = EncoderDir, NumSamples = 4, MaxNewTokens = 10, TopK = 50 },
-        Distributed = new DistributedSection { Mode = "sync", Shards = 2 },
+        Distributed = new DistributedSection { Mode = DistributedMode.Sync, Shards = 2 },
         BatchSize = 4, MicroBatchSize = 8, MaxSteps = steps, EvalEvery = 0, CheckpointEvery = 0,
     }.Validate();
 
@@ -131,31 +122,10 @@ public sealed class ClusterFixture : IAsyncLifetime
         Name = name, Algorithm = Algorithm.SrDpo, Seed = seed, OutputDir = Path.Combine(Root, "runs", name),
         Policy = new PolicySection { Model = PolicyDir },
         Data = new DataSection { Path = Path.Combine(DataDir, DemoData.PreferencesFileName), MaxLength = 96, MaxPromptLength = 48, EvalFraction = 0.1, Limit = 48 },
-        Optimizer = new OptimizerSection { Kind = "adamw", LearningRate = 2e-3, WarmupSteps = 1 },
-        Distributed = new DistributedSection { Mode = "sync", Shards = 2 },
+        Optimizer = new OptimizerSection { Kind = OptimizerKind.AdamW, LearningRate = 2e-3, WarmupSteps = 1 },
+        Distributed = new DistributedSection { Mode = DistributedMode.Sync, Shards = 2 },
         BatchSize = 8, MicroBatchSize = 4, MaxSteps = steps, EvalEvery = steps, EvalExamples = 8, CheckpointEvery = 0,
     }.Validate();
-
-    // ---- the single-process baseline (what `refalign train` runs) ----
-
-    public sealed class Recorder : IRunObserver
-    {
-        public List<StepReport> Steps { get; } = [];
-        public List<IReadOnlyDictionary<string, double>> Evals { get; } = [];
-        public void OnStep(StepReport report) => Steps.Add(report);
-        public void OnEval(int step, IReadOnlyDictionary<string, double> metrics) => Evals.Add(metrics);
-    }
-
-    /// <summary>Runs <paramref name="config"/> in this process with <see cref="LocalTrainingServices"/> + <see cref="TrainingRun"/>.</summary>
-    public static Recorder RunLocally(RunConfig config)
-    {
-        var tok = TextTokenizer.Load(config.Policy.Model);
-        var data = TrainingData.Load(config, tok);
-        using var services = new LocalTrainingServices(config, tok, data);
-        var recorder = new Recorder();
-        new TrainingRun(config.Name, config, data, services, recorder).RunAsync().GetAwaiter().GetResult();
-        return recorder;
-    }
 
     // ---- cluster helpers ----
 

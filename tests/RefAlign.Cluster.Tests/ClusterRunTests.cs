@@ -1,6 +1,6 @@
 using Orleans.Runtime;
-using RefAlign.Abstractions.Control;
-using RefAlign.Abstractions.Grains;
+using RefAlign.Contracts.Control;
+using RefAlign.Contracts.Grains;
 using RefAlign.Compute.Training;
 
 namespace RefAlign.Cluster.Tests;
@@ -63,7 +63,7 @@ public sealed class ClusterRunTests(ClusterFixture fixture, Xunit.Abstractions.I
         Assert.All(scorers, s => Assert.Equal(ClusterFixture.SiloC, fixture.NameOf(s.SiloAddress)));
 
         // The same config in this process.
-        var local = ClusterFixture.RunLocally(config with { OutputDir = Path.Combine(fixture.Root, "local", "ra-e2e") });
+        var local = RunRecorder.RunLocally(config with { OutputDir = Path.Combine(fixture.Root, "local", "ra-e2e") });
         Assert.Equal(3, local.Steps.Count);
         var localLoss = local.Steps.Select(s => s.Metrics["loss"]).ToList();
         AssertClose(localLoss, [.. cluster.Select(m => m["loss"])], "loss");
@@ -95,7 +95,7 @@ public sealed class ClusterRunTests(ClusterFixture fixture, Xunit.Abstractions.I
             Assert.True(await reference.ModelPasses() > 0, $"reference shard {s} never ran the model");
         }
 
-        var local = ClusterFixture.RunLocally(config with { OutputDir = Path.Combine(fixture.Root, "local", "srdpo-e2e") });
+        var local = RunRecorder.RunLocally(config with { OutputDir = Path.Combine(fixture.Root, "local", "srdpo-e2e") });
         var cluster = StepMetrics(events);
         var localLoss = local.Steps.Select(s => s.Metrics["loss"]).ToList();
         AssertClose(localLoss, [.. cluster.Select(m => m["loss"])], "loss");

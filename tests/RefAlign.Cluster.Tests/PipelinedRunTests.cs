@@ -1,5 +1,6 @@
-using RefAlign.Abstractions.Control;
-using RefAlign.Abstractions.Grains;
+using RefAlign.Compute.Training;
+using RefAlign.Contracts.Control;
+using RefAlign.Contracts.Grains;
 
 namespace RefAlign.Cluster.Tests;
 
@@ -18,7 +19,7 @@ public sealed class PipelinedRunTests(ClusterFixture fixture)
     public async Task Pipelined_generation_runs_one_version_behind_and_completes()
     {
         var sync = fixture.RefAlignConfig("sync", seed: 9, steps: 4);
-        var pipelined = sync with { Name = "pipelined", Distributed = sync.Distributed with { Mode = "pipelined", MaxStaleness = 1 } };
+        var pipelined = sync with { Name = "pipelined", Distributed = sync.Distributed with { Mode = DistributedMode.Pipelined, MaxStaleness = 1 } };
         var syncId = await fixture.Control.StartRunAsync(sync.ToJson());
         var (syncSummary, syncEvents) = await fixture.WaitForEndAsync(syncId, TimeSpan.FromMinutes(2));
         var pipeId = await fixture.Control.StartRunAsync(pipelined.ToJson());

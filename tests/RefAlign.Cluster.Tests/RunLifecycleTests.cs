@@ -1,5 +1,5 @@
-using RefAlign.Abstractions.Control;
-using RefAlign.Abstractions.Grains;
+using RefAlign.Contracts.Control;
+using RefAlign.Contracts.Grains;
 using RefAlign.Compute.Training;
 
 namespace RefAlign.Cluster.Tests;
@@ -10,6 +10,48 @@ public sealed class RunLifecycleTests(ClusterFixture fixture)
 {
     static double[] Losses(IEnumerable<RunEvent> events) =>
         [.. events.Where(e => e.Kind == RunEventKind.Step).OrderBy(e => e.Step).Select(e => e.Metrics["loss"])];
+
+    sealed class PushedEvents : IRunEventObserver
+    {
+        public readonly System.Collections.Concurrent.ConcurrentQueue<RunEvent> Received = new();
+        public readonly TaskCompletionSource Ended = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public Task OnEvent(RunEvent e)
+        {
+            Received.Enqueue(e);
+            if (e.Kind == RunEventKind.Status && e.Status.IsFinal()) Ended.TrySetResult();
+            return Task.CompletedTask;
+        }
+    }
+
+    [Fact]
+    public async Task The_run_grain_pushes_each_event_to_subscribed_watchers_as_it_is_appended()
+    {
+        var id = await fixture.Control.StartRunAsync(fixture.RefAlignConfig("pushed", seed: 8, steps: 3).ToJson());
+        var run = fixture.Client.GetGrain<ITrainingRunGrain>(id);
+        var watcher = new PushedEvents();
+        var reference = fixture.Client.CreateObjectReference<IRunEventObserver>(watcher);
+        try
+        {
+            await run.Subscribe(reference);
+            await watcher.Ended.Task.WaitAsync(TimeSpan.FromMinutes(2));
+            // The final event may overtake earlier ones; give those a moment to land.
+            var final = watcher.Received.Max(e => e.Sequence);
+            for (var i = 0; i < 50 && watcher.Received.Count < final - watcher.Received.Min(e => e.Sequence) + 1; i++) await Task.Delay(100);
+            // Nobody asked for them: every event after the subscription arrived by itself, without gaps (Orleans
+            // does not order one-way calls, so in sequence order once sorted), and equal to what the log holds.
+            var pushed = watcher.Received.OrderBy(e => e.Sequence).ToList();
+            Assert.NotEmpty(pushed);
+            Assert.Equal(Enumerable.Range(0, pushed.Count).Select(i => pushed[0].Sequence + i), pushed.Select(e => e.Sequence));
+            var logged = await run.GetEvents(pushed[0].Sequence - 1, 1000);
+            Assert.Equal(logged.Select(e => (e.Sequence, e.Kind, e.Step)), pushed.Select(e => (e.Sequence, e.Kind, e.Step)));
+            Assert.Equal(3, pushed.Count(e => e.Kind == RunEventKind.Step));
+        }
+        finally
+        {
+            fixture.Client.DeleteObjectReference<IRunEventObserver>(reference);
+        }
+    }
 
     [Fact]
     public async Task Four_runs_at_once_finish_each_with_its_own_results()
@@ -55,7 +97,7 @@ public sealed class RunLifecycleTests(ClusterFixture fixture)
         // ...and exactly what that config gives alone in one process: no state leaked between concurrent runs.
         foreach (var i in new[] { 1, 3 })
         {
-            var local = ClusterFixture.RunLocally(configs[i] with { OutputDir = Path.Combine(fixture.Root, "local", $"four-{i}") });
+            var local = RunRecorder.RunLocally(configs[i] with { OutputDir = Path.Combine(fixture.Root, "local", $"four-{i}") });
             var expected = local.Steps.Select(s => s.Metrics["loss"]).ToArray();
             var actual = Losses(results[i].Events);
             Assert.Equal(expected.Length, actual.Length);
@@ -98,7 +140,7 @@ public sealed class RunLifecycleTests(ClusterFixture fixture)
         Assert.Contains(after, e => e.Kind == RunEventKind.Status && e.Message == "resumed");
 
         // The stitched run is the uninterrupted run.
-        var local = ClusterFixture.RunLocally(config with { OutputDir = Path.Combine(fixture.Root, "local", "stop-resume") });
+        var local = RunRecorder.RunLocally(config with { OutputDir = Path.Combine(fixture.Root, "local", "stop-resume") });
         var expected = local.Steps.Select(s => s.Metrics["loss"]).ToArray();
         var actual = Losses(before.Concat(after));
         Assert.Equal(expected.Length, actual.Length);
@@ -114,7 +156,7 @@ public sealed class RunLifecycleTests(ClusterFixture fixture)
         [
             ((good with { BatchSize = 0 }).ToJson(), "batch_size"),
             ((good with { Distributed = new DistributedSection { Shards = 0 } }).ToJson(), "distributed.shards"),
-            ((good with { Distributed = new DistributedSection { Mode = "async" } }).ToJson(), "distributed.mode"),
+            (good.ToJson().Replace("\"mode\": \"sync\"", "\"mode\": \"async\"", StringComparison.Ordinal), "distributed.mode"),
             ((good with { Policy = new PolicySection { Model = Path.Combine(fixture.Root, "no-such-model") } }).ToJson(), "policy.model"),
             (good.ToJson().Replace("\"batch_size\"", "\"batch_sise\"", StringComparison.Ordinal), "batch_sise"),
             ("{ \"seed\": \"seven\" }", "seed"),

@@ -1,8 +1,9 @@
 using System.Security.Cryptography;
 using Orleans.Runtime;
-using RefAlign.Abstractions.Grains;
-using RefAlign.Abstractions.Placement;
+using RefAlign.Contracts.Grains;
+using RefAlign.Runtime;
 using RefAlign.Compute.Formats;
+using RefAlign.Grains;
 
 namespace RefAlign.Cluster.Tests;
 
@@ -33,7 +34,7 @@ public sealed class WeightFetchProbeGrain(ILocalSiloDetails silo) : Grain, IWeig
         var manifest = await learner.GetWeights();
         var chunks = new List<byte[]>(manifest.ChunkCount);
         for (var i = 0; i < manifest.ChunkCount; i++) chunks.Add(await learner.GetWeightsChunk(manifest.Version, i));
-        var snapshot = WeightSnapshot.FromChunks(manifest.Entries, chunks);
+        var snapshot = WeightSnapshot.FromChunks([.. manifest.Entries.Select(e => e.ToCompute())], chunks);
         return new WeightFetch(silo.SiloAddress.ToString(), manifest.Version, manifest.ChunkCount, manifest.ChunkBytes, manifest.TotalBytes,
             [.. chunks.Select(c => c.Length)], SHA256.HashData(snapshot.Data), [.. snapshot.Entries.Select(e => e.Name)]);
     }

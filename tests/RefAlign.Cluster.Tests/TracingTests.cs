@@ -2,8 +2,8 @@ using OpenTelemetry;
 using OpenTelemetry.Exporter;
 using OpenTelemetry.Resources;
 using OpenTelemetry.Trace;
-using RefAlign.Abstractions.Control;
-using RefAlign.Abstractions.Grains;
+using RefAlign.Contracts.Control;
+using RefAlign.Contracts.Grains;
 using RefAlign.Compute.Telemetry;
 
 namespace RefAlign.Cluster.Tests;

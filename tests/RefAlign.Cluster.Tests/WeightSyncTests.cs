@@ -1,6 +1,8 @@
 using System.Security.Cryptography;
-using RefAlign.Abstractions.Grains;
-using RefAlign.Abstractions.Messages;
+using RefAlign.Compute.Training.Optimization;
+using RefAlign.Contracts.Grains;
+using RefAlign.Contracts.Messages;
+using RefAlign.Presets;
 using RefAlign.Compute.Formats;
 using RefAlign.Compute.Models;
 using RefAlign.Compute.Tokenization;
@@ -41,7 +43,7 @@ public sealed class WeightSyncTests(ClusterFixture fixture, BigModelFixture big)
     string ConfigJson(string name) => (fixture.RefAlignConfig(name, seed: 11, steps: 4) with
     {
         Policy = new PolicySection { Model = big.Dir },
-        Optimizer = new OptimizerSection { Kind = "adamw", LearningRate = 1e-2, WarmupSteps = 0 },
+        Optimizer = new OptimizerSection { Kind = OptimizerKind.AdamW, LearningRate = 1e-2, WarmupSteps = 0 },
         RefAlign = new RefAlignSection { RewardModel = fixture.EncoderDir, NumSamples = 2, MaxNewTokens = 6, TopK = 50 },
     }).Validate().ToJson();
 
@@ -61,7 +63,7 @@ public sealed class WeightSyncTests(ClusterFixture fixture, BigModelFixture big)
             if (i < manifest.ChunkCount - 1) Assert.Equal(manifest.ChunkBytes, chunk.Length);
             chunks.Add(chunk);
         }
-        return WeightSnapshot.FromChunks(manifest.Entries, chunks);
+        return WeightSnapshot.FromChunks([.. manifest.Entries.Select(e => e.ToCompute())], chunks);
     }
 
     [Fact]
@@ -121,7 +123,7 @@ public sealed class WeightSyncTests(ClusterFixture fixture, BigModelFixture big)
             var tok = TextTokenizer.Load(big.Dir);
             var eos = tok.EosIds[0];
             var prompt = tok.Encode("How do plants make food?").ToArray();
-            RolloutRow[] rows =
+            RolloutRowMessage[] rows =
             [
                 new(0, 0, prompt, [.. tok.Encode("They use sunlight to make sugar.", addSpecialTokens: false), eos], 1.0),
                 new(0, 1, prompt, [.. tok.Encode("I do not know.", addSpecialTokens: false), eos], -1.0),
@@ -143,7 +145,7 @@ public sealed class WeightSyncTests(ClusterFixture fixture, BigModelFixture big)
             // The generator still holds version 0; a request that needs version 1 makes it pull the new weights first.
             Assert.Equal(0, await generator.WeightVersion());
             ReferencePrompt[] prompts = [new(0, prompt, "How do plants make food?", "Photosynthesis.", false)];
-            var reply = await generator.Generate(new GenerateRequest(runId, 1, 1, prompts, [0]));
+            var reply = await generator.Generate(new GenerateRequest(runId, 1, 1, [.. prompts.Select(p => p.ToMessage())], [0]));
             Assert.Equal(1, reply.WeightVersion);
             Assert.Equal(1, await generator.WeightVersion());
 
@@ -167,7 +169,7 @@ public sealed class WeightSyncTests(ClusterFixture fixture, BigModelFixture big)
             Assert.True(drift > 1e-3, $"version 0 and 1 sample alike (max |Δ log p| {drift}); the check would be vacuous");
 
             // An already fresh generator does not sync again for an older minimum.
-            var again = await generator.Generate(new GenerateRequest(runId, 1, 0, prompts, [0]));
+            var again = await generator.Generate(new GenerateRequest(runId, 1, 0, [.. prompts.Select(p => p.ToMessage())], [0]));
             Assert.Equal(1, again.WeightVersion);
         }
         finally

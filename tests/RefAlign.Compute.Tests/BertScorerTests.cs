@@ -1,3 +1,4 @@
+using RefAlign.Presets;
 using RefAlign.Compute.BertScore;
 using RefAlign.Compute.Data;
 using RefAlign.Compute.Encoders;
@@ -23,7 +24,7 @@ public sealed class BertScorerPresets : IDisposable
 }
 
 /// <summary>
-/// BertScorer against bert_score's definitions (spec §4): a hand-computed case, an independent double-precision oracle,
+/// BertScorer against bert_score's definitions (docs/algorithms.md §4): a hand-computed case, an independent double-precision oracle,
 /// idf, multi-reference, baseline rescaling, padding/batch/order invariance, empty input and special tokens.
 /// </summary>
 public sealed class BertScorerTests(BertScorerPresets presets) : IClassFixture<BertScorerPresets>

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using Parquet.Serialization;
+using RefAlign.Presets;
 using RefAlign.Compute.Data;
 
 namespace RefAlign.Compute.Tests;
@@ -146,7 +147,7 @@ public sealed class DatasetTests : IDisposable
     {
         var path = Sample("pku_saferlhf.jsonl");
         var better = PreferenceDataset.Load(path, PreferenceLayout.PkuSafeRlhf).Examples;
-        var safer = PreferenceDataset.Load(path, options: new DataLoadOptions { PkuPreference = "safer" }).Examples;
+        var safer = PreferenceDataset.Load(path, options: new DataLoadOptions { PkuPreference = PkuPreference.Safer }).Examples;
         Assert.Equal(4, better.Count);
         Assert.Equal(4, safer.Count);
         Assert.Equal(("Here is a detailed way to do it.", "I can't help with that, but a locksmith can."), (better[0].Chosen, better[0].Rejected));
@@ -154,7 +155,6 @@ public sealed class DatasetTests : IDisposable
         Assert.Equal(("Plan your day and take short breaks.", "Make a to-do list."), (better[1].Chosen, better[1].Rejected));
         Assert.Equal(("Make a to-do list.", "Plan your day and take short breaks."), (safer[1].Chosen, safer[1].Rejected));
         Assert.Equal("How do I pick a lock?", better[0].Prompt);
-        Assert.Throws<ArgumentException>(() => PreferenceDataset.Load(path, options: new DataLoadOptions { PkuPreference = "nicer" }));
     }
 
     public sealed class PkuRow
@@ -181,7 +181,7 @@ public sealed class DatasetTests : IDisposable
     {
         var path = PkuParquet();
         var better = PreferenceDataset.Load(path).Examples;
-        var safer = PreferenceDataset.Load(path, PreferenceLayout.PkuSafeRlhf, new DataLoadOptions { PkuPreference = "safer" }).Examples;
+        var safer = PreferenceDataset.Load(path, PreferenceLayout.PkuSafeRlhf, new DataLoadOptions { PkuPreference = PkuPreference.Safer }).Examples;
         Assert.Equal(["unsafe but better", "safe", "better"], better.Select(x => x.Chosen));
         Assert.Equal(["safe", "neither", "good"], safer.Select(x => x.Chosen));
         Assert.Equal($"{path}:row 3", better[2].Source);

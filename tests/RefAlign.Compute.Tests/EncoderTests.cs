@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using RefAlign.Presets;
 using RefAlign.Compute.Encoders;
 using RefAlign.Compute.Formats;
 using RefAlign.Compute.Tests.Oracle;

@@ -1,4 +1,5 @@
 using System.Text;
+using RefAlign.Presets;
 using RefAlign.Compute.Tokenization;
 
 namespace RefAlign.Compute.Tests;

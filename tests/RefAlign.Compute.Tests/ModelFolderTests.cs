@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using RefAlign.Presets;
 using RefAlign.Compute.Formats;
 using RefAlign.Compute.Models;
 using RefAlign.Compute.Tokenization;

@@ -42,7 +42,7 @@ public sealed class PreferenceLossTests
         Assert.True(g is null || Values(g).All(x => x == 0), "a stop-gradient input received a gradient");
     }
 
-    static PreferenceLossResult Run(PreferenceLossKind kind, double lambda = 0.5, double eps = 0, bool grad = false,
+    static PreferenceLossResult Run(Algorithm kind, double lambda = 0.5, double eps = 0, bool grad = false,
         PreferenceLogProbs? plain = null, PreferenceLogProbs? prompted = null)
     {
         var loss = PreferenceLoss.Create(new PreferenceLossOptions { Kind = kind, Beta = 0.1, Lambda = lambda, LabelSmoothing = eps });
@@ -54,7 +54,7 @@ public sealed class PreferenceLossTests
     [Fact]
     public void DpoMatchesSpecReferenceValues()
     {
-        using var r = Run(PreferenceLossKind.Dpo);
+        using var r = Run(Algorithm.Dpo);
         AssertClose([0.69314718, 0.31326169, 0.12692801], Values(r.PerPair));
         AssertClose([(0.69314718 + 0.31326169 + 0.12692801) / 3], [r.Loss.to(ScalarType.Float64).item<double>()]);
         Assert.Empty(r.Loss.shape);
@@ -66,16 +66,16 @@ public sealed class PreferenceLossTests
         // −(1−ε)·log σ(z) − ε·log σ(−z) with z = βh = [0, 1, 2], ε = 0.1:
         // z=0: log 2 = 0.693147180560; z=1: 0.9·0.313261687518 + 0.1·1.313261687518 = 0.413261687518;
         // z=2: 0.9·0.126928011043 + 0.1·2.126928011043 = 0.326928011043.
-        using var r = Run(PreferenceLossKind.CDpo, eps: 0.1);
+        using var r = Run(Algorithm.CDpo, eps: 0.1);
         AssertClose([0.693147180560, 0.413261687518, 0.326928011043], Values(r.PerPair));
-        using var dpo = Run(PreferenceLossKind.CDpo, eps: 0.0);
+        using var dpo = Run(Algorithm.CDpo, eps: 0.0);
         AssertClose([0.69314718, 0.31326169, 0.12692801], Values(dpo.PerPair));
     }
 
     [Fact]
     public void IpoMatchesSpecReferenceValues()
     {
-        using var r = Run(PreferenceLossKind.Ipo);
+        using var r = Run(Algorithm.Ipo);
         AssertClose([25.0, 25.0, 225.0], Values(r.PerPair));
         AssertClose([275.0 / 3], [r.Metrics["loss"]]);
     }
@@ -83,37 +83,37 @@ public sealed class PreferenceLossTests
     [Fact]
     public void SrDpoMatchesSpecReferenceValues()
     {
-        using var r = Run(PreferenceLossKind.SrDpo, lambda: 0.5);
+        using var r = Run(Algorithm.SrDpo, lambda: 0.5);
         AssertClose([0.64439666, 0.38687101, 0.22041741], Values(r.PerPair));
     }
 
     [Fact]
     public void SrIpoMatchesSpecReferenceValues()
     {
-        using var r = Run(PreferenceLossKind.SrIpo, lambda: 0.5);
+        using var r = Run(Algorithm.SrIpo, lambda: 0.5);
         AssertClose([24.01, 22.5625, 207.36], Values(r.PerPair));
     }
 
     [Fact]
     public void SrWithLambdaZeroIsThePlainLoss()
     {
-        using var sr = Run(PreferenceLossKind.SrDpo, lambda: 0);
-        using var dpo = Run(PreferenceLossKind.Dpo);
+        using var sr = Run(Algorithm.SrDpo, lambda: 0);
+        using var dpo = Run(Algorithm.Dpo);
         AssertClose(Values(dpo.PerPair), Values(sr.PerPair), 1e-12);
-        using var sri = Run(PreferenceLossKind.SrIpo, lambda: 0);
-        using var ipo = Run(PreferenceLossKind.Ipo);
+        using var sri = Run(Algorithm.SrIpo, lambda: 0);
+        using var ipo = Run(Algorithm.Ipo);
         AssertClose(Values(ipo.PerPair), Values(sri.PerPair), 1e-12);
     }
 
     [Theory]
-    [InlineData(PreferenceLossKind.Dpo)]
-    [InlineData(PreferenceLossKind.CDpo)]
-    [InlineData(PreferenceLossKind.Ipo)]
-    [InlineData(PreferenceLossKind.SrDpo)]
-    [InlineData(PreferenceLossKind.SrIpo)]
-    public void MetricsOnTheReferenceBatch(PreferenceLossKind kind)
+    [InlineData(Algorithm.Dpo)]
+    [InlineData(Algorithm.CDpo)]
+    [InlineData(Algorithm.Ipo)]
+    [InlineData(Algorithm.SrDpo)]
+    [InlineData(Algorithm.SrIpo)]
+    public void MetricsOnTheReferenceBatch(Algorithm kind)
     {
-        using var r = Run(kind, eps: kind == PreferenceLossKind.CDpo ? 0.1 : 0);
+        using var r = Run(kind, eps: kind == Algorithm.CDpo ? 0.1 : 0);
         var m = r.Metrics;
         // rewards β(logπ − logπref): chosen [0, 0.01, −0.09], rejected [0, −0.99, −2.09].
         AssertClose([-0.08 / 3], [m["rewards/chosen"]]);
@@ -124,7 +124,7 @@ public sealed class PreferenceLossTests
         AssertClose([-51.1 / 3], [m["logps/rejected"]]);
         AssertClose([r.Loss.to(ScalarType.Float64).item<double>()], [m["loss"]], 1e-12);
         AssertClose([Values(r.PerPair).Average()], [m["loss"]], 1e-12);
-        var sr = kind is PreferenceLossKind.SrDpo or PreferenceLossKind.SrIpo;
+        var sr = kind is Algorithm.SrDpo or Algorithm.SrIpo;
         Assert.Equal(sr, m.ContainsKey("refine/delta"));
         Assert.Equal(sr, m.ContainsKey("rewards/prompted_accuracies"));
         if (sr)
@@ -139,7 +139,7 @@ public sealed class PreferenceLossTests
     {
         // Prompted: chosen rewards β·[−1, 0, −3], rejected β·[1, 0, 2] → one tie, two wrong: accuracy 0 (plain stays 2/3).
         var prompted = new PreferenceLogProbs(T([-6.0, -6.0, -10.0]), T([-3.0, -8.0, -18.0]), T([-5.0, -6.0, -7.0]), T([-4.0, -8.0, -20.0]));
-        using var r = Run(PreferenceLossKind.SrDpo, prompted: prompted);
+        using var r = Run(Algorithm.SrDpo, prompted: prompted);
         AssertClose([0.0], [r.Metrics["rewards/prompted_accuracies"]]);
         AssertClose([2.0 / 3], [r.Metrics["rewards/accuracies"]]);
         AssertClose([0.1 * (-2 + 0 - 5) / 3], [r.Metrics["refine/delta"]]);
@@ -152,7 +152,7 @@ public sealed class PreferenceLossTests
         var plain = Plain(grad: true);
         var promptedLeaves = Prompted(grad: true);
         var refLeaves = new PreferenceLogProbs(plain.PolicyChosen, plain.PolicyRejected, T(RefChosen, true), T(RefRejected, true));
-        var loss = new SrDpoLoss(new PreferenceLossOptions { Kind = PreferenceLossKind.SrDpo, Beta = beta, Lambda = lambda });
+        var loss = new SrDpoLoss(new PreferenceLossOptions { Kind = Algorithm.SrDpo, Beta = beta, Lambda = lambda });
         using var r = loss.Compute(refLeaves, promptedLeaves);
         r.Loss.backward();
 
@@ -185,7 +185,7 @@ public sealed class PreferenceLossTests
         const double beta = 0.1, lambda = 0.5;
         var plain = Plain(grad: true);
         var promptedLeaves = Prompted(grad: true);
-        var loss = new SrIpoLoss(new PreferenceLossOptions { Kind = PreferenceLossKind.SrIpo, Beta = beta, Lambda = lambda });
+        var loss = new SrIpoLoss(new PreferenceLossOptions { Kind = Algorithm.SrIpo, Beta = beta, Lambda = lambda });
         using var r = loss.Compute(plain, promptedLeaves);
         r.Loss.backward();
 
@@ -207,7 +207,7 @@ public sealed class PreferenceLossTests
         var promptedChosen = leaf * 1.0 + tensor(new[] { -5.5, 6.0, -3.0 }, dtype: ScalarType.Float64); // = PromptedPolicyChosen
         var plain = new PreferenceLogProbs(leaf * 1.0, T(PolicyRejected), T(RefChosen), T(RefRejected));
         var prompted = new PreferenceLogProbs(promptedChosen, T(PromptedPolicyRejected), T(PromptedRefChosen), T(PromptedRefRejected));
-        using var r = Run(PreferenceLossKind.SrDpo, plain: plain, prompted: prompted);
+        using var r = Run(Algorithm.SrDpo, plain: plain, prompted: prompted);
         AssertClose([0.64439666, 0.38687101, 0.22041741], Values(r.PerPair));
         r.Loss.backward();
         var expected = new[] { 0.1, 0.75, 1.4 }.Select(z => -0.1 * Sigmoid(-z) / 3).ToArray();
@@ -230,7 +230,7 @@ public sealed class PreferenceLossTests
     [Fact]
     public void SelfRefinedLossesRequirePromptedLogProbs()
     {
-        foreach (var kind in new[] { PreferenceLossKind.SrDpo, PreferenceLossKind.SrIpo })
+        foreach (var kind in new[] { Algorithm.SrDpo, Algorithm.SrIpo })
         {
             var loss = PreferenceLoss.Create(new PreferenceLossOptions { Kind = kind });
             var ex = Assert.Throws<ArgumentException>(() => loss.Compute(Plain(), null));
@@ -253,14 +253,14 @@ public sealed class PreferenceLossTests
     [Fact]
     public void FactoryReturnsTheNamedLoss()
     {
-        Assert.IsType<DpoLoss>(PreferenceLoss.Create(new PreferenceLossOptions { Kind = PreferenceLossKind.Dpo }));
-        Assert.IsType<CDpoLoss>(PreferenceLoss.Create(new PreferenceLossOptions { Kind = PreferenceLossKind.CDpo, LabelSmoothing = 0.1 }));
-        Assert.IsType<IpoLoss>(PreferenceLoss.Create(new PreferenceLossOptions { Kind = PreferenceLossKind.Ipo }));
-        Assert.IsType<SrDpoLoss>(PreferenceLoss.Create(new PreferenceLossOptions { Kind = PreferenceLossKind.SrDpo }));
-        Assert.IsType<SrIpoLoss>(PreferenceLoss.Create(new PreferenceLossOptions { Kind = PreferenceLossKind.SrIpo }));
-        Assert.True(new PreferenceLossOptions { Kind = PreferenceLossKind.SrDpo }.NeedsPrompted);
-        Assert.True(new PreferenceLossOptions { Kind = PreferenceLossKind.SrIpo }.NeedsPrompted);
-        Assert.False(new PreferenceLossOptions { Kind = PreferenceLossKind.Ipo }.NeedsPrompted);
+        Assert.IsType<DpoLoss>(PreferenceLoss.Create(new PreferenceLossOptions { Kind = Algorithm.Dpo }));
+        Assert.IsType<CDpoLoss>(PreferenceLoss.Create(new PreferenceLossOptions { Kind = Algorithm.CDpo, LabelSmoothing = 0.1 }));
+        Assert.IsType<IpoLoss>(PreferenceLoss.Create(new PreferenceLossOptions { Kind = Algorithm.Ipo }));
+        Assert.IsType<SrDpoLoss>(PreferenceLoss.Create(new PreferenceLossOptions { Kind = Algorithm.SrDpo }));
+        Assert.IsType<SrIpoLoss>(PreferenceLoss.Create(new PreferenceLossOptions { Kind = Algorithm.SrIpo }));
+        Assert.True(new PreferenceLossOptions { Kind = Algorithm.SrDpo }.NeedsPrompted);
+        Assert.True(new PreferenceLossOptions { Kind = Algorithm.SrIpo }.NeedsPrompted);
+        Assert.False(new PreferenceLossOptions { Kind = Algorithm.Ipo }.NeedsPrompted);
         Assert.False(new PreferenceLossOptions().NeedsPrompted);
     }
 
@@ -270,14 +270,14 @@ public sealed class PreferenceLossTests
         { "beta", new PreferenceLossOptions { Beta = -0.1 } },
         { "beta", new PreferenceLossOptions { Beta = double.NaN } },
         { "beta", new PreferenceLossOptions { Beta = double.PositiveInfinity } },
-        { "label_smoothing", new PreferenceLossOptions { Kind = PreferenceLossKind.CDpo, LabelSmoothing = 0.5 } },
-        { "label_smoothing", new PreferenceLossOptions { Kind = PreferenceLossKind.CDpo, LabelSmoothing = -0.01 } },
-        { "label_smoothing", new PreferenceLossOptions { Kind = PreferenceLossKind.Dpo, LabelSmoothing = 0.1 } },
-        { "lambda", new PreferenceLossOptions { Kind = PreferenceLossKind.SrDpo, Lambda = -0.5 } },
-        { "lambda", new PreferenceLossOptions { Kind = PreferenceLossKind.SrIpo, Lambda = double.NaN } },
-        { "refinement_prompt", new PreferenceLossOptions { Kind = PreferenceLossKind.SrDpo, RefinementPrompt = "  " } },
-        { "refinement_prompt", new PreferenceLossOptions { Kind = PreferenceLossKind.SrIpo, RefinementPrompt = null! } },
-        { "kind", new PreferenceLossOptions { Kind = (PreferenceLossKind)42 } },
+        { "label_smoothing", new PreferenceLossOptions { Kind = Algorithm.CDpo, LabelSmoothing = 0.5 } },
+        { "label_smoothing", new PreferenceLossOptions { Kind = Algorithm.CDpo, LabelSmoothing = -0.01 } },
+        { "label_smoothing", new PreferenceLossOptions { Kind = Algorithm.Dpo, LabelSmoothing = 0.1 } },
+        { "lambda", new PreferenceLossOptions { Kind = Algorithm.SrDpo, Lambda = -0.5 } },
+        { "lambda", new PreferenceLossOptions { Kind = Algorithm.SrIpo, Lambda = double.NaN } },
+        { "refinement_prompt", new PreferenceLossOptions { Kind = Algorithm.SrDpo, RefinementPrompt = "  " } },
+        { "refinement_prompt", new PreferenceLossOptions { Kind = Algorithm.SrIpo, RefinementPrompt = null! } },
+        { "kind", new PreferenceLossOptions { Kind = (Algorithm)42 } },
     };
 
     [Theory]
@@ -294,9 +294,9 @@ public sealed class PreferenceLossTests
     public void ValidOptionsPass()
     {
         new PreferenceLossOptions().Validate();
-        new PreferenceLossOptions { Kind = PreferenceLossKind.CDpo, LabelSmoothing = 0.49 }.Validate();
-        new PreferenceLossOptions { Kind = PreferenceLossKind.SrIpo, Lambda = 1, Beta = 0.5, RefinementPrompt = "Be helpful. Query:" }.Validate();
-        var ex = Assert.Throws<ArgumentException>(() => new IpoLoss(new PreferenceLossOptions { Kind = PreferenceLossKind.Dpo }));
+        new PreferenceLossOptions { Kind = Algorithm.CDpo, LabelSmoothing = 0.49 }.Validate();
+        new PreferenceLossOptions { Kind = Algorithm.SrIpo, Lambda = 1, Beta = 0.5, RefinementPrompt = "Be helpful. Query:" }.Validate();
+        var ex = Assert.Throws<ArgumentException>(() => new IpoLoss(new PreferenceLossOptions { Kind = Algorithm.Dpo }));
         Assert.Equal("kind", ex.ParamName);
     }
 

@@ -1,3 +1,4 @@
+using RefAlign.Compute.Data;
 using RefAlign.Compute.Training;
 
 namespace RefAlign.Compute.Tests;
@@ -22,7 +23,7 @@ public sealed class RunConfigTests
         Assert.Equal(Algorithm.SrDpo, c.Algorithm);
         Assert.True(c.IsSelfRefined);
         Assert.Equal(64, c.Policy.Lora!.Rank);
-        Assert.Equal("hh-rlhf", c.Data.Layout);
+        Assert.Equal(DataLayout.HhRlhf, c.Data.Layout);
         Assert.Equal(0.3, c.Preference.Lambda);
         Assert.Equal(c, RunConfig.Parse(c.ToJson()) with { Policy = c.Policy with { Lora = c.Policy.Lora } });
         Assert.Contains("\"algorithm\": \"sr-dpo\"", c.ToJson());
@@ -60,6 +61,32 @@ public sealed class RunConfigTests
         var e = Assert.Throws<InvalidRunConfigException>(() => RunConfig.Parse(json, "run.json"));
         Assert.StartsWith(field == "$" ? "" : field, e.Field);
         Assert.Contains("run.json", e.Message);
+    }
+
+    [Theory]
+    [InlineData("""{ "optimizer": { "kind": "sgd" } }""", "optimizer.kind", "must be one of rmsprop, adamw (got 'sgd')")]
+    [InlineData("""{ "optimizer": { "schedule": "linear" } }""", "optimizer.schedule", "must be one of constant, cosine (got 'linear')")]
+    [InlineData("""{ "policy": { "dtype": "fp8" } }""", "policy.dtype", "must be one of float32, bfloat16, float16 (got 'fp8')")]
+    [InlineData("""{ "data": { "pku_preference": "nicer" } }""", "data.pku_preference", "must be one of better, safer (got 'nicer')")]
+    [InlineData("""{ "distributed": { "mode": 1 } }""", "distributed.mode", "must be one of sync, pipelined (a string, got Number)")]
+    public void ClosedSetsListTheirValues(string json, string field, string detail)
+    {
+        var e = Assert.Throws<InvalidRunConfigException>(() => RunConfig.Parse(json, "run.json"));
+        Assert.Equal(field, e.Field);
+        Assert.Equal($"run.json: field '{field}' {detail}", e.Message);
+    }
+
+    [Fact]
+    public void ClosedSetsRoundTripAsTheirNames()
+    {
+        var c = RunConfig.Parse("""
+            { "policy": { "dtype": "bfloat16", "chat_template": "zephyr" }, "data": { "layout": "pku-saferlhf", "pku_preference": "safer" },
+              "optimizer": { "kind": "adamw", "schedule": "cosine" }, "distributed": { "mode": "pipelined" } }
+            """);
+        var json = c.ToJson();
+        foreach (var text in new[] { "\"bfloat16\"", "\"zephyr\"", "\"pku-saferlhf\"", "\"safer\"", "\"adamw\"", "\"cosine\"", "\"pipelined\"", "\"sum\"" })
+            Assert.Contains(text, json);
+        Assert.Equal(c, RunConfig.Parse(json));
     }
 
     [Fact]

@@ -1,5 +1,6 @@
 using System.Text;
 using System.Text.Json;
+using RefAlign.Presets;
 using RefAlign.Compute.Tokenization;
 
 namespace RefAlign.Compute.Tests;

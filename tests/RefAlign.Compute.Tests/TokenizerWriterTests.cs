@@ -1,3 +1,4 @@
+using RefAlign.Presets;
 using RefAlign.Compute.Tokenization;
 
 namespace RefAlign.Compute.Tests;

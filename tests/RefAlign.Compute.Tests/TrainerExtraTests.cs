@@ -1,3 +1,5 @@
+using RefAlign.Compute.Training.Optimization;
+using RefAlign.Presets;
 using RefAlign.Compute.Data;
 using RefAlign.Compute.Models;
 using RefAlign.Compute.Tokenization;
@@ -19,13 +21,6 @@ public sealed class TrainerExtraTests : IDisposable
 
     public void Dispose() => Directory.Delete(_root, recursive: true);
 
-    sealed class Recorder(Action<int, string>? onCheckpoint = null) : IRunObserver
-    {
-        public List<StepReport> Steps { get; } = [];
-        public void OnStep(StepReport report) => Steps.Add(report);
-        public void OnCheckpoint(int step, string folder) => onCheckpoint?.Invoke(step, folder);
-    }
-
     string Model()
     {
         var dir = Path.Combine(_root, "policy");
@@ -45,7 +40,7 @@ public sealed class TrainerExtraTests : IDisposable
         Name = "extra", Algorithm = algorithm, Seed = 3, OutputDir = Path.Combine(_root, output),
         Policy = new PolicySection { Model = Model() },
         Data = new DataSection { Path = PreferenceFile(), MaxLength = 64, MaxPromptLength = 32, EvalFraction = 0.1 },
-        Optimizer = new OptimizerSection { Kind = "adamw", LearningRate = 2e-3, WarmupSteps = 1 },
+        Optimizer = new OptimizerSection { Kind = OptimizerKind.AdamW, LearningRate = 2e-3, WarmupSteps = 1 },
         BatchSize = 8, MicroBatchSize = 8, MaxSteps = steps, EvalEvery = 0, CheckpointEvery = 0,
     }.Validate();
 
@@ -56,9 +51,9 @@ public sealed class TrainerExtraTests : IDisposable
         return (data, new LocalTrainingServices(cfg, tok, data));
     }
 
-    static (Recorder Rec, int Done) Run(RunConfig cfg, LocalTrainingServices services, TrainingData data)
+    static (RunRecorder Rec, int Done) Run(RunConfig cfg, LocalTrainingServices services, TrainingData data)
     {
-        var rec = new Recorder();
+        var rec = new RunRecorder();
         var done = new TrainingRun(cfg.Name, cfg, data, services, rec).RunAsync().GetAwaiter().GetResult();
         return (rec, done);
     }
@@ -69,7 +64,7 @@ public sealed class TrainerExtraTests : IDisposable
         var cfg = Preference(Algorithm.SrDpo, "lora", steps: 10) with
         {
             Policy = new PolicySection { Model = Model(), Lora = new LoraSection { Rank = 4, Alpha = 8 } },
-            Optimizer = new OptimizerSection { Kind = "adamw", LearningRate = 1e-2, WarmupSteps = 1 },
+            Optimizer = new OptimizerSection { Kind = OptimizerKind.AdamW, LearningRate = 1e-2, WarmupSteps = 1 },
         };
         using var baseModel = CausalLm.FromPretrained(cfg.Policy.Model);
         var (data, services) = Open(cfg);
@@ -142,7 +137,7 @@ public sealed class TrainerExtraTests : IDisposable
         var (data, services) = Open(cfg);
         var store = services.Checkpoints;
         var injected = 0;
-        var rec = new Recorder((step, _) =>
+        var rec = new RunRecorder((step, _) =>
         {
             // Once step 2 is safely saved, every later save dies after its contents and manifest are written and
             // before the rename that publishes it — the worst moment for a crash.

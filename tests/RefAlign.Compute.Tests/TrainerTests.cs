@@ -1,3 +1,5 @@
+using RefAlign.Compute.Training.Optimization;
+using RefAlign.Presets;
 using RefAlign.Compute.Data;
 using RefAlign.Compute.Encoders;
 using RefAlign.Compute.Models;
@@ -16,14 +18,6 @@ public sealed class TrainerTests : IDisposable
     readonly string _root = Directory.CreateTempSubdirectory("refalign-train-").FullName;
 
     public void Dispose() => Directory.Delete(_root, recursive: true);
-
-    sealed class Recorder : IRunObserver
-    {
-        public List<StepReport> Steps { get; } = [];
-        public List<IReadOnlyDictionary<string, double>> Evals { get; } = [];
-        public void OnStep(StepReport report) => Steps.Add(report);
-        public void OnEval(int step, IReadOnlyDictionary<string, double> metrics) => Evals.Add(metrics);
-    }
 
     string Model(string name = "policy")
     {
@@ -44,16 +38,16 @@ public sealed class TrainerTests : IDisposable
         Name = "pref", Algorithm = algorithm, Seed = 3, OutputDir = Path.Combine(_root, output),
         Policy = new PolicySection { Model = Model() },
         Data = new DataSection { Path = Path.Combine(Data(), DemoData.PreferencesFileName), MaxLength = 96, MaxPromptLength = 48, EvalFraction = 0.1 },
-        Optimizer = new OptimizerSection { Kind = "adamw", LearningRate = 2e-3, WarmupSteps = 2 },
+        Optimizer = new OptimizerSection { Kind = OptimizerKind.AdamW, LearningRate = 2e-3, WarmupSteps = 2 },
         BatchSize = 8, MicroBatchSize = 4, MaxSteps = steps, EvalEvery = steps, EvalExamples = 16, CheckpointEvery = 0,
     }.Validate();
 
-    static (Recorder Rec, int Done, LocalTrainingServices Services) Run(RunConfig cfg)
+    static (RunRecorder Rec, int Done, LocalTrainingServices Services) Run(RunConfig cfg)
     {
         var tok = TextTokenizer.Load(cfg.Policy.Model);
         var data = TrainingData.Load(cfg, tok);
         var services = new LocalTrainingServices(cfg, tok, data);
-        var rec = new Recorder();
+        var rec = new RunRecorder();
         var done = new TrainingRun(cfg.Name, cfg, data, services, rec).RunAsync().GetAwaiter().GetResult();
         return (rec, done, services);
     }
@@ -124,7 +118,7 @@ public sealed class TrainerTests : IDisposable
             Name = "refalign", Algorithm = Algorithm.RefAlign, Seed = 5, OutputDir = Path.Combine(_root, "ra"),
             Policy = new PolicySection { Model = Model() },
             Data = new DataSection { Path = Path.Combine(Data(), DemoData.ReferencesFileName), MaxPromptLength = 48, EvalFraction = 0.1 },
-            Optimizer = new OptimizerSection { Kind = "adamw", LearningRate = 1e-2, WarmupSteps = 0 },
+            Optimizer = new OptimizerSection { Kind = OptimizerKind.AdamW, LearningRate = 1e-2, WarmupSteps = 0 },
             RefAlign = new RefAlignSection { RewardModel = encoder, NumSamples = 4, MaxNewTokens = 12, TopK = 50 },
             BatchSize = 8, MicroBatchSize = 16, MaxSteps = 30, EvalEvery = 0, CheckpointEvery = 0,
         }.Validate();

@@ -1,4 +1,4 @@
-using RefAlign.Abstractions.Compute;
+using RefAlign.Runtime;
 
 namespace RefAlign.Silo.Tests;
 

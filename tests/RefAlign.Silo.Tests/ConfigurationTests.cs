@@ -1,4 +1,4 @@
-using RefAlign.Abstractions.Placement;
+using RefAlign.Runtime;
 using RefAlign.Silo.Hosting;
 
 namespace RefAlign.Silo.Tests;
@@ -61,17 +61,31 @@ public sealed class ConfigurationTests : IDisposable
         Assert.Equal([SiloRoles.Generator, SiloRoles.Scorer], options.Roles);
         Assert.Equal(TimeSpan.FromSeconds(30), options.ShutdownGracePeriod);
         Assert.Null(options.ApiKey);
+        // Relative run-config paths resolve against the folder the silo was started from.
+        Assert.Equal(Directory.GetCurrentDirectory(), options.DataRoot);
+    }
+
+    [Fact]
+    public void The_repository_root_appsettings_json_is_what_a_silo_reads_by_default()
+    {
+        var root = File.ReadAllText(Path.Combine(BuiltTools.RepositoryRoot, "appsettings.json"));
+        Assert.Equal(root, File.ReadAllText(Path.Combine(Path.GetDirectoryName(BuiltTools.SiloDll)!, "appsettings.json")));
+        Assert.Equal(root, File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "appsettings.json")));
+        // No content-root override: the file beside the silo's assembly, whatever the working directory.
+        var options = SiloOptionsReader.Read(SiloHost.CreateBuilder([]).Configuration);
+        Assert.Equal((5080, 5081, 11111, 30000), (options.GrpcPort, options.HttpPort, options.SiloPort, options.GatewayPort));
+        Assert.Equal(SiloRoles.All, options.Roles);
     }
 
     [Fact]
     public void Real_process_environment_variables_with_the_prefix_are_read()
     {
-        const string name = "REFALIGN_Silo__ModelCacheDir";
-        Environment.SetEnvironmentVariable(name, "/models/from-process-env");
+        const string name = "REFALIGN_Silo__DataRoot";
+        Environment.SetEnvironmentVariable(name, "/data/from-process-env");
         try
         {
-            Assert.Equal("/models/from-process-env", Load([]).ModelCacheDir);
-            Assert.Equal("/models/from-cli", Load(["--Silo:ModelCacheDir=/models/from-cli"]).ModelCacheDir);
+            Assert.Equal("/data/from-process-env", Load([]).DataRoot);
+            Assert.Equal("/data/from-cli", Load(["--Silo:DataRoot=/data/from-cli"]).DataRoot);
         }
         finally
         {

@@ -1,6 +1,6 @@
 using Grpc.Core;
-using RefAlign.Abstractions.Control;
 using RefAlign.Client;
+using RefAlign.Presets;
 using RefAlign.Compute.Data;
 using RefAlign.Compute.Encoders;
 using RefAlign.Compute.Models;

@@ -1,7 +1,7 @@
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
-using RefAlign.Abstractions.Compute;
+using RefAlign.Runtime;
 using RefAlign.Silo.Hosting;
 
 namespace RefAlign.Silo.Tests;

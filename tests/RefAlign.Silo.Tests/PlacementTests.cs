@@ -1,11 +1,11 @@
 using Orleans.Serialization;
-using RefAlign.Abstractions.Messages;
+using RefAlign.Contracts.Messages;
 using System.Net;
 using Microsoft.Extensions.DependencyInjection;
 using Orleans.Runtime;
 using Orleans.Runtime.MembershipService.SiloMetadata;
 using Orleans.TestingHost;
-using RefAlign.Abstractions.Placement;
+using RefAlign.Runtime;
 using RefAlign.Silo.Hosting;
 
 namespace RefAlign.Silo.Tests;
@@ -28,19 +28,10 @@ public sealed class RoleClusterFixture : IAsyncLifetime
     {
         var builder = new InProcessTestClusterBuilder(3);
         builder.ConfigureSilo((options, silo) => silo.AddRefAlignRuntime(OptionsFor(options.SiloName)));
-        builder.ConfigureClient(client => client.Services.AddSerializer(s => s.AddRefAlignSerialization()));
         Cluster = builder.Build();
         await Cluster.DeployAsync();
 
-        // Placement reads the metadata cache, which fills asynchronously from membership: wait until every silo
-        // knows every other silo's roles.
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
-        while (!Cluster.Silos.All(s => Cluster.Silos.All(other =>
-                   s.ServiceProvider.GetRequiredService<ISiloMetadataCache>().GetSiloMetadata(other.SiloAddress).Metadata.ContainsKey(SiloMetadataKeys.Roles))))
-        {
-            Assert.True(DateTime.UtcNow < deadline, "silo metadata did not propagate");
-            await Task.Delay(100);
-        }
+        await Cluster.UntilRolesPropagateAsync();
     }
 
     public async Task DisposeAsync() => await Cluster.DisposeAsync();

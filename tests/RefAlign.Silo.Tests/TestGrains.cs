@@ -1,6 +1,5 @@
 using Orleans.Runtime;
-using RefAlign.Abstractions.Compute;
-using RefAlign.Abstractions.Placement;
+using RefAlign.Runtime;
 using RefAlign.Compute.Telemetry;
 
 namespace RefAlign.Silo.Tests;

@@ -1,5 +1,5 @@
 using System.Net;
-using RefAlign.Abstractions.Compute;
+using RefAlign.Runtime;
 using RefAlign.Compute.Formats;
 using static TorchSharp.torch;
 

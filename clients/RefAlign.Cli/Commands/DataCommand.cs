@@ -1,4 +1,5 @@
 using System.CommandLine;
+using RefAlign.Presets;
 using RefAlign.Compute.Data;
 using Spectre.Console;
 

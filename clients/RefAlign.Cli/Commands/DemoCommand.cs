@@ -1,6 +1,6 @@
 using System.CommandLine;
-using RefAlign.Abstractions.Control;
 using RefAlign.Client;
+using RefAlign.Presets;
 using RefAlign.Compute.Data;
 using RefAlign.Compute.Encoders;
 using RefAlign.Compute.Models;

@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 
 namespace RefAlign.Cli.Commands;
 
-/// <summary><c>refalign logprobs</c>: log π(completion | prompt), summed, mean and per token (spec §1).</summary>
+/// <summary><c>refalign logprobs</c>: log π(completion | prompt), summed, mean and per token (docs/algorithms.md §1).</summary>
 internal static class LogProbsCommand
 {
     public static Command Create()

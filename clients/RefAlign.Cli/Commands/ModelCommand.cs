@@ -1,4 +1,5 @@
 using System.CommandLine;
+using RefAlign.Presets;
 using RefAlign.Compute.Encoders;
 using RefAlign.Compute.Models;
 using Spectre.Console;

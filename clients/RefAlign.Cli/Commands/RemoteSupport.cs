@@ -4,7 +4,6 @@ using System.Net.Http;
 using System.Net.Sockets;
 using System.Text.Json.Nodes;
 using Grpc.Core;
-using RefAlign.Abstractions.Control;
 using RefAlign.Client;
 
 namespace RefAlign.Cli.Commands;
@@ -107,8 +106,6 @@ internal static class RemoteSupport
     }
 
     public static string StatusName(RunStatus s) => s.ToString().ToLowerInvariant();
-
-    public static bool IsTerminal(RunStatus s) => s is RunStatus.Stopped or RunStatus.Completed or RunStatus.Failed;
 
     public static string Metric(double v) => Math.Abs(v) is >= 1e4 or (< 1e-3 and > 0)
         ? v.ToString("0.###e0", CultureInfo.InvariantCulture)

@@ -1,7 +1,6 @@
 using System.CommandLine;
 using System.Runtime.InteropServices;
 using Grpc.Core;
-using RefAlign.Abstractions.Control;
 using RefAlign.Client;
 using Spectre.Console;
 

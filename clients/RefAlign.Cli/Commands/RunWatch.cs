@@ -1,6 +1,5 @@
 using System.Text;
 using System.Text.Json;
-using RefAlign.Abstractions.Control;
 using RefAlign.Client;
 using Spectre.Console;
 
@@ -23,13 +22,13 @@ internal static class RunWatch
         var state = new WatchState(run);
         if (json)
         {
-            await foreach (var e in client.WatchRunAsync(runId, after, ct))
+            await foreach (var e in Events(client, runId, after, ct))
                 Console.Out.WriteLine(JsonSerializer.Serialize(RemoteSupport.EventJson(e), JsonLines));
         }
         else if (Console.IsOutputRedirected || !AnsiConsole.Profile.Capabilities.Interactive)
         {
             Console.Out.WriteLine($"watching run {runId} ({run.Name}, {run.Algorithm}): {RemoteSupport.StatusName(run.Status)} at step {run.Step}/{run.TotalSteps}");
-            await foreach (var e in client.WatchRunAsync(runId, after, ct))
+            await foreach (var e in Events(client, runId, after, ct))
                 if (state.Apply(e) is { } line) Console.Out.WriteLine(line);
         }
         else
@@ -44,7 +43,7 @@ internal static class RunWatch
                     var task = ctx.AddTask(Markup.Escape(state.Summary(compact: true)), maxValue: Math.Max(1, state.Total));
                     task.Value = state.Step;
                     ctx.Refresh();
-                    await foreach (var e in client.WatchRunAsync(runId, after, ct))
+                    await foreach (var e in Events(client, runId, after, ct))
                     {
                         // Each step's full line (metrics, phase times) scrolls above the bar; the bar keeps the gist.
                         if (state.Apply(e) is { } line) AnsiConsole.MarkupLine(Markup.Escape(line));
@@ -63,6 +62,36 @@ internal static class RunWatch
             Console.Out.WriteLine(verdict);
         }
         return final;
+    }
+
+    /// <summary>
+    /// The run's events after <paramref name="after"/>; when the run no longer keeps some of them (its event log is
+    /// bounded), says so on stderr and follows from the oldest it keeps.
+    /// </summary>
+    static async IAsyncEnumerable<RunEvent> Events(RefAlignClient client, string runId, long after,
+        [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
+    {
+        while (true)
+        {
+            await using var events = client.WatchRunAsync(runId, after, ct).GetAsyncEnumerator(ct);
+            while (true)
+            {
+                bool more;
+                try
+                {
+                    more = await events.MoveNextAsync();
+                }
+                catch (Grpc.Core.RpcException e) when (e.OldestSequence() is { } oldest && oldest - 1 > after)
+                {
+                    Console.Error.WriteLine($"events before #{oldest} of run {runId} are no longer kept; following from #{oldest}.");
+                    after = oldest - 1;
+                    break;
+                }
+                if (!more) yield break;
+                after = events.Current.Sequence;
+                yield return events.Current;
+            }
+        }
     }
 
     /// <summary>What the display shows, folded from the events: step/total, reward or loss, tokens/s, phase times.</summary>

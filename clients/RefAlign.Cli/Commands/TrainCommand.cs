@@ -37,7 +37,7 @@ internal static class TrainCommand
             cfg = RunConfig.Load(configPath);
             cfg = cfg with { MaxSteps = maxSteps ?? cfg.MaxSteps, OutputDir = outputDir ?? cfg.OutputDir };
             cfg.Validate();
-            if (cfg.Distributed.Mode == "pipelined")
+            if (cfg.Distributed.Mode == DistributedMode.Pipelined)
                 throw new InvalidRunConfigException("distributed.mode", "field 'distributed.mode' pipelined needs a cluster run; refalign train is strictly on-policy (sync).");
         }
         catch (InvalidRunConfigException e)

@@ -3,7 +3,7 @@ namespace RefAlign.Compute.BertScore;
 /// <summary>How a candidate with several references is scored.</summary>
 public enum MultiReferenceMode
 {
-    /// <summary>The reference with the best F, and that reference's P and R (spec §4).</summary>
+    /// <summary>The reference with the best F, and that reference's P and R (docs/algorithms.md §4).</summary>
     BestF,
 
     /// <summary>The maximum of P, R and F taken separately, as the <c>bert_score</c> package does.</summary>

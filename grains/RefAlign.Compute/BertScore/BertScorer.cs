@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace RefAlign.Compute.BertScore;
 
 /// <summary>
-/// BERTScore (spec §4): L2-normalised token vectors from the first L encoder layers, greedy cosine matching,
+/// BERTScore (docs/algorithms.md §4): L2-normalised token vectors from the first L encoder layers, greedy cosine matching,
 /// P = Σ w(h)·max sim / Σ w(h), R likewise over the reference, F = 2PR/(P+R), NaN → 0. Padding never takes part
 /// in a max, so batch size and order cannot change a score.
 /// </summary>
@@ -25,9 +25,7 @@ public sealed class BertScorer(TransformerEncoder encoder, EncoderTokenizer toke
     {
         var tok = EncoderTokenizer.Load(folder);
         var enc = TransformerEncoder.FromPretrained(folder, dtype, device);
-        int l;
-        try { l = layers ?? EncoderPresets.DefaultLayers(folder); }
-        catch (ArgumentException) { l = Math.Max(1, enc.Config.NumHiddenLayers - 1); }
+        var l = layers ?? BertScoreLayers.Find(folder) ?? Math.Max(1, enc.Config.NumHiddenLayers - 1);
         try { return new BertScorer(enc, tok, l); }
         catch { enc.Dispose(); throw; } // a layer out of range must not leak the loaded encoder
     }

@@ -1,3 +1,4 @@
+using System.Text.Json.Serialization;
 namespace RefAlign.Compute.Data;
 
 /// <summary>
@@ -13,6 +14,26 @@ public sealed record PreferenceExample(string Prompt, string Chosen, string Reje
 /// keeps its <c>### Confidence: x</c> tail verbatim; the reward code strips it.
 /// </summary>
 public sealed record ReferenceExample(string Prompt, string Reference, bool Harmful, string Source);
+
+/// <summary>A data file's layout as run configs name it; <see cref="Auto"/> detects it from the first record.</summary>
+[JsonConverter(typeof(SnakeCaseEnumConverter<DataLayout>))]
+public enum DataLayout
+{
+    [JsonStringEnumMemberName("auto")] Auto,
+    [JsonStringEnumMemberName("plain")] Plain,
+    [JsonStringEnumMemberName("hh-rlhf")] HhRlhf,
+    [JsonStringEnumMemberName("ultrafeedback")] UltraFeedback,
+    [JsonStringEnumMemberName("pku-saferlhf")] PkuSafeRlhf,
+    [JsonStringEnumMemberName("conqord")] Conqord,
+}
+
+/// <summary>Which PKU-SafeRLHF label makes a response the chosen one.</summary>
+[JsonConverter(typeof(SnakeCaseEnumConverter<PkuPreference>))]
+public enum PkuPreference
+{
+    [JsonStringEnumMemberName("better")] Better,
+    [JsonStringEnumMemberName("safer")] Safer,
+}
 
 /// <summary>Field layouts of preference data sets. <see cref="Auto"/> picks one from the first record's fields.</summary>
 public enum PreferenceLayout
@@ -58,8 +79,8 @@ public sealed record DataLoadOptions
     /// </summary>
     public bool SkipMalformed { get; init; }
 
-    /// <summary>PKU-SafeRLHF preference axis: <c>"better"</c> (<c>better_response_id</c>) or <c>"safer"</c> (<c>safer_response_id</c>).</summary>
-    public string PkuPreference { get; init; } = "better";
+    /// <summary>PKU-SafeRLHF preference axis: better (<c>better_response_id</c>) or safer (<c>safer_response_id</c>).</summary>
+    public PkuPreference PkuPreference { get; init; } = PkuPreference.Better;
 
     /// <summary>Stop after this many examples have been accepted (null: read everything).</summary>
     public int? Limit { get; init; }

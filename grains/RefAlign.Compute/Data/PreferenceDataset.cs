@@ -34,7 +34,7 @@ public static class PreferenceDataset
     public static DataLoadResult<PreferenceExample> Load(
         string path, PreferenceLayout layout = PreferenceLayout.Auto, DataLoadOptions? options = null)
     {
-        var useSafer = ParsePkuAxis((options ?? new DataLoadOptions()).PkuPreference);
+        var useSafer = (options ?? new DataLoadOptions()).PkuPreference == PkuPreference.Safer;
         return DatasetLoader.Load<PreferenceExample>(path, options, (first, location) =>
         {
             var resolved = layout == PreferenceLayout.Auto ? Detect(first, location) : layout;
@@ -69,14 +69,6 @@ public static class PreferenceDataset
         }
         throw DatasetLoader.UnknownLayout("preference", first, location, KnownLayouts);
     }
-
-    private static bool ParsePkuAxis(string? axis) => axis?.ToLowerInvariant() switch
-    {
-        "better" => false,
-        "safer" => true,
-        _ => throw new ArgumentException(
-            $"DataLoadOptions.PkuPreference must be \"better\" or \"safer\", not \"{axis}\".", "options"),
-    };
 
     private static RecordOutcome<PreferenceExample> ParsePlain(JsonObject record, string location) =>
         RecordOutcome<PreferenceExample>.Accept(new PreferenceExample(

@@ -6,7 +6,7 @@ namespace RefAlign.Compute.Losses;
 /// Conservative DPO (label smoothing ε, the assumed label-flip rate): per pair
 /// <c>−(1−ε)·log σ(β·h) − ε·log σ(−β·h)</c>; ε = 0 is DPO. TRL's <c>sigmoid</c> loss with <c>label_smoothing</c>.
 /// </summary>
-public sealed class CDpoLoss(PreferenceLossOptions options) : MarginLoss(options, PreferenceLossKind.CDpo, "cDPO")
+public sealed class CDpoLoss(PreferenceLossOptions options) : MarginLoss(options, Algorithm.CDpo, "cDPO")
 {
     private protected override Tensor PerPairLoss(Tensor h, Tensor? delta) => PerPair(h, Options.Beta, Options.LabelSmoothing);
 

@@ -29,7 +29,7 @@ public sealed record PreferenceLogProbs(Tensor PolicyChosen, Tensor PolicyReject
     }
 }
 
-/// <summary>The loss (scalar mean over pairs, with autograd), the per-pair values [B] and the batch metrics (spec §2 names).</summary>
+/// <summary>The loss (scalar mean over pairs, with autograd), the per-pair values [B] and the batch metrics (docs/algorithms.md §2 names).</summary>
 public sealed record PreferenceLossResult(Tensor Loss, Tensor PerPair, IReadOnlyDictionary<string, double> Metrics) : IDisposable
 {
     public void Dispose()
@@ -39,7 +39,7 @@ public sealed record PreferenceLossResult(Tensor Loss, Tensor PerPair, IReadOnly
     }
 }
 
-/// <summary>A preference loss of spec §2.</summary>
+/// <summary>A preference loss of docs/algorithms.md §2.</summary>
 public interface IPreferenceLoss
 {
     PreferenceLossOptions Options { get; }
@@ -62,16 +62,16 @@ public static class PreferenceLoss
         o.Validate();
         return o.Kind switch
         {
-            PreferenceLossKind.Dpo => new DpoLoss(o),
-            PreferenceLossKind.CDpo => new CDpoLoss(o),
-            PreferenceLossKind.Ipo => new IpoLoss(o),
-            PreferenceLossKind.SrDpo => new SrDpoLoss(o),
-            PreferenceLossKind.SrIpo => new SrIpoLoss(o),
+            Algorithm.Dpo => new DpoLoss(o),
+            Algorithm.CDpo => new CDpoLoss(o),
+            Algorithm.Ipo => new IpoLoss(o),
+            Algorithm.SrDpo => new SrDpoLoss(o),
+            Algorithm.SrIpo => new SrIpoLoss(o),
             _ => throw new ArgumentException($"kind: unknown preference loss kind {o.Kind}.", "kind"),
         };
     }
 
-    internal static PreferenceLossOptions Checked(PreferenceLossOptions o, PreferenceLossKind kind)
+    internal static PreferenceLossOptions Checked(PreferenceLossOptions o, Algorithm kind)
     {
         ArgumentNullException.ThrowIfNull(o);
         o.Validate();

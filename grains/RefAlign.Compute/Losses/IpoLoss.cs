@@ -7,7 +7,7 @@ namespace RefAlign.Compute.Losses;
 /// log-probs; TRL's IPO feeds per-token means. That choice is the caller's (the reduction of
 /// <see cref="Scoring.SequenceLogProbResult"/> put into <see cref="PreferenceLogProbs"/>); this loss only sees numbers.
 /// </summary>
-public sealed class IpoLoss(PreferenceLossOptions options) : MarginLoss(options, PreferenceLossKind.Ipo, "IPO")
+public sealed class IpoLoss(PreferenceLossOptions options) : MarginLoss(options, Algorithm.Ipo, "IPO")
 {
     private protected override Tensor PerPairLoss(Tensor h, Tensor? delta) => PerPair(h, Options.Beta);
 

@@ -12,7 +12,7 @@ public abstract class MarginLoss : IPreferenceLoss
     readonly bool _selfRefined;
     readonly string _displayName;
 
-    private protected MarginLoss(PreferenceLossOptions options, PreferenceLossKind kind, string displayName)
+    private protected MarginLoss(PreferenceLossOptions options, Algorithm kind, string displayName)
     {
         Options = PreferenceLoss.Checked(options, kind);
         _selfRefined = options.NeedsPrompted;

@@ -1,15 +1,12 @@
 namespace RefAlign.Compute.Losses;
 
-/// <summary>The preference losses of spec §2: DPO, conservative DPO, IPO and the paper's self-refined variants.</summary>
-public enum PreferenceLossKind { Dpo, CDpo, Ipo, SrDpo, SrIpo }
-
 /// <summary>
-/// Settings of a preference loss (spec §2). β = 0.1 is the paper's value for every kind; λ ∈ {0.1, 0.3, 0.5, 1} in the
-/// paper; ε (label smoothing) only applies to <see cref="PreferenceLossKind.CDpo"/>.
+/// Settings of a preference loss (docs/algorithms.md §2). β = 0.1 is the paper's value for every kind; λ ∈ {0.1, 0.3, 0.5, 1} in the
+/// paper; ε (label smoothing) only applies to <see cref="Algorithm.CDpo"/>.
 /// </summary>
 public sealed record PreferenceLossOptions
 {
-    public PreferenceLossKind Kind { get; init; } = PreferenceLossKind.Dpo;
+    public Algorithm Kind { get; init; } = Algorithm.Dpo;
 
     /// <summary>β: the KL-regularisation strength (DPO temperature; IPO target margin is 1/(2β)). Finite, &gt; 0.</summary>
     public double Beta { get; init; } = 0.1;
@@ -24,18 +21,18 @@ public sealed record PreferenceLossOptions
     public string RefinementPrompt { get; init; } = SelfRefinementPrompt.Default;
 
     /// <summary>True when the loss needs the log-probs of the prompted query p ⊕ x as well (Sr-DPO, Sr-IPO).</summary>
-    public bool NeedsPrompted => Kind is PreferenceLossKind.SrDpo or PreferenceLossKind.SrIpo;
+    public bool NeedsPrompted => Kind is Algorithm.SrDpo or Algorithm.SrIpo;
 
     /// <summary>Throws <see cref="ArgumentException"/> whose ParamName (and message) names the first invalid field.</summary>
     public void Validate()
     {
-        if (!Enum.IsDefined(Kind))
-            throw new ArgumentException($"kind: unknown preference loss kind {(int)Kind}.", "kind");
+        if (!Enum.IsDefined(Kind) || Kind == Algorithm.RefAlign)
+            throw new ArgumentException($"kind: {Kind} is not a preference loss.", "kind");
         if (!(Beta > 0) || double.IsInfinity(Beta))
             throw new ArgumentException($"beta must be finite and > 0 (got {Beta}).", "beta");
         if (!(LabelSmoothing >= 0 && LabelSmoothing < 0.5))
             throw new ArgumentException($"label_smoothing must be in [0, 0.5) (got {LabelSmoothing}).", "label_smoothing");
-        if (LabelSmoothing != 0 && Kind != PreferenceLossKind.CDpo)
+        if (LabelSmoothing != 0 && Kind != Algorithm.CDpo)
             throw new ArgumentException(
                 $"label_smoothing ({LabelSmoothing}) only applies to kind CDpo (got {Kind}); set it to 0 or choose CDpo.",
                 "label_smoothing");

@@ -3,7 +3,7 @@ using static TorchSharp.torch;
 namespace RefAlign.Compute.Losses;
 
 /// <summary>
-/// The implicit-reward margin shared by the preference losses and the batch metrics of spec §2
+/// The implicit-reward margin shared by the preference losses and the batch metrics of docs/algorithms.md §2
 /// (names as TRL and the DPO reference code log them).
 /// </summary>
 public static class PreferenceMetrics

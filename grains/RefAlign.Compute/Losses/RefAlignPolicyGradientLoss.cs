@@ -9,7 +9,7 @@ public sealed record PolicyGradientResult(Tensor Loss, IReadOnlyDictionary<strin
 }
 
 /// <summary>
-/// RefAlign's REINFORCE loss (spec §3 step 4): <c>−A·log π(y|x)</c> as a token-level masked mean over the batch,
+/// RefAlign's REINFORCE loss (docs/algorithms.md §3 step 4): <c>−A·log π(y|x)</c> as a token-level masked mean over the batch,
 /// <c>loss = −Σ_{b,t} A_b · logp_{b,t} · m_{b,t} / Σ_{b,t} m_{b,t}</c>. No KL term, no reference model.
 /// The advantages (already baselined, clipped and weighted by the reward shaping) are constants: no gradient.
 /// </summary>

@@ -1,7 +1,7 @@
 namespace RefAlign.Compute.Losses;
 
 /// <summary>
-/// The self-refinement prompt <c>p</c> of Sr-DPO / Sr-IPO (paper §3.2.2, spec §2). The prompted query is
+/// The self-refinement prompt <c>p</c> of Sr-DPO / Sr-IPO (paper §3.2.2, docs/algorithms.md §2). The prompted query is
 /// <c>p ⊕ x</c>: the prompt, one space, then the query. <c>p</c> is configurable per run through
 /// <see cref="PreferenceLossOptions.RefinementPrompt"/>; <see cref="Default"/> is the paper's text, verbatim.
 /// </summary>

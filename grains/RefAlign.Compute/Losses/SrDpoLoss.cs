@@ -7,7 +7,7 @@ namespace RefAlign.Compute.Losses;
 /// h_p the margin of the same pair under the prompted query p ⊕ x (policy and reference). ⊥ is a stop-gradient:
 /// Δ only shifts the logit, so the gradient w.r.t. the policy log-probs is DPO's evaluated at the shifted logit.
 /// </summary>
-public sealed class SrDpoLoss(PreferenceLossOptions options) : MarginLoss(options, PreferenceLossKind.SrDpo, "Sr-DPO")
+public sealed class SrDpoLoss(PreferenceLossOptions options) : MarginLoss(options, Algorithm.SrDpo, "Sr-DPO")
 {
     private protected override Tensor PerPairLoss(Tensor h, Tensor? delta) => PerPair(h, delta!, Options.Beta, Options.Lambda);
 

@@ -7,7 +7,7 @@ namespace RefAlign.Compute.Losses;
 /// under stop-gradient, so d/dh = 2(h − λΔ − 1/(2β)). As for IPO, the token reduction of the log-probs (sum or
 /// per-token mean) is the caller's choice; the plain and prompted log-probs should use the same one.
 /// </summary>
-public sealed class SrIpoLoss(PreferenceLossOptions options) : MarginLoss(options, PreferenceLossKind.SrIpo, "Sr-IPO")
+public sealed class SrIpoLoss(PreferenceLossOptions options) : MarginLoss(options, Algorithm.SrIpo, "Sr-IPO")
 {
     private protected override Tensor PerPairLoss(Tensor h, Tensor? delta) => PerPair(h, delta!, Options.Beta, Options.Lambda);
 

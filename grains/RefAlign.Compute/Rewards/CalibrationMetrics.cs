@@ -1,7 +1,7 @@
 namespace RefAlign.Compute.Rewards;
 
 /// <summary>
-/// Calibration of verbalised confidence against correctness (spec §3, confidence scenario): expected calibration
+/// Calibration of verbalised confidence against correctness (docs/algorithms.md §3, confidence scenario): expected calibration
 /// error over equal-width bins and AUROC (how well confidence separates correct from incorrect answers).
 /// </summary>
 public static class CalibrationMetrics

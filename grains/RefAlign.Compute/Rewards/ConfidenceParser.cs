@@ -10,7 +10,7 @@ namespace RefAlign.Compute.Rewards;
 public sealed record ParsedConfidence(string Answer, double Confidence, bool Found);
 
 /// <summary>
-/// Parses the verbalised confidence of CONQORD-style responses (spec §3): <c>… answer … ### Confidence: 0.85</c>.
+/// Parses the verbalised confidence of CONQORD-style responses (docs/algorithms.md §3): <c>… answer … ### Confidence: 0.85</c>.
 /// <para>
 /// The <b>last</b> match of <see cref="Pattern"/> wins: the confidence is what the response ends with, and an
 /// earlier occurrence (the model quoting the format, or restating then revising its confidence) is part of the

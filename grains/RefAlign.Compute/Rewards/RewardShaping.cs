@@ -1,7 +1,7 @@
 namespace RefAlign.Compute.Rewards;
 
 /// <summary>
-/// RefAlign's reward shaping (spec §3) as pure functions over plain doubles. For the K samples of one prompt:
+/// RefAlign's reward shaping (docs/algorithms.md §3) as pure functions over plain doubles. For the K samples of one prompt:
 /// <code>
 ///   R_i  = (1 + 1/(C + |y_i|)) · sim_i                  (factor 1 when C = 0)
 ///   R_i' = R_i + α · Σ_j (R_i − R_j)(c_i − c_j)          (only when α &gt; 0; c defaults to 1.0)

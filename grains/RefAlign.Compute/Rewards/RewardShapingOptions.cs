@@ -1,7 +1,7 @@
 namespace RefAlign.Compute.Rewards;
 
 /// <summary>
-/// Settings of RefAlign's reward shaping (spec §3): the length factor constant C, the advantage clip ε, the
+/// Settings of RefAlign's reward shaping (docs/algorithms.md §3): the length factor constant C, the advantage clip ε, the
 /// weight on harmful prompts (safety runs: 4.0) and the calibration coefficient α (confidence runs).
 /// The defaults disable everything: factor 1, no clip, weight 1, no confidence term.
 /// </summary>

@@ -12,7 +12,7 @@ public sealed record CollatedBatch(int Rows, int Length, long[] InputIds, long[]
     long[][] Split(long[] a) => [.. Enumerable.Range(0, Rows).Select(r => a.AsSpan(r * Length, Length).ToArray())];
 }
 
-/// <summary>Truncation and padding of (prompt, completion) token rows, as spec §1 defines them.</summary>
+/// <summary>Truncation and padding of (prompt, completion) token rows, as docs/algorithms.md §1 defines them.</summary>
 public static class SequenceCollator
 {
     /// <summary>

@@ -3,8 +3,13 @@ using static TorchSharp.torch;
 
 namespace RefAlign.Compute.Scoring;
 
-/// <summary>How per-token log-probs of a completion are reduced (spec §1).</summary>
-public enum LogProbReduction { Sum, Mean }
+/// <summary>How per-token log-probs of a completion are reduced (docs/algorithms.md §1).</summary>
+[System.Text.Json.Serialization.JsonConverter(typeof(SnakeCaseEnumConverter<LogProbReduction>))]
+public enum LogProbReduction
+{
+    [System.Text.Json.Serialization.JsonStringEnumMemberName("sum")] Sum,
+    [System.Text.Json.Serialization.JsonStringEnumMemberName("mean")] Mean,
+}
 
 /// <summary>Summed and mean completion log-probs, one value per row, plus the per-token values ([rows, length]).</summary>
 public sealed record SequenceLogProbResult(Tensor Sum, Tensor Mean, Tensor PerToken, Tensor CompletionMask) : IDisposable

@@ -27,6 +27,6 @@ public interface ITrainingServices
     /// <summary>Saves a checkpoint of the learner's state after <see cref="CheckpointManifest.Step"/> steps; returns its folder.</summary>
     Task<string> CheckpointAsync(CheckpointManifest manifest, CancellationToken cancellation);
 
-    /// <summary>The latest complete checkpoint, restored into the learner (and generators); null when there is none.</summary>
+    /// <summary>The latest complete checkpoint, restored into the learner; null when there is none. (Generators catch up on their next request.)</summary>
     Task<CheckpointManifest?> RestoreLatestAsync(CancellationToken cancellation);
 }

@@ -39,38 +39,24 @@ public sealed partial class Learner : IDisposable
         var o = config.Optimizer;
         _optimizer = new PolicyOptimizer(PolicySetup.Trainable(policy, Lora), new OptimizerOptions
         {
-            Kind = o.Kind == "adamw" ? OptimizerKind.AdamW : OptimizerKind.RmsProp,
+            Kind = o.Kind,
             LearningRate = o.LearningRate, WeightDecay = o.WeightDecay, WarmupSteps = o.WarmupSteps,
-            Schedule = o.Schedule == "cosine" ? ScheduleKind.Cosine : ScheduleKind.Constant,
+            Schedule = o.Schedule,
             TotalSteps = Math.Max(totalSteps, o.WarmupSteps + 1), MaxGradNorm = o.MaxGradNorm,
         });
         policy.train();
     }
 
-    public static ScalarType ParseDType(string dtype) => dtype switch
-    {
-        "bfloat16" => ScalarType.BFloat16,
-        "float16" => ScalarType.Float16,
-        _ => ScalarType.Float32,
-    };
-
     PreferenceLossOptions LossOptions => new()
     {
-        Kind = _config.Algorithm switch
-        {
-            Algorithm.CDpo => PreferenceLossKind.CDpo,
-            Algorithm.Ipo => PreferenceLossKind.Ipo,
-            Algorithm.SrDpo => PreferenceLossKind.SrDpo,
-            Algorithm.SrIpo => PreferenceLossKind.SrIpo,
-            _ => PreferenceLossKind.Dpo,
-        },
+        Kind = _config.Algorithm,
         Beta = _config.Preference.Beta,
         LabelSmoothing = _config.Preference.LabelSmoothing,
         Lambda = _config.Preference.Lambda,
         RefinementPrompt = _config.Preference.RefinementPrompt ?? SelfRefinementPrompt.Default,
     };
 
-    bool SumReduction => _config.Preference.LogpReduction != "mean";
+    bool SumReduction => _config.Preference.LogpReduction == LogProbReduction.Sum;
 
     /// <summary>One optimizer step of DPO/cDPO/IPO/Sr-DPO/Sr-IPO over the global batch <paramref name="rows"/>.</summary>
     public StepResult PreferenceStep(int step, IReadOnlyList<PreferenceRow> rows)

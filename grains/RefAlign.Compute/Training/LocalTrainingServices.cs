@@ -36,7 +36,7 @@ public sealed class LocalTrainingServices : ITrainingServices, IDisposable
         _config = config;
         _tokenizer = tokenizer;
         TorchSharp.torch.manual_seed(config.Seed);
-        var dtype = Learner.ParseDType(config.Policy.Dtype);
+        var dtype = config.Policy.Dtype.ToScalarType();
         var policy = CausalLm.FromPretrained(config.Policy.Model, dtype);
         (_eos, _pad) = PolicySetup.SpecialIds(tokenizer, policy);
         Learner = new Learner(config, policy, _pad, data.TotalSteps(config));

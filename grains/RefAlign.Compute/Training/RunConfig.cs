@@ -1,19 +1,12 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using RefAlign.Compute.Data;
+using RefAlign.Compute.Models;
+using RefAlign.Compute.Scoring;
+using RefAlign.Compute.Tokenization;
+using RefAlign.Compute.Training.Optimization;
 
 namespace RefAlign.Compute.Training;
-
-/// <summary>The training algorithm of a run.</summary>
-[JsonConverter(typeof(JsonStringEnumConverter<Algorithm>))]
-public enum Algorithm
-{
-    [JsonStringEnumMemberName("refalign")] RefAlign,
-    [JsonStringEnumMemberName("dpo")] Dpo,
-    [JsonStringEnumMemberName("cdpo")] CDpo,
-    [JsonStringEnumMemberName("ipo")] Ipo,
-    [JsonStringEnumMemberName("sr-dpo")] SrDpo,
-    [JsonStringEnumMemberName("sr-ipo")] SrIpo,
-}
 
 /// <summary>
 /// One run, as JSON (snake_case). The same document drives <c>refalign train</c>, the gRPC <c>StartRun</c> call and the
@@ -70,9 +63,13 @@ public sealed record RunConfig
         catch (JsonException e)
         {
             var field = (e.Path ?? "$").TrimStart('$', '.');
-            var what = e.Message.Contains("could not be mapped", StringComparison.Ordinal) ? "is not a known field" : "is invalid";
-            throw new InvalidRunConfigException(field.Length == 0 ? "$" : field,
-                $"{source}: field '{(field.Length == 0 ? "$" : field)}' {what} ({e.Message.Split(" Path:")[0]})", e);
+            if (field.Length == 0) field = "$";
+            var detail = e.Message.Split(" Path:")[0];
+            // A closed set of values (SnakeCaseEnumConverter) says what is allowed; other errors are wrapped as they come.
+            var what = detail.StartsWith("must be one of", StringComparison.Ordinal) ? detail
+                : e.Message.Contains("could not be mapped", StringComparison.Ordinal) ? $"is not a known field ({detail})"
+                : $"is invalid ({detail})";
+            throw new InvalidRunConfigException(field, $"{source}: field '{field}' {what}", e);
         }
     }
 
@@ -84,6 +81,22 @@ public sealed record RunConfig
 
     public string ToJson() => JsonSerializer.Serialize(this, Json);
 
+    /// <summary>
+    /// This config with every relative path (models, data, encoder, output) made absolute under <paramref name="root"/>,
+    /// so a run never depends on the working directory of whichever process reads it next.
+    /// </summary>
+    public RunConfig WithPathsUnder(string root)
+    {
+        string Abs(string p) => p.Length == 0 || System.IO.Path.IsPathRooted(p) ? p : System.IO.Path.GetFullPath(System.IO.Path.Combine(root, p));
+        return this with
+        {
+            Policy = Policy with { Model = Abs(Policy.Model), ReferenceModel = Policy.ReferenceModel is { } r ? Abs(r) : null },
+            Data = Data with { Path = Abs(Data.Path) },
+            RefAlign = RefAlign with { RewardModel = Abs(RefAlign.RewardModel) },
+            OutputDir = Abs(OutputDir),
+        };
+    }
+
     /// <summary>Throws <see cref="InvalidRunConfigException"/> naming the first invalid field; returns this config.</summary>
     public RunConfig Validate(bool requirePaths = true) => RunConfigValidator.Validate(this, requirePaths);
 }
@@ -93,8 +106,8 @@ public sealed record PolicySection
     /// <summary>HF model folder of the policy (and, unless <see cref="ReferenceModel"/> is set, of the reference).</summary>
     public string Model { get; init; } = "";
     public string? ReferenceModel { get; init; }
-    public string Dtype { get; init; } = "float32";
-    public string ChatTemplate { get; init; } = "none";
+    public ModelDType Dtype { get; init; } = ModelDType.Float32;
+    public ChatTemplate ChatTemplate { get; init; } = ChatTemplate.None;
     public LoraSection? Lora { get; init; }
 }
 
@@ -109,23 +122,23 @@ public sealed record LoraSection
 public sealed record DataSection
 {
     public string Path { get; init; } = "";
-    public string Layout { get; init; } = "auto";
+    public DataLayout Layout { get; init; } = DataLayout.Auto;
     public double EvalFraction { get; init; } = 0.1;
     public int MaxLength { get; init; } = 512;
     public int MaxPromptLength { get; init; } = 256;
     public bool SkipMalformed { get; init; }
     public int? Limit { get; init; }
-    public string PkuPreference { get; init; } = "better";
+    public PkuPreference PkuPreference { get; init; } = PkuPreference.Better;
     public bool Shuffle { get; init; } = true;
 }
 
 public sealed record OptimizerSection
 {
-    public string Kind { get; init; } = "rmsprop";
+    public OptimizerKind Kind { get; init; } = OptimizerKind.RmsProp;
     public double LearningRate { get; init; } = 5e-7;
     public double WeightDecay { get; init; }
     public int WarmupSteps { get; init; } = 150;
-    public string Schedule { get; init; } = "constant";
+    public ScheduleKind Schedule { get; init; } = ScheduleKind.Constant;
     public double MaxGradNorm { get; init; } = 10.0;
 }
 
@@ -135,8 +148,8 @@ public sealed record PreferenceSection
     public double LabelSmoothing { get; init; }
     public double Lambda { get; init; } = 0.5;
     public string? RefinementPrompt { get; init; }
-    /// <summary>"sum" (DPO reference code) or "mean" over completion tokens (TRL's IPO).</summary>
-    public string LogpReduction { get; init; } = "sum";
+    /// <summary>Sum (DPO reference code) or mean over completion tokens (TRL's IPO).</summary>
+    public LogProbReduction LogpReduction { get; init; } = LogProbReduction.Sum;
 }
 
 public sealed record RefAlignSection
@@ -161,11 +174,21 @@ public sealed record RefAlignSection
 
 public sealed record DistributedSection
 {
-    /// <summary>"sync" (strictly on-policy) or "pipelined" (generation of step t+1 overlaps learning of step t).</summary>
-    public string Mode { get; init; } = "sync";
+    public DistributedMode Mode { get; init; } = DistributedMode.Sync;
     public int MaxStaleness { get; init; } = 1;
     /// <summary>Rollout generator shards per step (RefAlign) or reference scorer shards (preference losses).</summary>
     public int Shards { get; init; } = 2;
+}
+
+/// <summary>How a cluster run overlaps its phases.</summary>
+[JsonConverter(typeof(SnakeCaseEnumConverter<DistributedMode>))]
+public enum DistributedMode
+{
+    /// <summary>Strictly on-policy: step t samples with the weights of step t.</summary>
+    [JsonStringEnumMemberName("sync")] Sync,
+
+    /// <summary>Generation of step t+1 overlaps learning of step t (at most <c>max_staleness</c> versions behind).</summary>
+    [JsonStringEnumMemberName("pipelined")] Pipelined,
 }
 
 /// <summary>An invalid run config; <see cref="Field"/> is the JSON path of the offending field.</summary>

@@ -1,3 +1,4 @@
+using RefAlign.Compute.Data;
 using RefAlign.Compute.Tokenization;
 
 namespace RefAlign.Compute.Training;
@@ -29,8 +30,8 @@ internal static class RunConfigValidator
             if (p.ReferenceModel is not null)
                 Check(Directory.Exists(p.ReferenceModel), "policy.reference_model", $"folder '{p.ReferenceModel}' does not exist");
         }
-        Check(p.Dtype is "float32" or "bfloat16" or "float16", "policy.dtype", "must be float32, bfloat16 or float16");
-        Check(ChatTemplates.Names.Contains(p.ChatTemplate), "policy.chat_template", $"must be one of {string.Join(", ", ChatTemplates.Names)}");
+        Check(Enum.IsDefined(p.Dtype), "policy.dtype", "must be float32, bfloat16 or float16");
+        Check(Enum.IsDefined(p.ChatTemplate), "policy.chat_template", $"must be one of {string.Join(", ", ChatTemplates.Names)}");
         if (p.Lora is { } l)
         {
             Check(l.Rank >= 1, "policy.lora.rank", "must be ≥ 1");
@@ -47,20 +48,23 @@ internal static class RunConfigValidator
             Check(!string.IsNullOrWhiteSpace(d.Path), "data.path", "must name a JSONL or Parquet file");
             Check(File.Exists(d.Path), "data.path", $"file '{d.Path}' does not exist");
         }
-        string[] layouts = c.IsPreference ? ["auto", "plain", "hh-rlhf", "ultrafeedback", "pku-saferlhf"] : ["auto", "plain", "conqord", "pku-saferlhf"];
-        Check(layouts.Contains(d.Layout), "data.layout", $"must be one of {string.Join(", ", layouts)} for {c.Algorithm}");
+        DataLayout[] layouts = c.IsPreference
+            ? [DataLayout.Auto, DataLayout.Plain, DataLayout.HhRlhf, DataLayout.UltraFeedback, DataLayout.PkuSafeRlhf]
+            : [DataLayout.Auto, DataLayout.Plain, DataLayout.Conqord, DataLayout.PkuSafeRlhf];
+        Check(layouts.Contains(d.Layout), "data.layout",
+            $"must be one of {string.Join(", ", layouts.Select(SnakeCaseEnumConverter<DataLayout>.NameOf))} for {SnakeCaseEnumConverter<Algorithm>.NameOf(c.Algorithm)}");
         Check(d.EvalFraction >= 0 && d.EvalFraction < 1, "data.eval_fraction", "must be in [0, 1)");
         Check(d.MaxPromptLength >= 1, "data.max_prompt_length", "must be ≥ 1");
         Check(d.MaxLength > d.MaxPromptLength, "data.max_length", "must exceed data.max_prompt_length");
         Check(d.Limit is null or >= 1, "data.limit", "must be ≥ 1 when set");
-        Check(d.PkuPreference is "better" or "safer", "data.pku_preference", "must be better or safer");
+        Check(Enum.IsDefined(d.PkuPreference), "data.pku_preference", "must be better or safer");
 
         var o = c.Optimizer;
-        Check(o.Kind is "rmsprop" or "adamw", "optimizer.kind", "must be rmsprop or adamw");
+        Check(Enum.IsDefined(o.Kind), "optimizer.kind", "must be rmsprop or adamw");
         Check(o.LearningRate > 0 && double.IsFinite(o.LearningRate), "optimizer.learning_rate", "must be > 0");
         Check(o.WeightDecay >= 0 && double.IsFinite(o.WeightDecay), "optimizer.weight_decay", "must be ≥ 0");
         Check(o.WarmupSteps >= 0, "optimizer.warmup_steps", "must be ≥ 0");
-        Check(o.Schedule is "constant" or "cosine", "optimizer.schedule", "must be constant or cosine");
+        Check(Enum.IsDefined(o.Schedule), "optimizer.schedule", "must be constant or cosine");
         Check(o.MaxGradNorm >= 0 && double.IsFinite(o.MaxGradNorm), "optimizer.max_grad_norm", "must be ≥ 0 (0 = no clipping)");
 
         if (c.IsPreference)
@@ -71,7 +75,7 @@ internal static class RunConfigValidator
             Check(pr.LabelSmoothing == 0 || c.Algorithm == Algorithm.CDpo, "preference.label_smoothing", "is only used by cdpo");
             Check(pr.Lambda >= 0 && double.IsFinite(pr.Lambda), "preference.lambda", "must be ≥ 0");
             Check(pr.RefinementPrompt is null || pr.RefinementPrompt.Trim().Length > 0, "preference.refinement_prompt", "must not be blank");
-            Check(pr.LogpReduction is "sum" or "mean", "preference.logp_reduction", "must be sum or mean");
+            Check(Enum.IsDefined(pr.LogpReduction), "preference.logp_reduction", "must be sum or mean");
         }
         else
         {
@@ -95,7 +99,7 @@ internal static class RunConfigValidator
         }
 
         var dist = c.Distributed;
-        Check(dist.Mode is "sync" or "pipelined", "distributed.mode", "must be sync or pipelined");
+        Check(Enum.IsDefined(dist.Mode), "distributed.mode", "must be sync or pipelined");
         Check(dist.MaxStaleness >= 0, "distributed.max_staleness", "must be ≥ 0");
         Check(dist.Shards >= 1, "distributed.shards", "must be ≥ 1");
         return c;

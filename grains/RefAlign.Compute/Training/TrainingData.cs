@@ -14,7 +14,7 @@ public sealed record ReferencePrompt(int Id, int[] Prompt, string PromptText, st
 
 /// <summary>
 /// The run's data: loaded in the configured layout, split into train/eval with the run seed, tokenized and truncated
-/// as spec §1 says. Batches are a pure function of (seed, step), so resuming needs only the step number.
+/// as docs/algorithms.md §1 says. Batches are a pure function of (seed, step), so resuming needs only the step number.
 /// </summary>
 public sealed class TrainingData
 {
@@ -108,20 +108,21 @@ public sealed class TrainingData
         return [.. Enumerable.Range(within * batchSize, batchSize).Select(i => perm[i % perm.Count])];
     }
 
-    static PreferenceLayout ParsePreferenceLayout(string s) => s switch
+    // The validator has already refused layouts that do not fit the algorithm's data (e.g. conqord for a preference run).
+    static PreferenceLayout ParsePreferenceLayout(DataLayout l) => l switch
     {
-        "plain" => PreferenceLayout.Plain,
-        "hh-rlhf" => PreferenceLayout.HhRlhf,
-        "ultrafeedback" => PreferenceLayout.UltraFeedback,
-        "pku-saferlhf" => PreferenceLayout.PkuSafeRlhf,
+        DataLayout.Plain => PreferenceLayout.Plain,
+        DataLayout.HhRlhf => PreferenceLayout.HhRlhf,
+        DataLayout.UltraFeedback => PreferenceLayout.UltraFeedback,
+        DataLayout.PkuSafeRlhf => PreferenceLayout.PkuSafeRlhf,
         _ => PreferenceLayout.Auto,
     };
 
-    static ReferenceLayout ParseReferenceLayout(string s) => s switch
+    static ReferenceLayout ParseReferenceLayout(DataLayout l) => l switch
     {
-        "plain" => ReferenceLayout.Plain,
-        "conqord" => ReferenceLayout.Conqord,
-        "pku-saferlhf" => ReferenceLayout.PkuSafeRlhf,
+        DataLayout.Plain => ReferenceLayout.Plain,
+        DataLayout.Conqord => ReferenceLayout.Conqord,
+        DataLayout.PkuSafeRlhf => ReferenceLayout.PkuSafeRlhf,
         _ => ReferenceLayout.Auto,
     };
 }

@@ -1,6 +1,6 @@
-using RefAlign.Abstractions.Compute;
-using RefAlign.Client.Server;
 using RefAlign.Grains;
+using RefAlign.Runtime;
+using RefAlign.Silo.Control;
 
 namespace RefAlign.Silo.Hosting;
 
@@ -20,6 +20,8 @@ public static partial class SiloHost
         // Weight snapshots stream to generators on other silos from this silo's weight server (port Silo:WeightPort).
         services.AddSingleton(new WeightExchange(options.AdvertisedIP?.ToString() ?? "127.0.0.1"));
         services.AddHostedService<WeightServer>();
+        services.AddSingleton(new RunPaths(options.DataRoot));
+        services.AddSingleton(new RunEventLogOptions(options.EventLogCapacity));
         services.AddRefAlignGrains();
         services.AddSingleton(new ApiKeyInterceptor(options.ApiKey));
         services.AddGrpc(grpc =>

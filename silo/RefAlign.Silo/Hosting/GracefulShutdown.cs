@@ -1,5 +1,5 @@
 using Microsoft.Extensions.Options;
-using RefAlign.Abstractions.Compute;
+using RefAlign.Runtime;
 
 namespace RefAlign.Silo.Hosting;
 

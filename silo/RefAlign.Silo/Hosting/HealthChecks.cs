@@ -1,7 +1,7 @@
 using System.Text.Json;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
-using RefAlign.Abstractions.Compute;
+using RefAlign.Runtime;
 
 namespace RefAlign.Silo.Hosting;
 

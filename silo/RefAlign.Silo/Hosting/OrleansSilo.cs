@@ -1,10 +1,7 @@
-using Orleans.Serialization;
-using RefAlign.Abstractions.Messages;
 using System.Net;
 using System.Net.Sockets;
 using Orleans.Configuration;
-using Orleans.Runtime.MembershipService.SiloMetadata;
-using RefAlign.Abstractions.Placement;
+using RefAlign.Runtime;
 using StackExchange.Redis;
 
 namespace RefAlign.Silo.Hosting;
@@ -55,25 +52,9 @@ public static class OrleansSilo
         return silo;
     }
 
-    /// <summary>
-    /// What every silo hosting RefAlign grains needs: roles and device as silo metadata, the <see cref="RolePlacement"/>
-    /// director, and the codecs of the compute records that grain methods exchange.
-    /// </summary>
-    public static ISiloBuilder AddRefAlignRuntime(this ISiloBuilder silo, SiloOptions options)
-    {
-        silo.Services.AddSerializer(s => s.AddRefAlignSerialization());
-        silo.UseSiloMetadata(Metadata(options));
-        // Transient: Orleans initializes one strategy instance per grain type with that type's role.
-        silo.Services.AddPlacementDirector<RolePlacement, RolePlacementDirector>(ServiceLifetime.Transient);
-        return silo;
-    }
-
-    public static Dictionary<string, string> Metadata(SiloOptions options) => new()
-    {
-        [SiloMetadataKeys.Roles] = string.Join(',', options.Roles),
-        [SiloMetadataKeys.Device] = options.Device,
-        [SiloMetadataKeys.ComputeThreads] = options.ComputeThreads.ToString(System.Globalization.CultureInfo.InvariantCulture),
-    };
+    /// <summary>Roles, device and placement from the runtime; the silo's options supply the values.</summary>
+    public static ISiloBuilder AddRefAlignRuntime(this ISiloBuilder silo, SiloOptions options) =>
+        RuntimeSiloBuilderExtensions.AddRefAlignRuntime(silo, options.Roles, options.Device, options.ComputeThreads);
 
     private static void ConfigureEndpoints(ISiloBuilder silo, SiloOptions options)
     {

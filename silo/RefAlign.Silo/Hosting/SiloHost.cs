@@ -1,6 +1,6 @@
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Options;
-using RefAlign.Abstractions.Compute;
+using RefAlign.Runtime;
 using RefAlign.Silo.Telemetry;
 
 namespace RefAlign.Silo.Hosting;
@@ -43,7 +43,9 @@ public static partial class SiloHost
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions
         {
             Args = args,
-            ContentRootPath = overrides.ContentRoot,
+            // appsettings.json sits beside the silo's assembly (the build copies the repository root's file there); the
+            // working directory stays the operator's, as the base of relative run-config paths (Silo:DataRoot).
+            ContentRootPath = overrides.ContentRoot ?? AppContext.BaseDirectory,
             EnvironmentName = overrides.EnvironmentName,
         });
         AddConfigurationSources(builder.Configuration, args, overrides.Environment);

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Net;
-using RefAlign.Abstractions.Placement;
+using RefAlign.Grains;
+using RefAlign.Runtime;
 
 namespace RefAlign.Silo.Hosting;
 
@@ -33,7 +34,11 @@ public sealed record SiloOptions
     /// <summary><c>cpu</c> or <c>cuda</c>/<c>cuda:N</c>.</summary>
     public string Device { get; init; } = "cpu";
 
-    public string ModelCacheDir { get; init; } = Path.Combine(Path.GetTempPath(), "refalign", "models");
+    /// <summary>Events each run keeps in memory for watchers; a watcher asking for older ones is told the oldest kept.</summary>
+    public int EventLogCapacity { get; init; } = RunEventLogOptions.DefaultCapacity;
+
+    /// <summary>Base of relative paths in run configs; by default the folder the silo was started from.</summary>
+    public string DataRoot { get; init; } = Directory.GetCurrentDirectory();
 
     /// <summary>When set, gRPC callers must send it (the control service's interceptor checks it).</summary>
     public string? ApiKey { get; init; }
@@ -43,8 +48,6 @@ public sealed record SiloOptions
 
     /// <summary>How long shutdown waits for running compute work before the silo stops.</summary>
     public TimeSpan ShutdownGracePeriod { get; init; } = TimeSpan.FromSeconds(30);
-
-    public bool HasRole(string role) => Roles.Contains(role, StringComparer.Ordinal);
 }
 
 /// <summary>A setting is missing or malformed; <see cref="Setting"/> is its configuration path.</summary>
@@ -74,7 +77,8 @@ public static class SiloOptionsReader
             AdvertisedIP = Address(section, nameof(SiloOptions.AdvertisedIP)),
             Roles = Roles(section, nameof(SiloOptions.Roles), defaults.Roles),
             Device = Device(section, nameof(SiloOptions.Device), defaults.Device),
-            ModelCacheDir = Text(section, nameof(SiloOptions.ModelCacheDir), defaults.ModelCacheDir),
+            EventLogCapacity = Int(section, nameof(SiloOptions.EventLogCapacity), defaults.EventLogCapacity, 16, 1 << 20),
+            DataRoot = Path.GetFullPath(Optional(section, nameof(SiloOptions.DataRoot)) ?? defaults.DataRoot),
             ApiKey = Optional(section, nameof(SiloOptions.ApiKey)),
             ComputeThreads = Int(section, nameof(SiloOptions.ComputeThreads), defaults.ComputeThreads, 1, 256),
             ShutdownGracePeriod = Duration(section, nameof(SiloOptions.ShutdownGracePeriod), defaults.ShutdownGracePeriod),

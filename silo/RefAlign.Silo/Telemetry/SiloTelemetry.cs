@@ -2,7 +2,7 @@ using OpenTelemetry;
 using OpenTelemetry.Metrics;
 using OpenTelemetry.Resources;
 using OpenTelemetry.Trace;
-using RefAlign.Abstractions.Compute;
+using RefAlign.Runtime;
 using RefAlign.Compute.Telemetry;
 using RefAlign.Silo.Hosting;
 

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using RefAlign.Presets;
 using RefAlign.Compute.BertScore;
 using RefAlign.Compute.Data;
 using RefAlign.Compute.Encoders;

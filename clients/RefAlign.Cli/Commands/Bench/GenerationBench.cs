@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
+using RefAlign.Presets;
 using RefAlign.Compute.Generation;
 using RefAlign.Compute.Models;
 using Spectre.Console;
@@ -18,7 +19,7 @@ internal static class GenerationBench
         var preset = new Option<string>("--preset") { DefaultValueFactory = _ => "small" };
         preset.AcceptOnlyFromAmong([.. ModelPresets.Names]);
         var newTokens = new Option<int>("--new-tokens") { DefaultValueFactory = _ => 128 };
-        // 192 prompt tokens: the RefAlign safety recipe's prompt length (spec §3).
+        // 192 prompt tokens: the RefAlign safety recipe's prompt length (docs/algorithms.md §3).
         var promptTokens = new Option<int>("--prompt-tokens") { DefaultValueFactory = _ => 192 };
         var genBatch = new Option<int>("--gen-batch") { Description = "Rows generated together.", DefaultValueFactory = _ => 1 };
         var batch = new Option<int>("--train-batch") { Description = "Sequences per training step.", DefaultValueFactory = _ => 4 };

@@ -1,4 +1,7 @@
 using System.CommandLine;
+using RefAlign.Compute;
+using RefAlign.Compute.Training.Optimization;
+using RefAlign.Presets;
 using RefAlign.Compute.Models;
 using RefAlign.Compute.Training;
 using RefAlign.Compute.Training.ReferenceCache;
@@ -60,7 +63,7 @@ internal static class LearnerBench
             var cfg = new RunConfig
             {
                 Algorithm = algorithm, BatchSize = pairCount, MicroBatchSize = pairCount,
-                Optimizer = new OptimizerSection { Kind = "adamw", LearningRate = 1e-5, WarmupSteps = 0 },
+                Optimizer = new OptimizerSection { Kind = OptimizerKind.AdamW, LearningRate = 1e-5, WarmupSteps = 0 },
             };
             using var policy = new CausalLm(shape);
             policy.InitializeWeights(0);

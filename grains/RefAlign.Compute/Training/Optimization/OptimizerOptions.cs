@@ -1,27 +1,31 @@
+using System.Text.Json.Serialization;
+
 namespace RefAlign.Compute.Training.Optimization;
 
 /// <summary>Which update rule <see cref="PolicyOptimizer"/> applies.</summary>
+[JsonConverter(typeof(SnakeCaseEnumConverter<OptimizerKind>))]
 public enum OptimizerKind
 {
     /// <summary>torch.optim.RMSprop (no momentum, not centered; weight decay is an L2 term added to the gradient). The paper's optimizer.</summary>
-    RmsProp,
+    [JsonStringEnumMemberName("rmsprop")] RmsProp,
 
     /// <summary>torch.optim.AdamW (decoupled weight decay, no AMSGrad).</summary>
-    AdamW,
+    [JsonStringEnumMemberName("adamw")] AdamW,
 }
 
 /// <summary>What the learning rate does after the linear warmup.</summary>
+[JsonConverter(typeof(SnakeCaseEnumConverter<ScheduleKind>))]
 public enum ScheduleKind
 {
     /// <summary>Stays at <see cref="OptimizerOptions.LearningRate"/> (the DPO reference code).</summary>
-    Constant,
+    [JsonStringEnumMemberName("constant")] Constant,
 
     /// <summary>Half-cosine from <see cref="OptimizerOptions.LearningRate"/> at the end of warmup to 0 at <see cref="OptimizerOptions.TotalSteps"/>.</summary>
-    Cosine,
+    [JsonStringEnumMemberName("cosine")] Cosine,
 }
 
 /// <summary>
-/// Optimizer and learning-rate schedule of a policy run. Defaults are the paper's recipe (spec §2): RMSprop, lr 5e-7,
+/// Optimizer and learning-rate schedule of a policy run. Defaults are the paper's recipe (docs/algorithms.md §2): RMSprop, lr 5e-7,
 /// 150 warmup steps, constant afterwards, global gradient-norm clipping at 10, as in the DPO reference code.
 /// </summary>
 public sealed record OptimizerOptions

@@ -128,13 +128,6 @@ public sealed class PolicyOptimizer : IDisposable
         return norm;
     }
 
-    /// <summary>Zeroes every parameter gradient (e.g. after a skipped batch).</summary>
-    public void ZeroGrad()
-    {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        _optimizer.zero_grad();
-    }
-
     /// <summary>
     /// Writes every state tensor in use (RMSprop: <c>square_avg</c>; AdamW: <c>exp_avg</c>, <c>exp_avg_sq</c>) in its own
     /// dtype, each parameter's step counter as a scalar I64 <c>step</c> tensor, and in the metadata the optimizer kind,

@@ -1,0 +1,64 @@
+namespace RefAlign.Client;
+
+/// <summary>Lifecycle of a run.</summary>
+public enum RunStatus
+{
+    Pending,
+    Running,
+    Stopping,
+    Stopped,
+    Completed,
+    Failed,
+}
+
+public static class RunStatuses
+{
+    /// <summary>Stopped, completed or failed: nothing more happens unless the run is resumed.</summary>
+    public static bool IsFinal(this RunStatus s) => s is RunStatus.Stopped or RunStatus.Completed or RunStatus.Failed;
+}
+
+/// <summary>Kinds of <see cref="RunEvent"/>.</summary>
+public enum RunEventKind
+{
+    Status,
+    Step,
+    Phase,
+    Eval,
+    Checkpoint,
+}
+
+/// <summary>A run as <c>GetRun</c>/<c>ListRuns</c> report it.</summary>
+public sealed record RunSummary(
+    string RunId,
+    string Name,
+    string Algorithm,
+    RunStatus Status,
+    int Step,
+    int TotalSteps,
+    long WeightVersion,
+    string? LatestCheckpoint,
+    DateTimeOffset CreatedAt,
+    string? Error,
+    IReadOnlyDictionary<string, double> LastMetrics,
+    string ConfigJson);
+
+/// <summary>One entry of a run's event log, numbered from 1 without gaps.</summary>
+public sealed record RunEvent(
+    string RunId,
+    long Sequence,
+    RunEventKind Kind,
+    int Step,
+    DateTimeOffset Time,
+    RunStatus Status,
+    IReadOnlyDictionary<string, double> Metrics,
+    string? Phase = null,
+    double? PhaseSeconds = null,
+    string? Message = null);
+
+/// <summary>One silo: address, name, roles, device, membership status and active grains.</summary>
+public sealed record SiloInfo(string Address, string Name, IReadOnlyList<string> Roles, string Device, string Status, int ActiveGrains);
+
+/// <summary>A rollout generator shard, the policy weight version it holds and the silo it lives on.</summary>
+public sealed record GeneratorInfo(string GrainId, string RunId, long WeightVersion, string Silo);
+
+public sealed record ClusterInfo(IReadOnlyList<SiloInfo> Silos, IReadOnlyList<GeneratorInfo> Generators);

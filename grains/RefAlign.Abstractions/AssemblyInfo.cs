@@ -1,7 +1,0 @@
-// Grain interfaces and the immutable messages that cross silos live here; Orleans generates their serializers.
-[assembly: GenerateCodeForDeclaringAssembly(typeof(RefAlign.Abstractions.AssemblyMarker))]
-
-namespace RefAlign.Abstractions;
-
-/// <summary>Anchor type for assembly-level attributes.</summary>
-public sealed class AssemblyMarker;

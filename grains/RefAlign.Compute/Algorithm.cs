@@ -1,0 +1,15 @@
+using System.Text.Json.Serialization;
+
+namespace RefAlign.Compute;
+
+/// <summary>The training algorithm of a run.</summary>
+[JsonConverter(typeof(SnakeCaseEnumConverter<Algorithm>))]
+public enum Algorithm
+{
+    [JsonStringEnumMemberName("refalign")] RefAlign,
+    [JsonStringEnumMemberName("dpo")] Dpo,
+    [JsonStringEnumMemberName("cdpo")] CDpo,
+    [JsonStringEnumMemberName("ipo")] Ipo,
+    [JsonStringEnumMemberName("sr-dpo")] SrDpo,
+    [JsonStringEnumMemberName("sr-ipo")] SrIpo,
+}

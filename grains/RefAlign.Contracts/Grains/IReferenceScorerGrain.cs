@@ -1,0 +1,16 @@
+using RefAlign.Contracts.Messages;
+
+namespace RefAlign.Contracts.Grains;
+
+/// <summary>Frozen-reference log-probs (key: "run/shard"), plain and prompted, through the run's cache.</summary>
+public interface IReferenceScorerGrain : IGrainWithStringKey
+{
+    [ResponseTimeout("00:15:00")]
+    Task Initialize(string configJson);
+
+    [ResponseTimeout("00:30:00")]
+    Task<IReadOnlyList<ReferenceLogProbsMessage>> Score(IReadOnlyList<PreferencePairMessage> pairs, bool prompted);
+
+    /// <summary>Reference model passes run so far (the cache makes repeats free).</summary>
+    Task<int> ModelPasses();
+}

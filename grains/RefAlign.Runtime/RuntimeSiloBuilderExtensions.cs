@@ -1,0 +1,25 @@
+using System.Globalization;
+using Microsoft.Extensions.DependencyInjection;
+using Orleans.Runtime.MembershipService.SiloMetadata;
+
+namespace RefAlign.Runtime;
+
+/// <summary>What every silo hosting RefAlign grains needs from the runtime: its roles and device as silo metadata, and
+/// the <see cref="RolePlacement"/> director that reads them.</summary>
+public static class RuntimeSiloBuilderExtensions
+{
+    public static ISiloBuilder AddRefAlignRuntime(this ISiloBuilder silo, IReadOnlyList<string> roles, string device, int computeThreads)
+    {
+        silo.UseSiloMetadata(Metadata(roles, device, computeThreads));
+        // Transient: Orleans initializes one strategy instance per grain type with that type's role.
+        silo.Services.AddPlacementDirector<RolePlacement, RolePlacementDirector>(ServiceLifetime.Transient);
+        return silo;
+    }
+
+    public static Dictionary<string, string> Metadata(IReadOnlyList<string> roles, string device, int computeThreads) => new()
+    {
+        [SiloMetadataKeys.Roles] = string.Join(',', roles),
+        [SiloMetadataKeys.Device] = device,
+        [SiloMetadataKeys.ComputeThreads] = computeThreads.ToString(CultureInfo.InvariantCulture),
+    };
+}

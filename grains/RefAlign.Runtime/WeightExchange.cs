@@ -1,0 +1,108 @@
+using System.Buffers.Binary;
+using System.Collections.Concurrent;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using RefAlign.Compute.Formats;
+
+namespace RefAlign.Runtime;
+
+/// <summary>
+/// The silo's published weight snapshots, streamed to generators on other silos over a plain TCP connection: Orleans
+/// messages (and HTTP) copy a payload in small segments, one socket stream moves it at close to raw TCP speed. Each
+/// publication has a random token that is part of its address, so only holders of the manifest can fetch it.
+/// </summary>
+/// <remarks>
+/// Protocol: the client sends one line <c>runId version token\n</c>; the server answers an 8-byte little-endian length
+/// (−1 when the publication is gone) and the bytes.
+/// </remarks>
+public sealed class WeightExchange(string? advertisedHost = null)
+{
+    const int SliceBytes = 8 << 20;
+    readonly ConcurrentDictionary<string, (long Version, string Token, WeightSnapshot Snapshot)> _published = new();
+    int _port;
+
+    /// <summary>The port the server listens on (0 until <see cref="ServeAsync"/> binds; then no address is handed out).</summary>
+    public int Port => _port;
+
+    /// <summary>Publishes <paramref name="snapshot"/> as the run's current weights; returns its address (null without a server).</summary>
+    public string? Publish(string runId, long version, WeightSnapshot snapshot)
+    {
+        var token = Guid.NewGuid().ToString("N");
+        _published[runId] = (version, token, snapshot);
+        return advertisedHost is null || _port == 0 ? null : $"tcp://{advertisedHost}:{_port}/{Uri.EscapeDataString(runId)}/{version}/{token}";
+    }
+
+    public WeightSnapshot? Find(string runId, long version, string token) =>
+        _published.TryGetValue(runId, out var p) && p.Version == version && p.Token == token ? p.Snapshot : null;
+
+    public void Remove(string runId) => _published.TryRemove(runId, out _);
+
+    /// <summary>The snapshot behind <paramref name="address"/> when this very silo published it (no transfer needed).</summary>
+    public WeightSnapshot? FindLocal(string address)
+    {
+        if (!Uri.TryCreate(address, UriKind.Absolute, out var uri) || uri.Port != _port) return null;
+        var path = uri.AbsolutePath.Trim('/').Split('/');
+        return path.Length == 3 && long.TryParse(path[1], out var v) ? Find(Uri.UnescapeDataString(path[0]), v, path[2]) : null;
+    }
+
+    /// <summary>Accepts connections until cancelled; each request is served on its own task.</summary>
+    public async Task ServeAsync(IPEndPoint bind, CancellationToken cancellation)
+    {
+        using var listener = new TcpListener(bind);
+        listener.Start();
+        _port = ((IPEndPoint)listener.LocalEndpoint).Port;
+        try
+        {
+            while (!cancellation.IsCancellationRequested)
+            {
+                var client = await listener.AcceptTcpClientAsync(cancellation);
+                _ = Task.Run(() => ServeOneAsync(client, cancellation), cancellation);
+            }
+        }
+        catch (OperationCanceledException) when (cancellation.IsCancellationRequested) { }
+        finally { _port = 0; }
+    }
+
+    async Task ServeOneAsync(TcpClient client, CancellationToken cancellation)
+    {
+        using (client)
+        {
+            try
+            {
+                client.NoDelay = true;
+                var stream = client.GetStream();
+                using var reader = new StreamReader(stream, Encoding.UTF8, leaveOpen: true);
+                var parts = (await reader.ReadLineAsync(cancellation))?.Split(' ');
+                var snapshot = parts is { Length: 3 } && long.TryParse(parts[1], out var v) ? Find(Uri.UnescapeDataString(parts[0]), v, parts[2]) : null;
+                var header = new byte[8];
+                BinaryPrimitives.WriteInt64LittleEndian(header, snapshot?.TotalBytes ?? -1);
+                await stream.WriteAsync(header, cancellation);
+                if (snapshot is null) return;
+                for (long at = 0; at < snapshot.TotalBytes; at += SliceBytes)
+                    await stream.WriteAsync(snapshot.Data.AsMemory((int)at, (int)Math.Min(SliceBytes, snapshot.TotalBytes - at)), cancellation);
+            }
+            catch (Exception e) when (e is IOException or SocketException or OperationCanceledException) { }
+        }
+    }
+
+    /// <summary>Fetches a publication by its address; null when it is gone or the bytes do not match the expected length.</summary>
+    public static async Task<byte[]?> FetchAsync(string address, long expectedBytes, CancellationToken cancellation = default)
+    {
+        var uri = new Uri(address);
+        var path = uri.AbsolutePath.Trim('/').Split('/');
+        if (uri.Scheme != "tcp" || path.Length != 3) throw new ArgumentException($"not a weight address: {address}", nameof(address));
+        using var client = new TcpClient { NoDelay = true, ReceiveBufferSize = 4 << 20 };
+        await client.ConnectAsync(uri.Host, uri.Port, cancellation);
+        var stream = client.GetStream();
+        await stream.WriteAsync(Encoding.UTF8.GetBytes($"{path[0]} {path[1]} {path[2]}\n"), cancellation);
+        var header = new byte[8];
+        await stream.ReadExactlyAsync(header, cancellation);
+        var length = BinaryPrimitives.ReadInt64LittleEndian(header);
+        if (length != expectedBytes) return null;
+        // Every byte is overwritten by the read, so skip zeroing the (large) buffer.
+        var data = GC.AllocateUninitializedArray<byte>((int)length);
+        await stream.ReadExactlyAsync(data, cancellation);
+        return data;
+    }
+}

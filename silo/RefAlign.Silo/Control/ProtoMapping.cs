@@ -1,0 +1,82 @@
+using Google.Protobuf.WellKnownTypes;
+using RefAlign.Contracts.Control;
+using Wire = RefAlign.Client.Protos;
+
+namespace RefAlign.Silo.Control;
+
+/// <summary>The contracts' control records as wire messages. Proto enums start at UNSPECIFIED = 0, hence the explicit switches.</summary>
+internal static class ProtoMapping
+{
+    public static Wire.RunStatus ToProto(this RunStatus s) => s switch
+    {
+        RunStatus.Pending => Wire.RunStatus.Pending,
+        RunStatus.Running => Wire.RunStatus.Running,
+        RunStatus.Stopping => Wire.RunStatus.Stopping,
+        RunStatus.Stopped => Wire.RunStatus.Stopped,
+        RunStatus.Completed => Wire.RunStatus.Completed,
+        RunStatus.Failed => Wire.RunStatus.Failed,
+        _ => Wire.RunStatus.Unspecified,
+    };
+
+    public static Wire.RunEventKind ToProto(this RunEventKind k) => k switch
+    {
+        RunEventKind.Status => Wire.RunEventKind.Status,
+        RunEventKind.Step => Wire.RunEventKind.Step,
+        RunEventKind.Phase => Wire.RunEventKind.Phase,
+        RunEventKind.Eval => Wire.RunEventKind.Eval,
+        RunEventKind.Checkpoint => Wire.RunEventKind.Checkpoint,
+        _ => Wire.RunEventKind.Unspecified,
+    };
+
+    public static Wire.Run ToProto(this RunSummary r)
+    {
+        var m = new Wire.Run
+        {
+            RunId = r.RunId,
+            Name = r.Name,
+            Algorithm = r.Algorithm,
+            Status = r.Status.ToProto(),
+            Step = r.Step,
+            TotalSteps = r.TotalSteps,
+            WeightVersion = r.WeightVersion,
+            CreatedAt = Timestamp.FromDateTimeOffset(r.CreatedAt),
+            ConfigJson = r.ConfigJson,
+        };
+        if (r.LatestCheckpoint is not null) m.LatestCheckpoint = r.LatestCheckpoint;
+        if (r.Error is not null) m.Error = r.Error;
+        foreach (var (k, v) in r.LastMetrics) m.LastMetrics[k] = v;
+        return m;
+    }
+
+    public static Wire.RunEvent ToProto(this RunEvent e)
+    {
+        var m = new Wire.RunEvent
+        {
+            RunId = e.RunId,
+            Sequence = e.Sequence,
+            Kind = e.Kind.ToProto(),
+            Step = e.Step,
+            Time = Timestamp.FromDateTimeOffset(e.Time),
+            Status = e.Status.ToProto(),
+        };
+        foreach (var (k, v) in e.Metrics) m.Metrics[k] = v;
+        if (e.Phase is not null) m.Phase = e.Phase;
+        if (e.PhaseSeconds is { } s) m.PhaseSeconds = s;
+        if (e.Message is not null) m.Message = e.Message;
+        return m;
+    }
+
+    public static Wire.Cluster ToProto(this ClusterInfo c)
+    {
+        var m = new Wire.Cluster();
+        foreach (var s in c.Silos)
+        {
+            var silo = new Wire.Silo { Address = s.Address, Name = s.Name, Device = s.Device, Status = s.Status, ActiveGrains = s.ActiveGrains };
+            silo.Roles.Add(s.Roles);
+            m.Silos.Add(silo);
+        }
+        foreach (var g in c.Generators)
+            m.Generators.Add(new Wire.Generator { GrainId = g.GrainId, RunId = g.RunId, WeightVersion = g.WeightVersion, Silo = g.Silo });
+        return m;
+    }
+}
