@@ -61,4 +61,7 @@ public sealed record SiloInfo(string Address, string Name, IReadOnlyList<string>
 /// <summary>A rollout generator shard, the policy weight version it holds and the silo it lives on.</summary>
 public sealed record GeneratorInfo(string GrainId, string RunId, long WeightVersion, string Silo);
 
-public sealed record ClusterInfo(IReadOnlyList<SiloInfo> Silos, IReadOnlyList<GeneratorInfo> Generators);
+/// <summary>Where a grain of a running run lives: <see cref="Kind"/> is run, learner, generator or reference.</summary>
+public sealed record PlacementInfo(string Kind, string GrainKey, string RunId, string Silo, long WeightVersion);
+
+public sealed record ClusterInfo(IReadOnlyList<SiloInfo> Silos, IReadOnlyList<GeneratorInfo> Generators, IReadOnlyList<PlacementInfo> Placements);

@@ -1,4 +1,3 @@
-using Orleans.Concurrency;
 using RefAlign.Runtime;
 using RefAlign.Contracts.Grains;
 using RefAlign.Contracts.Messages;
@@ -6,12 +5,16 @@ using RefAlign.Compute.BertScore;
 
 namespace RefAlign.Grains;
 
-/// <summary>Stateless BERTScore worker; the encoder itself lives once per silo in <see cref="EncoderCache"/>.</summary>
-[StatelessWorker(2)]
+/// <summary>
+/// A BERTScore worker for one scorer silo (its key; runs place it there with a hint); the encoder itself lives once
+/// per silo in <see cref="EncoderCache"/>.
+/// </summary>
 [RolePlacement(SiloRoles.Scorer)]
-public sealed class BertScoreScorerGrain(ComputeExecutor executor, EncoderCache encoders) : Grain, IBertScoreScorerGrain
+public sealed class BertScoreScorerGrain(ComputeExecutor executor, EncoderCache encoders, SiloDrain drain) : Grain, IBertScoreScorerGrain
 {
-    public Task<IReadOnlyList<double>> Score(ScoreRequest request) => executor.RunAsync<IReadOnlyList<double>>(() =>
+    public Task<IReadOnlyList<double>> Score(ScoreRequest request) => drain.IsDraining
+        ? Task.FromException<IReadOnlyList<double>>(new SiloDrainingException("BERTScore worker"))
+        : executor.RunAsync<IReadOnlyList<double>>(() =>
     {
         var scorer = encoders.Get(request.RewardModel, request.Layers);
         var scores = scorer.Score(request.Candidates, request.References,

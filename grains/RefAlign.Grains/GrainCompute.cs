@@ -1,4 +1,5 @@
 using RefAlign.Compute.Training;
+using RefAlign.Contracts.Grains;
 
 namespace RefAlign.Grains;
 
@@ -6,4 +7,11 @@ namespace RefAlign.Grains;
 internal static class GrainCompute
 {
     public static RunConfig Parse(string configJson) => RunConfig.Parse(configJson).Validate(requirePaths: false);
+
+    /// <summary>The run's config, from its run grain: how a worker re-placed after a silo loss initializes itself.</summary>
+    public static async Task<string> ConfigOfRun(IGrainFactory grains, string runId) =>
+        (await grains.GetGrain<ITrainingRunGrain>(runId).GetSummary()).ConfigJson;
+
+    /// <summary>The run id of a shard worker's key <c>run/shard</c>.</summary>
+    public static string RunOfShard(string key) => key[..key.LastIndexOf('/')];
 }

@@ -12,7 +12,7 @@ namespace RefAlign.Grains;
 /// <see cref="IRunControl"/> over grains, hosted in the silo behind the gRPC service. Configs are validated here, before
 /// any grain is involved, so a bad field comes back as <see cref="InvalidRunConfigException"/> with its path.
 /// </summary>
-public sealed class GrainRunControl(IGrainFactory grains, ISiloMetadataCache metadata, RunPaths paths) : IRunControl
+public sealed class GrainRunControl(IGrainFactory grains, ISiloMetadataCache metadata, RunHostOptions host) : IRunControl
 {
     /// <summary>A watcher renews its subscription this often; a renewal also re-reads the log, so nothing is missed
     /// if a pushed event was lost or the run grain moved to another silo.</summary>
@@ -21,7 +21,7 @@ public sealed class GrainRunControl(IGrainFactory grains, ISiloMetadataCache met
     public async Task<string> StartRunAsync(string configJson, CancellationToken cancellation = default)
     {
         // Relative paths mean the silo's data root, whoever reads the config later and wherever.
-        var config = RunConfig.Parse(configJson, "config_json").WithPathsUnder(paths.DataRoot).Validate();
+        var config = RunConfig.Parse(configJson, "config_json").WithPathsUnder(host.DataRoot).Validate();
         var runId = $"{config.Name}-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Guid.NewGuid().ToString("N")[..6]}";
         // Each run writes under its own folder, so runs sharing a config never share checkpoints or caches.
         var effective = config with { OutputDir = Path.Combine(config.OutputDir, runId) };
@@ -104,18 +104,31 @@ public sealed class GrainRunControl(IGrainFactory grains, ISiloMetadataCache met
             return new SiloInfo(h.SiloAddress.ToString(), h.SiloName, SiloMetadataKeys.ParseRoles(meta.GetValueOrDefault(SiloMetadataKeys.Roles)),
                 meta.GetValueOrDefault(SiloMetadataKeys.Device) ?? "cpu", h.Status.ToString(), i < stats.Length ? stats[i].ActivationCount : 0);
         }).ToList();
-        var generators = new List<GeneratorInfo>();
+        var placements = new List<PlacementInfo>();
         foreach (var summary in await ListRunsAsync(cancellation))
         {
             if (summary.Status is not (RunStatus.Running or RunStatus.Stopping)) continue;
-            foreach (var key in await Run(summary.RunId).GeneratorKeys())
+            var run = Run(summary.RunId);
+            // Only grains that are active: asking an inactive one anything would place it.
+            async Task Add(string kind, string key, IAddressable grain, Func<Task<long>>? version = null)
             {
-                var generator = grains.GetGrain<IRolloutGeneratorGrain>(key);
-                var version = await generator.WeightVersion();
-                var where = await management.GetActivationAddress(generator);
-                generators.Add(new GeneratorInfo(key, summary.RunId, version, where?.ToString() ?? ""));
+                if (await management.GetActivationAddress(grain) is { } where)
+                    placements.Add(new PlacementInfo(kind, key, summary.RunId, where.ToString(), version is null ? -1 : await version()));
+            }
+            await Add("run", summary.RunId, run);
+            var learner = grains.GetGrain<ILearnerGrain>(summary.RunId);
+            await Add(SiloRoles.Learner, summary.RunId, learner, () => learner.WeightVersion());
+            foreach (var worker in await run.Workers())
+            {
+                if (worker.Kind == SiloRoles.Generator)
+                {
+                    var generator = grains.GetGrain<IRolloutGeneratorGrain>(worker.GrainKey);
+                    await Add(worker.Kind, worker.GrainKey, generator, () => generator.WeightVersion());
+                }
+                else await Add(worker.Kind, worker.GrainKey, grains.GetGrain<IReferenceScorerGrain>(worker.GrainKey));
             }
         }
-        return new ClusterInfo(silos, generators);
+        var generators = placements.Where(p => p.Kind == SiloRoles.Generator).Select(p => new GeneratorInfo(p.GrainKey, p.RunId, p.WeightVersion, p.Silo));
+        return new ClusterInfo(silos, [.. generators], placements);
     }
 }

@@ -1,19 +1,24 @@
-using RefAlign.Contracts.Grains;
-using RefAlign.Contracts.Messages;
+using Orleans.Runtime.Placement;
 using RefAlign.Compute.Telemetry;
 using RefAlign.Compute.Training;
 using RefAlign.Compute.Training.Checkpoints;
+using RefAlign.Contracts.Grains;
+using RefAlign.Contracts.Messages;
+using RefAlign.Runtime;
 
 namespace RefAlign.Grains;
 
 /// <summary>
 /// <see cref="ITrainingServices"/> over grains: prompts fan out to rollout generators by contiguous shards, pairs to
-/// reference scorers by id, texts to stateless BERTScore workers; the learner owns steps, checkpoints and weights.
+/// reference scorers by id, texts to one BERTScore worker per scorer silo; the learner owns steps, checkpoints and
+/// weights. Shards spread over the silos of their role (a placement hint per shard, re-read every step, so a silo that
+/// joins takes shards at the next step and one that leaves gives them up). A worker call that fails because its silo
+/// was lost is sent again and lands on a surviving silo; workers are deterministic, so a retried step equals the first.
 /// In pipelined mode the next step's generation starts as soon as this step's is back, so it overlaps learning and
 /// runs one weight version behind (bounded by max_staleness).
 /// </summary>
-public sealed class GrainTrainingServices(string runId, RunConfig config, string configJson, TrainingData data, IGrainFactory grains, int totalSteps)
-    : ITrainingServices
+public sealed class GrainTrainingServices(string runId, RunConfig config, string configJson, TrainingData data, IGrainFactory grains,
+    RoleDirectory roles, int totalSteps, Action<string>? note = null) : ITrainingServices
 {
     const int ScoreChunk = 64;
     readonly int _shards = config.Distributed.Shards;
@@ -28,15 +33,43 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
     public IReadOnlyList<string> ShardKeys => [.. Enumerable.Range(0, _shards).Select(s => $"{runId}/{s}")];
 
     /// <summary>Loads the model on the learner and on every shard worker of this run (in parallel).</summary>
-    public async Task InitializeAsync()
+    public async Task InitializeAsync(CancellationToken cancellation = default)
     {
-        var work = new List<Task> { Learner.Initialize(configJson, totalSteps) };
-        foreach (var key in ShardKeys)
-            work.Add(config.IsPreference
+        var stepsPerEpoch = data.StepsPerEpoch(config.BatchSize);
+        var work = new List<Task> { Learner.Initialize(configJson, totalSteps, stepsPerEpoch) };
+        var role = config.IsPreference ? SiloRoles.Reference : SiloRoles.Generator;
+        foreach (var (key, shard) in ShardKeys.Select((k, i) => (k, i)))
+            work.Add(Retry(() => Hinted(SiloFor(role, shard), () => config.IsPreference
                 ? grains.GetGrain<IReferenceScorerGrain>(key).Initialize(configJson)
-                : grains.GetGrain<IRolloutGeneratorGrain>(key).Initialize(configJson));
+                : grains.GetGrain<IRolloutGeneratorGrain>(key).Initialize(configJson)), $"initializing {key}", cancellation));
         await Task.WhenAll(work);
     }
+
+    /// <summary>
+    /// Shard i → the i-th active silo of <paramref name="role"/>, round robin: never two shards on one silo while another
+    /// has none. Read afresh on every call (and every retry), so it follows the cluster as silos come and go.
+    /// </summary>
+    SiloAddress? SiloFor(string role, int shard)
+    {
+        var silos = roles.Active(role);
+        return silos.Count == 0 ? null : silos[shard % silos.Count];
+    }
+
+    /// <summary>Sends <paramref name="call"/> with <paramref name="silo"/> as the placement hint for a new activation.</summary>
+    static T Hinted<T>(SiloAddress? silo, Func<T> call)
+    {
+        if (silo is null) return call();
+        RequestContext.Set(IPlacementDirector.PlacementHintKey, silo);
+        try { return call(); }
+        finally { RequestContext.Remove(IPlacementDirector.PlacementHintKey); }
+    }
+
+    Task Retry(Func<Task> call, string what, CancellationToken cancellation) =>
+        Retry(async () => { await call(); return true; }, what, cancellation);
+
+    Task<T> Retry<T>(Func<Task<T>> call, string what, CancellationToken cancellation) =>
+        ClusterFaults.RetryAsync(call, cancellation, (e, delay) =>
+            note?.Invoke($"{what} failed ({e.GetType().Name}{(ClusterFaults.LostSilo(e) is { } s ? $", silo {s}" : "")}); retrying in {delay.TotalSeconds:0.#}s"));
 
     public async Task<IReadOnlyList<Rollout>> GenerateAsync(int step, IReadOnlyList<ReferencePrompt> prompts, CancellationToken cancellation)
     {
@@ -46,35 +79,43 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
             rollouts = await p.Task;
             _prefetch = null;
         }
-        else rollouts = await GenerateShards(step, prompts, Math.Max(0, _version));
+        else rollouts = await GenerateShards(step, prompts, Math.Max(0, _version), cancellation);
         if (_pipelined && step >= 0 && step + 1 < totalSteps)
         {
             // Sample step t+1 with the current weights while the learner applies step t.
             var next = data.BatchIndices(step + 1, config.BatchSize, config.Seed, config.Data.Shuffle).Select(i => data.TrainPrompts[i]).ToList();
             var minVersion = Math.Max(0, _version - config.Distributed.MaxStaleness + 1);
-            _prefetch = (step + 1, GenerateShards(step + 1, next, minVersion));
+            _prefetch = (step + 1, GenerateShards(step + 1, next, minVersion, cancellation));
         }
         return rollouts;
     }
 
-    async Task<IReadOnlyList<Rollout>> GenerateShards(int step, IReadOnlyList<ReferencePrompt> prompts, long minVersion)
+    async Task<IReadOnlyList<Rollout>> GenerateShards(int step, IReadOnlyList<ReferencePrompt> prompts, long minVersion, CancellationToken cancellation)
     {
         var per = (prompts.Count + _shards - 1) / _shards;
         var calls = new List<Task<GenerateReply>>();
         for (var s = 0; s < _shards && s * per < prompts.Count; s++)
         {
             var positions = Enumerable.Range(s * per, Math.Min(per, prompts.Count - s * per)).ToList();
-            calls.Add(grains.GetGrain<IRolloutGeneratorGrain>(ShardKeys[s])
-                .Generate(new GenerateRequest(runId, step, minVersion, [.. positions.Select(i => prompts[i].ToMessage())], positions, Math.Max(0, _version))));
+            var (key, shard) = (ShardKeys[s], s);
+            var request = new GenerateRequest(runId, step, minVersion, [.. positions.Select(i => prompts[i].ToMessage())], positions, Math.Max(0, _version));
+            calls.Add(Retry(() => Hinted(SiloFor(SiloRoles.Generator, shard), () => grains.GetGrain<IRolloutGeneratorGrain>(key).Generate(request)),
+                $"generating shard {key}", cancellation));
         }
         var replies = await Task.WhenAll(calls);
-        foreach (var r in replies)
+        for (var s = 0; s < replies.Length; s++)
         {
+            var r = replies[s];
             _syncBytes += r.SyncBytes;
             _syncSeconds = Math.Max(_syncSeconds, r.SyncSeconds);
-        }
-        foreach (var r in replies)
             TrainingTelemetry.Staleness.Record(Math.Max(0, _version - r.WeightVersion), new KeyValuePair<string, object?>(TrainingTelemetry.Tags.RunId, runId));
+            // A shard living elsewhere than its silo of now (one joined, or it was re-placed) moves before the next step.
+            if (SiloFor(SiloRoles.Generator, s) is { } wanted && r.Silo.Length > 0 && r.Silo != wanted.ToParsableString())
+            {
+                note?.Invoke($"shard {ShardKeys[s]} moves from {r.Silo} to {wanted.ToParsableString()} for the next step");
+                await grains.GetGrain<IRolloutGeneratorGrain>(ShardKeys[s]).Release();
+            }
+        }
         return [.. replies.SelectMany(r => r.Rollouts).OrderBy(r => r.Position).ThenBy(r => r.SampleIndex).Select(r => r.ToCompute())];
     }
 
@@ -86,8 +127,14 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
         for (var start = 0; start < candidates.Count; start += ScoreChunk)
         {
             var n = Math.Min(ScoreChunk, candidates.Count - start);
-            calls.Add(grains.GetGrain<IBertScoreScorerGrain>(0).Score(new ScoreRequest(r.RewardModel, r.BertscoreLayers, r.Idf, idf,
-                [.. candidates.Skip(start).Take(n)], [.. references.Skip(start).Take(n)])));
+            var request = new ScoreRequest(r.RewardModel, r.BertscoreLayers, r.Idf, idf, [.. candidates.Skip(start).Take(n)], [.. references.Skip(start).Take(n)]);
+            var chunk = start / ScoreChunk;
+            // Each chunk to the worker of one scorer silo, round robin; the silo list is re-read on a retry.
+            calls.Add(Retry(() =>
+            {
+                var silo = SiloFor(SiloRoles.Scorer, chunk);
+                return Hinted(silo, () => grains.GetGrain<IBertScoreScorerGrain>(silo?.ToParsableString() ?? "any").Score(request));
+            }, $"scoring chunk {chunk}", cancellation));
         }
         return [.. (await Task.WhenAll(calls)).SelectMany(x => x)];
     }
@@ -97,7 +144,12 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
         // A pair always goes to the same shard (by id), so each shard's cache sees its pairs again next epoch.
         var byShard = pairs.Select((p, i) => (p, i)).GroupBy(x => x.p.Id % _shards).ToList();
         var replies = await Task.WhenAll(byShard.Select(g =>
-            grains.GetGrain<IReferenceScorerGrain>(ShardKeys[g.Key]).Score([.. g.Select(x => x.p.ToMessage())], prompted)));
+        {
+            var key = ShardKeys[g.Key];
+            PreferencePairMessage[] batch = [.. g.Select(x => x.p.ToMessage())];
+            return Retry(() => Hinted(SiloFor(SiloRoles.Reference, g.Key), () => grains.GetGrain<IReferenceScorerGrain>(key).Score(batch, prompted)),
+                $"reference shard {key}", cancellation);
+        }));
         var result = new ReferenceLogProbs[pairs.Count];
         for (var s = 0; s < byShard.Count; s++)
         {
@@ -128,9 +180,13 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
 
     public Task<string> CheckpointAsync(CheckpointManifest manifest, CancellationToken cancellation) => Learner.Checkpoint(manifest.ToMessage());
 
+    /// <summary>
+    /// Where the learner stands: a live learner (same activation) continues where it is; a new one (its silo was lost)
+    /// restores the latest checkpoint from the shared checkpoint root.
+    /// </summary>
     public async Task<CheckpointManifest?> RestoreLatestAsync(CancellationToken cancellation)
     {
-        var manifest = (await Learner.RestoreLatest())?.ToCompute();
+        var manifest = (await Learner.Resume())?.ToCompute();
         _version = await Learner.WeightVersion();
         return manifest;
     }

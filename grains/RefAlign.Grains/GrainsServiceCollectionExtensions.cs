@@ -9,9 +9,9 @@ public static class GrainsServiceCollectionExtensions
     public static IServiceCollection AddRefAlignGrains(this IServiceCollection services)
     {
         services.AddSingleton<EncoderCache>();
-        // Hosts register their own (Silo:DataRoot) first; an embedded cluster resolves against its working directory.
-        services.TryAddSingleton(RunPaths.FromWorkingDirectory());
-        services.TryAddSingleton(new RunEventLogOptions());
+        services.AddSingleton<LocalLearners>();
+        // Hosts register their own (the Silo: settings) first; an embedded cluster gets the defaults.
+        services.TryAddSingleton(new RunHostOptions());
         // Hosts that run the weight server register a WeightExchange with their address first; elsewhere weights go in chunks.
         services.TryAddSingleton(new RefAlign.Runtime.WeightExchange());
         services.AddSingleton<IRunControl, GrainRunControl>();

@@ -1,38 +1,62 @@
+using System.Globalization;
 using Microsoft.Extensions.Logging;
-using RefAlign.Runtime;
-using RefAlign.Contracts.Grains;
-using RefAlign.Contracts.Messages;
 using RefAlign.Compute.Formats;
 using RefAlign.Compute.Models;
 using RefAlign.Compute.Telemetry;
 using RefAlign.Compute.Tokenization;
 using RefAlign.Compute.Training;
 using RefAlign.Compute.Training.Checkpoints;
+using RefAlign.Contracts.Grains;
+using RefAlign.Contracts.Messages;
+using RefAlign.Runtime;
 
 namespace RefAlign.Grains;
 
 /// <summary>
 /// The run's learner on a learner/GPU silo. All tensor work runs on the silo's compute executor; the grain only
-/// sequences calls, keeps the published weight snapshot and the checkpoint store.
+/// sequences calls, keeps the published weight snapshot, the checkpoint store (in the shared checkpoint root, so a
+/// learner re-placed after its silo was lost restores from it) and the journal of applied steps.
 /// </summary>
 [RolePlacement(SiloRoles.Learner)]
 [KeepAlive] // the optimizer state lives here between steps; the run releases the learner when it ends
-public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchange, ILogger<LearnerGrain> logger) : Grain, ILearnerGrain
+public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchange, RunHostOptions host, SiloDrain drain,
+    LocalLearners local, ILogger<LearnerGrain> logger) : Grain, ILearnerGrain
 {
     /// <summary>Weight chunks stay well under Orleans' 100 MB message limit.</summary>
     public const int ChunkBytes = 16 << 20;
 
+    static readonly TimeSpan ReleaseDelay = TimeSpan.FromMinutes(2);
+
     Learner? _learner;
     RunConfig? _config;
     CheckpointStore? _store;
+    AppliedStepJournal? _journal;
+    int _stepsPerEpoch = 1;
+    int _checkpointedStep = -1;
+    bool _live;
+    bool _drained;
     WeightSnapshot? _snapshot;
+    long _snapshotVersion = -1;
+    string? _snapshotUrl;
+    IGrainTimer? _release;
 
-    Learner Require() => _learner ?? throw new InvalidOperationException($"learner {this.GetPrimaryKeyString()} is not initialized.");
+    string RunId => this.GetPrimaryKeyString();
 
-    public async Task Initialize(string configJson, int totalSteps)
+    public override Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        local.Add(RunId);
+        return Task.CompletedTask;
+    }
+
+    // A new activation that a call reached before the run initialized it (e.g. re-placed after its silo was lost): the
+    // run's loop restarts, initializes it and resumes from the checkpoint.
+    Learner Require() => _learner ?? throw new LearnerNotReadyException(RunId);
+
+    public async Task Initialize(string configJson, int totalSteps, int stepsPerEpoch)
     {
         _release?.Dispose();
         _release = null;
+        _stepsPerEpoch = Math.Max(1, stepsPerEpoch);
         if (_learner is not null) return;
         var config = GrainCompute.Parse(configJson);
         _learner = await executor.RunAsync(() =>
@@ -45,8 +69,31 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
             return new Learner(config, policy, pad, totalSteps);
         });
         _config = config;
-        _store = new CheckpointStore(Path.Combine(config.OutputDir, "checkpoints"), config.KeepCheckpoints);
-        logger.LogInformation("learner {Run} ready ({Algorithm}, {Steps} steps)", this.GetPrimaryKeyString(), config.Algorithm, totalSteps);
+        var folder = host.CheckpointFolder(RunId, config);
+        _store = new CheckpointStore(folder, config.KeepCheckpoints);
+        _journal = new AppliedStepJournal(Path.Combine(folder, AppliedStepJournal.FileName));
+        logger.LogInformation("learner {Run} ready ({Algorithm}, {Steps} steps, checkpoints in {Folder})", RunId, config.Algorithm, totalSteps, folder);
+    }
+
+    public async Task<CheckpointMessage?> Resume()
+    {
+        var learner = Require();
+        if (_live)
+        {
+            // This activation's weights are the run's: continue where they are, no rewind.
+            return new CheckpointMessage(learner.Step, (long)learner.Step * _config!.BatchSize, learner.Step / _stepsPerEpoch, RunId,
+                new Dictionary<string, string> { ["weight_version"] = learner.WeightVersion.ToString(CultureInfo.InvariantCulture), ["live"] = "true" });
+        }
+        var restored = await executor.RunAsync(() => learner.RestoreLatest(_store!));
+        _live = true;
+        // The journal notes where these weights come from: a checkpoint, or the model folder (step 0).
+        _journal!.Restored(restored?.Step ?? 0, learner.WeightVersion);
+        if (restored is not null)
+        {
+            _checkpointedStep = restored.Step;
+            logger.LogInformation("learner {Run} restored checkpoint step {Step}", RunId, restored.Step);
+        }
+        return restored?.ToMessage();
     }
 
     public Task<StepResultMessage> LearnRefAlign(int step, IReadOnlyList<RolloutRowMessage> rows) =>
@@ -57,24 +104,44 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
 
     async Task<StepResultMessage> Learn(int step, Func<StepResult> work)
     {
-        using var activity = TrainingTelemetry.StartPhase("learner.step", this.GetPrimaryKeyString(), step, Require().WeightVersion);
-        return (await executor.RunAsync(work)).ToMessage();
+        if (_drained || drain.IsDraining) throw new SiloDrainingException($"learner {RunId}");
+        var learner = Require();
+        var before = learner.WeightVersion;
+        using var activity = TrainingTelemetry.StartPhase("learner.step", RunId, step, before);
+        var result = await executor.RunAsync(work);
+        _live = true;
+        // Journaled before the step is acknowledged; a retried step (same result, no new version) is not journaled again.
+        if (result.WeightVersion != before) _journal!.Applied(step, result.WeightVersion);
+        return result.ToMessage();
     }
 
     public Task<IReadOnlyDictionary<string, double>> EvaluatePreference(IReadOnlyList<PreferenceRowMessage> rows) =>
         executor.RunAsync(() => Require().EvaluatePreference([.. rows.Select(r => r.ToCompute())]));
 
-    public Task<string> Checkpoint(CheckpointMessage manifest)
+    public async Task<string> Checkpoint(CheckpointMessage manifest)
     {
         var learner = Require();
         var config = _config!;
-        return executor.RunAsync(() => learner.SaveCheckpoint(_store!, manifest.ToCompute(), config.Policy.Model));
+        var folder = await executor.RunAsync(() => learner.SaveCheckpoint(_store!, manifest.ToCompute(), config.Policy.Model));
+        _checkpointedStep = manifest.Step;
+        return folder;
     }
 
-    public async Task<CheckpointMessage?> RestoreLatest()
+    public async Task Drain()
     {
-        var learner = Require();
-        return (await executor.RunAsync(() => learner.RestoreLatest(_store!)))?.ToMessage();
+        if (_learner is not { } learner || _drained) return;
+        _drained = true;
+        if (!_live || learner.Step <= _checkpointedStep) return;
+        var step = learner.Step;
+        var manifest = new CheckpointManifest(step, (long)step * _config!.BatchSize, step / _stepsPerEpoch, RunId, new Dictionary<string, string>
+        {
+            ["weight_version"] = learner.WeightVersion.ToString(CultureInfo.InvariantCulture),
+            ["algorithm"] = _config.Algorithm.ToString(),
+            ["reason"] = "drain",
+        });
+        var folder = await executor.RunAsync(() => learner.SaveCheckpoint(_store!, manifest, _config.Policy.Model));
+        _checkpointedStep = step;
+        logger.LogWarning("learner {Run} checkpointed step {Step} for the silo's shutdown: {Folder}", RunId, step, folder);
     }
 
     public Task<long> WeightVersion() => Task.FromResult(Require().WeightVersion);
@@ -91,9 +158,6 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
         return Task.CompletedTask;
     }
 
-    static readonly TimeSpan ReleaseDelay = TimeSpan.FromMinutes(2);
-    IGrainTimer? _release;
-
     public async Task<WeightsManifest> GetWeights()
     {
         var learner = Require();
@@ -102,20 +166,16 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
         {
             _snapshot = await executor.RunAsync(() => WeightSnapshot.Capture(learner.TrainableParameters()));
             _snapshotVersion = version;
-            _snapshotUrl = exchange.Publish(this.GetPrimaryKeyString(), version, _snapshot);
+            _snapshotUrl = exchange.Publish(RunId, version, _snapshot);
         }
         return new WeightsManifest(version, _snapshot.ChunkCount(ChunkBytes), ChunkBytes, _snapshot.TotalBytes, [.. _snapshot.Entries.Select(e => e.ToMessage())], _snapshotUrl);
     }
-
-    long _snapshotVersion = -1;
-    string? _snapshotUrl;
 
     public Task<byte[]> GetWeightsChunk(long version, int index)
     {
         if (_snapshot is null || version != _snapshotVersion)
             throw new InvalidOperationException($"weight version {version} is not published (current snapshot: {_snapshotVersion}); fetch the manifest again.");
-        var chunk = _snapshot.Chunk(index, ChunkBytes);
-        return Task.FromResult(chunk);
+        return Task.FromResult(_snapshot.Chunk(index, ChunkBytes));
     }
 
     public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
@@ -123,7 +183,8 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
         var learner = _learner;
         _learner = null;
         _snapshot = null;
-        exchange.Remove(this.GetPrimaryKeyString());
+        exchange.Remove(RunId);
+        local.Remove(RunId);
         return learner is null ? Task.CompletedTask : executor.RunAsync(() =>
         {
             learner.Dispose();
@@ -131,3 +192,7 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
         }, cancellationToken);
     }
 }
+
+/// <summary>The learner activation has not been initialized by its run (yet); the run retries after initializing it.</summary>
+[GenerateSerializer]
+public sealed class LearnerNotReadyException(string runId) : Exception($"learner {runId} is not initialized (it was re-placed); the run initializes it and resumes.");

@@ -13,7 +13,7 @@ namespace RefAlign.Grains;
 /// that is exactly the policy with adapters off); values are cached per shard and persisted under the run's output.
 /// </summary>
 [RolePlacement(SiloRoles.Reference)]
-public sealed class ReferenceScorerGrain(ComputeExecutor executor) : Grain, IReferenceScorerGrain
+public sealed class ReferenceScorerGrain(ComputeExecutor executor, SiloDrain drain) : Grain, IReferenceScorerGrain
 {
     CausalLm? _model;
     ReferenceScorer? _scorer;
@@ -35,12 +35,20 @@ public sealed class ReferenceScorerGrain(ComputeExecutor executor) : Grain, IRef
 
     public async Task<IReadOnlyList<ReferenceLogProbsMessage>> Score(IReadOnlyList<PreferencePairMessage> pairs, bool prompted)
     {
-        var scorer = _scorer ?? throw new InvalidOperationException($"reference scorer {this.GetPrimaryKeyString()} is not initialized.");
+        drain.ThrowIfDraining($"reference scorer {this.GetPrimaryKeyString()}");
+        if (_scorer is null) await Initialize(await GrainCompute.ConfigOfRun(GrainFactory, GrainCompute.RunOfShard(this.GetPrimaryKeyString())));
+        var scorer = _scorer!;
         var values = await executor.RunAsync(() => scorer.Score([.. pairs.Select(p => p.ToCompute())], prompted));
         return [.. values.Select(v => v.ToMessage())];
     }
 
     public Task<int> ModelPasses() => Task.FromResult(_scorer?.Cache.ModelPasses ?? 0);
+
+    public Task Release()
+    {
+        DeactivateOnIdle();
+        return Task.CompletedTask;
+    }
 
     public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {

@@ -14,11 +14,12 @@ namespace RefAlign.Grains;
 
 /// <summary>
 /// A policy replica on a generator silo. It starts from the model folder (weight version 0, which equals the learner's
-/// initial weights) and, when a request needs a newer version, pulls the learner's snapshot chunk by chunk.
+/// initial weights) and, when a request needs another version, pulls the learner's snapshot. A replica re-placed after
+/// a silo loss (or moved to a silo that joined) initializes itself from the run's config on its first request.
 /// </summary>
 [RolePlacement(SiloRoles.Generator)]
-public sealed class RolloutGeneratorGrain(ComputeExecutor executor, WeightExchange exchange, ILogger<RolloutGeneratorGrain> logger)
-    : Grain, IRolloutGeneratorGrain
+public sealed class RolloutGeneratorGrain(ComputeExecutor executor, WeightExchange exchange, SiloDrain drain, ILocalSiloDetails silo,
+    ILogger<RolloutGeneratorGrain> logger) : Grain, IRolloutGeneratorGrain
 {
     RunConfig? _config;
     CausalLm? _policy;
@@ -47,9 +48,17 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, WeightExchan
 
     public Task<long> WeightVersion() => Task.FromResult(_version);
 
+    public Task Release()
+    {
+        DeactivateOnIdle();
+        return Task.CompletedTask;
+    }
+
     public async Task<GenerateReply> Generate(GenerateRequest request)
     {
-        var config = _config ?? throw new InvalidOperationException($"generator {this.GetPrimaryKeyString()} is not initialized.");
+        drain.ThrowIfDraining($"generator {this.GetPrimaryKeyString()}");
+        if (_config is null) await Initialize(await GrainCompute.ConfigOfRun(GrainFactory, request.RunId));
+        var config = _config!;
         var stale = _version < request.MinVersion || _version > request.MaxVersion;
         var (syncBytes, syncSeconds) = stale ? await SyncWeights(request.RunId, request.Step, request.MinVersion) : (0L, 0.0);
         using var activity = TrainingTelemetry.StartPhase("generate.shard", request.RunId, request.Step, _version);
@@ -58,7 +67,7 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, WeightExchan
         var tok = _tokenizer!;
         var rollouts = await executor.RunAsync(() => RolloutWorker.Generate(policy, ids => tok.Decode(ids), [.. request.Prompts.Select(p => p.ToCompute())],
             request.Positions, config.RefAlign, config.Seed, request.Step, _eos, _pad));
-        return new GenerateReply([.. rollouts.Select(r => r.ToMessage())], _version, syncBytes, syncSeconds);
+        return new GenerateReply([.. rollouts.Select(r => r.ToMessage())], _version, syncBytes, syncSeconds, silo.SiloAddress.ToParsableString());
     }
 
     /// <summary>Fetches the learner's current weights (at least <paramref name="minVersion"/>) in chunks and loads them.</summary>

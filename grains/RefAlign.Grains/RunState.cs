@@ -2,7 +2,10 @@ using RefAlign.Contracts.Control;
 
 namespace RefAlign.Grains;
 
-/// <summary>A run's durable state: what survives a silo restart (the loop resumes from the latest checkpoint).</summary>
+/// <summary>
+/// A run's durable state, written before a step is acknowledged: what survives the loss of any silo. The loop resumes
+/// from the learner (live) or the latest checkpoint; everything else is recomputed.
+/// </summary>
 [GenerateSerializer]
 public sealed class RunState
 {
@@ -17,7 +20,15 @@ public sealed class RunState
     [Id(8)] public DateTimeOffset CreatedAt { get; set; }
     [Id(9)] public string? Error { get; set; }
     [Id(10)] public Dictionary<string, double> LastMetrics { get; set; } = [];
-    /// <summary>The newest events (a bounded tail), so a watcher attaching after a restart still sees recent history.</summary>
+    /// <summary>The newest events (a bounded tail), so a watcher attaching after a failover still sees recent history.</summary>
     [Id(11)] public List<RunEvent> Events { get; set; } = [];
     [Id(12)] public long NextSequence { get; set; } = 1;
+    /// <summary>Step of <see cref="LatestCheckpoint"/>; a resume that finds no checkpoint although one was written fails loudly.</summary>
+    [Id(13)] public int? LatestCheckpointStep { get; set; }
+    /// <summary>Consecutive failed attempts without a finished step in between (crash-loop protection).</summary>
+    [Id(14)] public int Restarts { get; set; }
+    /// <summary><see cref="Step"/> at the last failure: a later step resets <see cref="Restarts"/>.</summary>
+    [Id(15)] public int RestartStep { get; set; } = -1;
+    /// <summary>The silo that hosted the run's grain last, to name it when the run recovers from its loss.</summary>
+    [Id(16)] public string? HostSilo { get; set; }
 }

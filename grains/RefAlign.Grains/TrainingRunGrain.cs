@@ -1,123 +1,189 @@
-using Orleans.Runtime;
-using Orleans.Utilities;
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
-using RefAlign.Runtime;
-using RefAlign.Contracts.Control;
-using RefAlign.Contracts.Grains;
+using Orleans.Runtime;
 using RefAlign.Compute.Tokenization;
 using RefAlign.Compute.Training;
+using RefAlign.Contracts.Control;
+using RefAlign.Contracts.Grains;
+using RefAlign.Runtime;
 
 namespace RefAlign.Grains;
 
 /// <summary>
 /// One run: persists its config and progress, drives <see cref="TrainingRun"/> (the same loop as <c>refalign train</c>)
 /// over grain-backed services from a grain timer, and keeps an event log for watchers. Queries and stop interleave with
-/// the running loop; a reactivated grain whose run was running resumes it from the latest checkpoint.
+/// the running loop. Supervision: every running run holds a reminder, so after the loss of any silo the grain is
+/// reactivated wherever it lands and its loop continues by itself; a failed attempt is retried with backoff until
+/// <c>distributed.max_restarts</c> attempts in a row made no progress.
 /// </summary>
 public sealed class TrainingRunGrain(
     [PersistentState("run")] IPersistentState<RunState> state,
     ComputeExecutor executor,
-    RunEventLogOptions eventLog,
-    ILogger<TrainingRunGrain> logger) : Grain, ITrainingRunGrain, IRunObserver
+    RoleDirectory roles,
+    RunHostOptions host,
+    ILocalSiloDetails silo,
+    ILogger<TrainingRunGrain> logger) : Grain, ITrainingRunGrain, IRunObserver, IRemindable
 {
-    /// <summary>Events persisted with the state (what a reactivated grain can replay to watchers).</summary>
-    const int EventTail = 200;
+    const string SupervisionReminder = "supervise";
+    static readonly TimeSpan StorageRetryLimit = TimeSpan.FromMinutes(10);
 
-    readonly List<RunEvent> _events = [];
-    readonly ObserverManager<IRunEventObserver> _watchers = new(TimeSpan.FromMinutes(1), logger);
+    RunEventLog _log = null!;
     readonly SemaphoreSlim _writeLock = new(1, 1);
     CancellationTokenSource? _stop;
     IGrainTimer? _loop;
-    int _shards;
+    IReadOnlyList<RunWorker> _workers = [];
+    string? _recovery;
+    int _replayUntil;
 
     string RunId => this.GetPrimaryKeyString();
 
-    public override Task OnActivateAsync(CancellationToken cancellationToken)
+    RunState S => state.State;
+
+    public override async Task OnActivateAsync(CancellationToken cancellationToken)
     {
-        _events.AddRange(state.State.Events);
-        if (state.State.Status is RunStatus.Running or RunStatus.Stopping && state.State.ConfigJson.Length > 0)
+        _log = new RunEventLog(RunId, host.EventLogCapacity, logger);
+        _log.Load(S.Events);
+        var here = silo.SiloAddress.ToString();
+        var previous = S.HostSilo;
+        S.HostSilo = here;
+        if (S.ConfigJson.Length == 0) return;
+        if (S.Status == RunStatus.Stopping)
         {
-            logger.LogWarning("run {Run} was {Status} when its grain went away; resuming from the latest checkpoint", RunId, state.State.Status);
-            Launch();
+            // A stop is never lost: the stop was asked for, and the silo running the loop went away before it finished.
+            S.Status = RunStatus.Stopped;
+            Append(RunEventKind.Status, S.Step, message: $"stopped (the silo running it{(previous is null ? "" : $", {previous},")} was lost while it was stopping)");
+            await PersistAsync();
+            await Unsupervise();
         }
-        return Task.CompletedTask;
+        else if (S.Status == RunStatus.Running)
+        {
+            _recovery = previous is not null && previous != here ? $"after the loss of silo {previous}" : "after its grain was reactivated";
+            logger.LogWarning("run {Run} was running when its grain went away; continuing it {Recovery}", RunId, _recovery);
+            if (await CountFailure($"the silo hosting the run ({previous}) was lost"))
+                Launch(Backoff());
+        }
     }
 
     public async Task<RunSummary> Start(string configJson)
     {
-        if (state.State.ConfigJson.Length > 0) return Summary();
+        if (S.ConfigJson.Length > 0) return Summary();
         var config = GrainCompute.Parse(configJson);
         state.State = new RunState
         {
             ConfigJson = configJson, Name = config.Name, Status = RunStatus.Running, CreatedAt = DateTimeOffset.UtcNow,
-            Algorithm = JsonSerializer.Serialize(config.Algorithm).Trim('"'),
+            Algorithm = JsonSerializer.Serialize(config.Algorithm).Trim('"'), HostSilo = silo.SiloAddress.ToString(),
         };
         Append(RunEventKind.Status, 0, message: "started");
         await PersistAsync();
-        Launch();
+        await Supervise();
+        Launch(TimeSpan.Zero);
         return Summary();
     }
 
     public Task<RunSummary> GetSummary() => Task.FromResult(Summary());
 
-    public Task<IReadOnlyList<RunEvent>> GetEvents(long afterSequence, int max)
-    {
-        if (_events.Count > 0 && afterSequence < _events[0].Sequence - 1) throw new RunEventsTrimmedException(RunId, _events[0].Sequence);
-        // Sequences are consecutive, so the first wanted event's index follows from the oldest kept one.
-        var start = _events.Count == 0 ? 0 : (int)Math.Clamp(afterSequence + 1 - _events[0].Sequence, 0, _events.Count);
-        return Task.FromResult<IReadOnlyList<RunEvent>>(_events.GetRange(start, Math.Min(max, _events.Count - start)));
-    }
+    public Task<IReadOnlyList<RunEvent>> GetEvents(long afterSequence, int max) => Task.FromResult(_log.After(afterSequence, max));
 
     public Task Subscribe(IRunEventObserver observer)
     {
-        _watchers.Subscribe(observer, observer);
+        _log.Subscribe(observer);
         return Task.CompletedTask;
     }
 
     public Task Unsubscribe(IRunEventObserver observer)
     {
-        _watchers.Unsubscribe(observer);
+        _log.Unsubscribe(observer);
         return Task.CompletedTask;
     }
 
     public async Task<RunSummary> Stop()
     {
-        if (state.State.Status == RunStatus.Running)
+        if (S.Status == RunStatus.Running)
         {
-            state.State.Status = RunStatus.Stopping;
-            Append(RunEventKind.Status, state.State.Step, message: "stopping after the current step");
+            S.Status = RunStatus.Stopping;
+            Append(RunEventKind.Status, S.Step, message: "stopping after the current step");
             _stop?.Cancel();
             await PersistAsync();
+            if (_loop is null)
+            {
+                // No loop to notice (it was waiting out a restart backoff): the run stops here.
+                S.Status = RunStatus.Stopped;
+                Append(RunEventKind.Status, S.Step, message: "stopped");
+                await PersistAsync();
+                await Unsupervise();
+            }
         }
         return Summary();
     }
 
     public async Task<RunSummary> Resume()
     {
-        switch (state.State.Status)
+        switch (S.Status)
         {
             case RunStatus.Completed: throw new InvalidOperationException($"run '{RunId}' has completed; start a new run to train further.");
             case RunStatus.Running or RunStatus.Stopping: return Summary();
             case RunStatus.Pending: throw new InvalidOperationException($"run '{RunId}' was never started.");
         }
-        state.State.Status = RunStatus.Running;
-        state.State.Error = null;
-        Append(RunEventKind.Status, state.State.Step, message: "resumed");
+        S.Status = RunStatus.Running;
+        S.Error = null;
+        S.Restarts = 0;
+        Append(RunEventKind.Status, S.Step, message: "resumed");
         await PersistAsync();
-        Launch();
+        await Supervise();
+        Launch(TimeSpan.Zero);
         return Summary();
     }
 
-    public Task<IReadOnlyList<string>> GeneratorKeys() =>
-        Task.FromResult<IReadOnlyList<string>>(_shards == 0 ? [] : [.. Enumerable.Range(0, _shards).Select(s => $"{RunId}/{s}")]);
+    public Task<IReadOnlyList<RunWorker>> Workers() => Task.FromResult(_workers);
 
-    void Launch()
+    public async Task ReceiveReminder(string reminderName, TickStatus status)
+    {
+        // Reaching here reactivated the grain if it was gone (OnActivateAsync relaunched the loop); a live grain has its loop.
+        if (reminderName != SupervisionReminder) return;
+        if (S.Status.IsFinal() || S.Status == RunStatus.Pending) await Unsupervise();
+        else if (S.Status == RunStatus.Running && _loop is null) Launch(TimeSpan.Zero);
+    }
+
+    Task Supervise() => this.RegisterOrUpdateReminder(SupervisionReminder, host.SupervisionPeriod, host.SupervisionPeriod);
+
+    async Task Unsupervise()
+    {
+        if (await this.GetReminder(SupervisionReminder) is { } reminder) await this.UnregisterReminder(reminder);
+    }
+
+    void Launch(TimeSpan delay)
     {
         _stop = new CancellationTokenSource();
         _loop?.Dispose();
         // Interleaving timer: the loop awaits grain calls for minutes; queries and Stop must get through meanwhile.
-        _loop = this.RegisterGrainTimer(LoopAsync, new GrainTimerCreationOptions(TimeSpan.Zero, Timeout.InfiniteTimeSpan) { Interleave = true, KeepAlive = true });
+        _loop = this.RegisterGrainTimer(LoopAsync, new GrainTimerCreationOptions(delay, Timeout.InfiniteTimeSpan) { Interleave = true, KeepAlive = true });
+    }
+
+    TimeSpan Backoff() => TimeSpan.FromSeconds(Math.Min(5 * Math.Pow(2, Math.Max(0, S.Restarts - 1)), 60));
+
+    /// <summary>
+    /// Counts a failed attempt (no finished step since the last one makes it consecutive); false, with the run failed,
+    /// once <c>distributed.max_restarts</c> is exceeded.
+    /// </summary>
+    async Task<bool> CountFailure(string error)
+    {
+        if (S.Step > S.RestartStep) S.Restarts = 0;
+        S.Restarts++;
+        S.RestartStep = S.Step;
+        S.Error = error;
+        var max = GrainCompute.Parse(S.ConfigJson).Distributed.MaxRestarts;
+        if (S.Restarts > max)
+        {
+            S.Status = RunStatus.Failed;
+            Append(RunEventKind.Status, S.Step, message: $"failed after {S.Restarts} attempts without progress: {error}");
+            await PersistAsync();
+            await Unsupervise();
+            await ReleaseLearner();
+            return false;
+        }
+        Append(RunEventKind.Status, S.Step, message: $"attempt failed: {error}; restart {S.Restarts} of {max} in {Backoff().TotalSeconds:0}s");
+        await PersistAsync();
+        return true;
     }
 
     async Task LoopAsync(CancellationToken timerCancellation)
@@ -126,89 +192,175 @@ public sealed class TrainingRunGrain(
         // Resume), which would put every step of the run into that one trace. Each step span starts a new trace.
         System.Diagnostics.Activity.Current = null;
         var stop = _stop!;
+        var relaunch = (TimeSpan?)null;
         try
         {
-            var config = GrainCompute.Parse(state.State.ConfigJson);
+            var config = GrainCompute.Parse(S.ConfigJson);
             var data = await executor.RunAsync(() => TrainingData.Load(config, TextTokenizer.Load(config.Policy.Model)));
             var total = data.TotalSteps(config);
-            state.State.TotalSteps = total;
-            var services = new GrainTrainingServices(RunId, config, state.State.ConfigJson, data, GrainFactory, total);
-            if (!config.IsPreference) _shards = config.Distributed.Shards;
-            await services.InitializeAsync();
+            S.TotalSteps = total;
+            var services = new GrainTrainingServices(RunId, config, S.ConfigJson, data, GrainFactory, roles, total,
+                note => logger.LogWarning("run {Run}: {Note}", RunId, note));
+            _workers = [.. services.ShardKeys.Select(k => new RunWorker(config.IsPreference ? SiloRoles.Reference : SiloRoles.Generator, k))];
+            await WaitForLearnerSiloAsync(services, stop.Token);
             var run = new TrainingRun(RunId, config, data, services, this);
             await run.RunAsync(stop.Token);
-            state.State.Status = RunStatus.Completed;
-            Append(RunEventKind.Status, state.State.Step, message: "completed");
+            S.Status = RunStatus.Completed;
+            S.Error = null;
+            Append(RunEventKind.Status, S.Step, message: "completed");
         }
         catch (OperationCanceledException) when (stop.IsCancellationRequested)
         {
-            state.State.Status = RunStatus.Stopped;
-            Append(RunEventKind.Status, state.State.Step, message: "stopped");
+            S.Status = RunStatus.Stopped;
+            Append(RunEventKind.Status, S.Step, message: "stopped");
+        }
+        catch (Exception e) when (ClusterFaults.IsTransient(e) && S.Status == RunStatus.Running)
+        {
+            logger.LogWarning(e, "run {Run}: attempt failed", RunId);
+            _recovery = ClusterFaults.LostSilo(e, silo.SiloAddress.ToString()) is { } lost ? $"after the loss of silo {lost}" : "after a failed attempt";
+            if (await CountFailure($"{e.GetType().Name}: {e.Message}")) relaunch = Backoff();
         }
         catch (Exception e)
         {
             logger.LogError(e, "run {Run} failed", RunId);
-            state.State.Status = RunStatus.Failed;
-            state.State.Error = $"{e.GetType().Name}: {e.Message}";
-            Append(RunEventKind.Status, state.State.Step, message: state.State.Error);
+            S.Status = RunStatus.Failed;
+            S.Error = $"{e.GetType().Name}: {e.Message}";
+            Append(RunEventKind.Status, S.Step, message: S.Error);
         }
         finally
         {
             _loop?.Dispose();
             _loop = null;
-            await PersistAsync();
-            // The learner keeps itself alive while a run uses it; let it go once the run has ended.
-            await GrainFactory.GetGrain<ILearnerGrain>(RunId).Release();
+            if (relaunch is { } delay) Launch(delay);
+            else if (S.Status.IsFinal())
+            {
+                await PersistAsync();
+                await Unsupervise();
+                await ReleaseLearner();
+            }
         }
     }
 
-    void IRunObserver.OnStep(StepReport r)
+    /// <summary>Initializes the learner and the shard workers; with no learner silo in the cluster the run waits, visibly.</summary>
+    async Task WaitForLearnerSiloAsync(GrainTrainingServices services, CancellationToken cancellation)
     {
-        state.State.Step = r.Step + 1;
-        state.State.WeightVersion = r.WeightVersion;
+        var announced = false;
+        while (true)
+        {
+            try
+            {
+                await services.InitializeAsync(cancellation);
+                return;
+            }
+            catch (NoSiloForRoleException e)
+            {
+                if (!announced)
+                {
+                    Append(RunEventKind.Status, S.Step, message: $"waiting: {e.Message}");
+                    await PersistAsync();
+                    announced = true;
+                }
+                await Task.Delay(TimeSpan.FromSeconds(2), cancellation);
+            }
+        }
+    }
+
+    async Task ReleaseLearner()
+    {
+        // The learner keeps itself alive while a run uses it; let it go once the run has ended (wherever it is, if anywhere).
+        try { await GrainFactory.GetGrain<ILearnerGrain>(RunId).Release(); }
+        catch (Exception e) when (ClusterFaults.IsTransient(e)) { }
+    }
+
+    void IRunObserver.OnResume(int step, long weightVersion, bool fromCheckpoint)
+    {
+        if (fromCheckpoint && step == 0 && S.LatestCheckpointStep > 0 || fromCheckpoint && step < (S.LatestCheckpointStep ?? 0))
+            throw new CheckpointMissingException(RunId, S.Step, S.LatestCheckpointStep ?? 0, S.LatestCheckpoint);
+        if (!fromCheckpoint && step == 0 && S.LatestCheckpointStep > 0)
+            throw new CheckpointMissingException(RunId, S.Step, S.LatestCheckpointStep.Value, S.LatestCheckpoint);
+        if (_recovery is { } how)
+        {
+            var what = step < S.Step
+                ? $"recovered {how}; replaying from checkpoint step {step} (steps {step + 1}–{S.Step} run again)"
+                : $"recovered {how}; continuing at step {step}";
+            Append(RunEventKind.Status, step, message: what);
+            _recovery = null;
+        }
+        _replayUntil = Math.Max(_replayUntil, S.Step);
+        S.Step = step;
+        S.WeightVersion = weightVersion;
+    }
+
+    async Task IRunObserver.OnStepAsync(StepReport r)
+    {
+        S.Step = r.Step + 1;
+        S.WeightVersion = r.WeightVersion;
         var metrics = new Dictionary<string, double>(r.Metrics) { ["tokens_per_second"] = r.TokensPerSecond, ["total_steps"] = r.TotalSteps };
-        state.State.LastMetrics = metrics;
-        // Events count steps from 1 (the number completed), like eval and checkpoint events.
+        S.LastMetrics = metrics;
+        // Events count steps from 1 (the number completed), like eval and checkpoint events. A step run again after a
+        // learner's loss says so, so a reader can tell it from the first time.
+        var replay = r.Step + 1 <= _replayUntil ? "replay" : null;
         foreach (var (phase, seconds) in r.PhaseSeconds)
-            Append(RunEventKind.Phase, r.Step + 1, phase: phase, seconds: seconds);
-        Append(RunEventKind.Step, r.Step + 1, metrics);
-        _ = PersistAsync();
+            Append(RunEventKind.Phase, r.Step + 1, phase: phase, seconds: seconds, message: replay);
+        Append(RunEventKind.Step, r.Step + 1, metrics, message: replay);
+        // Durable before the loop goes on: a sequence number a watcher saw is never reused.
+        await PersistAsync();
     }
 
     void IRunObserver.OnEval(int step, IReadOnlyDictionary<string, double> metrics) => Append(RunEventKind.Eval, step, metrics);
 
-    void IRunObserver.OnCheckpoint(int step, string folder)
+    async Task IRunObserver.OnCheckpointAsync(int step, string folder)
     {
-        state.State.LatestCheckpoint = folder;
+        S.LatestCheckpoint = folder;
+        S.LatestCheckpointStep = step;
         Append(RunEventKind.Checkpoint, step, message: folder);
+        await PersistAsync();
     }
 
     void Append(RunEventKind kind, int step, IReadOnlyDictionary<string, double>? metrics = null, string? phase = null,
-        double? seconds = null, string? message = null)
-    {
-        var e = new RunEvent(RunId, state.State.NextSequence++, kind, step, DateTimeOffset.UtcNow, state.State.Status,
-            metrics ?? new Dictionary<string, double>(), phase, seconds, message);
-        _events.Add(e);
-        // Bounded: a watcher asking for trimmed events is told the oldest kept (GetEvents).
-        if (_events.Count > eventLog.Capacity) _events.RemoveRange(0, _events.Count - eventLog.Capacity);
-        _ = _watchers.Notify(w => w.OnEvent(e));
-        state.State.Events.Add(e);
-        var tail = Math.Min(EventTail, eventLog.Capacity);
-        if (state.State.Events.Count > tail) state.State.Events.RemoveRange(0, state.State.Events.Count - tail);
-    }
+        double? seconds = null, string? message = null) => _log.Append(S, kind, step, metrics, phase, seconds, message);
 
+    /// <summary>
+    /// Writes the state, then publishes the events it holds. While grain storage is unreachable (Redis restarting) the
+    /// run waits here and retries: nothing is lost and nothing runs ahead of what is durable.
+    /// </summary>
     async Task PersistAsync()
     {
         await _writeLock.WaitAsync();
-        try { await state.WriteStateAsync(); }
-        finally { _writeLock.Release(); }
+        try
+        {
+            var deadline = DateTime.UtcNow + StorageRetryLimit;
+            for (var attempt = 1; ; attempt++)
+            {
+                try
+                {
+                    await state.WriteStateAsync();
+                    break;
+                }
+                catch (Exception e) when (e is not Orleans.Storage.InconsistentStateException && DateTime.UtcNow < deadline)
+                {
+                    var delay = TimeSpan.FromSeconds(Math.Min(Math.Pow(2, attempt - 1), 10));
+                    logger.LogWarning(e, "run {Run}: grain storage unavailable; retrying the write in {Delay}", RunId, delay);
+                    await Task.Delay(delay);
+                }
+            }
+            _log.Publish();
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
     }
 
     RunSummary Summary()
     {
-        var s = state.State;
-        if (s.ConfigJson.Length == 0) throw new RunNotFoundException(RunId);
-        return new RunSummary(RunId, s.Name, s.Algorithm, s.Status, s.Step, s.TotalSteps, s.WeightVersion, s.LatestCheckpoint,
-            s.CreatedAt, s.Error, s.LastMetrics, s.ConfigJson);
+        if (S.ConfigJson.Length == 0) throw new RunNotFoundException(RunId);
+        return new RunSummary(RunId, S.Name, S.Algorithm, S.Status, S.Step, S.TotalSteps, S.WeightVersion, S.LatestCheckpoint,
+            S.CreatedAt, S.Error, S.LastMetrics, S.ConfigJson);
     }
 }
+
+/// <summary>A run that made progress cannot find the checkpoint it wrote: it fails rather than start over from step 0.</summary>
+public sealed class CheckpointMissingException(string runId, int step, int checkpointStep, string? folder)
+    : Exception(FormattableString.Invariant(
+        $"run '{runId}' was at step {step} with a checkpoint of step {checkpointStep} ({folder}), but its learner found none that recent; refusing to start over from an earlier step. Is Silo:CheckpointRoot a folder every learner silo shares?"));

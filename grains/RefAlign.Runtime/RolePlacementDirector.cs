@@ -1,13 +1,16 @@
 using System.Collections.Concurrent;
+using Microsoft.Extensions.Logging;
 using Orleans.Runtime.MembershipService.SiloMetadata;
 using Orleans.Runtime.Placement;
-using Microsoft.Extensions.Logging;
 
 namespace RefAlign.Runtime;
 
 /// <summary>
-/// Director for <see cref="RolePlacement"/>: a random compatible silo whose metadata lists the role, preferring
-/// accelerator silos when the strategy asks; any compatible silo (with a warning) when no silo has the role.
+/// Director for <see cref="RolePlacement"/>. A caller's placement hint (<see cref="IPlacementDirector.PlacementHintKey"/>
+/// in the request context) wins when it names a compatible silo with the role: that is how a run spreads its shards
+/// over the silos of a role. Otherwise a random compatible silo with the role, preferring accelerators when the
+/// strategy asks. With no silo of the role, the learner waits (<see cref="NoSiloForRoleException"/>: it must never train
+/// on a silo not meant for it); other roles go to any compatible silo, with a warning.
 /// </summary>
 internal sealed class RolePlacementDirector(ISiloMetadataCache metadata, ILogger<RolePlacementDirector> logger) : IPlacementDirector
 {
@@ -22,9 +25,13 @@ internal sealed class RolePlacementDirector(ISiloMetadataCache metadata, ILogger
             throw new OrleansException($"No compatible silo for {target.GrainIdentity}.");
         }
 
-        var candidates = compatible
-            .Select(s => new Candidate(s, metadata.GetSiloMetadata(s).Metadata))
-            .ToArray();
+        var candidates = compatible.Select(s => new Candidate(s, metadata.GetSiloMetadata(s).Metadata)).ToArray();
+        if (IPlacementDirector.GetPlacementHint(target.RequestContextData, compatible) is { } hinted
+            && candidates.Any(c => c.Silo.Equals(hinted) && c.HasRole(placement.Role)))
+        {
+            return Task.FromResult(hinted);
+        }
+
         var chosen = Choose(placement.Role, placement.PreferAccelerator, candidates, Random.Shared, out var fellBack);
         if (fellBack)
         {
@@ -37,10 +44,13 @@ internal sealed class RolePlacementDirector(ISiloMetadataCache metadata, ILogger
     /// <summary>The placement rule on its own, so it can be tested without a cluster.</summary>
     internal static SiloAddress Choose(string role, bool preferAccelerator, IReadOnlyList<Candidate> candidates, Random random, out bool fellBack)
     {
-        var withRole = candidates
-            .Where(c => SiloMetadataKeys.ParseRoles(c.Metadata.GetValueOrDefault(SiloMetadataKeys.Roles)).Contains(role, StringComparer.Ordinal))
-            .ToArray();
+        var withRole = candidates.Where(c => c.HasRole(role)).ToArray();
         fellBack = withRole.Length == 0;
+        if (fellBack && role == SiloRoles.Learner)
+        {
+            throw new NoSiloForRoleException(role);
+        }
+
         var pool = fellBack ? candidates.ToArray() : withRole;
         if (preferAccelerator && pool.Where(c => SiloMetadataKeys.IsAccelerator(c.Metadata.GetValueOrDefault(SiloMetadataKeys.Device))).ToArray() is { Length: > 0 } accelerated)
         {
@@ -65,5 +75,17 @@ internal sealed class RolePlacementDirector(ISiloMetadataCache metadata, ILogger
             role, target.GrainIdentity, chosen);
     }
 
-    internal sealed record Candidate(SiloAddress Silo, IReadOnlyDictionary<string, string> Metadata);
+    internal sealed record Candidate(SiloAddress Silo, IReadOnlyDictionary<string, string> Metadata)
+    {
+        public bool HasRole(string role) =>
+            SiloMetadataKeys.ParseRoles(Metadata.GetValueOrDefault(SiloMetadataKeys.Roles)).Contains(role, StringComparer.Ordinal);
+    }
+}
+
+/// <summary>No active silo has the role (e.g. the learner's silo was lost and no other learner silo exists yet).</summary>
+[GenerateSerializer]
+public sealed class NoSiloForRoleException(string role)
+    : OrleansException($"no active silo has the role '{role}'; start one with --Silo:Roles={role} (the run waits for it).")
+{
+    [Id(0)] public string Role { get; } = role;
 }

@@ -13,6 +13,8 @@ public static class RuntimeSiloBuilderExtensions
         silo.UseSiloMetadata(Metadata(roles, device, computeThreads));
         // Transient: Orleans initializes one strategy instance per grain type with that type's role.
         silo.Services.AddPlacementDirector<RolePlacement, RolePlacementDirector>(ServiceLifetime.Transient);
+        silo.Services.AddSingleton<RoleDirectory>();
+        silo.Services.AddSingleton<SiloDrain>();
         return silo;
     }
 

@@ -51,6 +51,7 @@ public sealed class ControlApiTests
             Assert.Equal(a.Roles, b.Roles);
         }
         Assert.Equal(control.Cluster.Generators.Select(g => new GeneratorInfo(g.GrainId, g.RunId, g.WeightVersion, g.Silo)), cluster.Generators);
+        Assert.Equal(control.Cluster.Placements.Select(p => new PlacementInfo(p.Kind, p.GrainKey, p.RunId, p.Silo, p.WeightVersion)), cluster.Placements);
 
         control.Complete(id);
         var events = new List<RunEvent>();

@@ -14,6 +14,7 @@ using RunEventKind = RefAlign.Contracts.Control.RunEventKind;
 using RunStatus = RefAlign.Contracts.Control.RunStatus;
 using RunSummary = RefAlign.Contracts.Control.RunSummary;
 using SiloInfo = RefAlign.Contracts.Control.SiloInfo;
+using PlacementInfo = RefAlign.Contracts.Control.PlacementInfo;
 
 /// <summary>
 /// The API layer's test backend: runs kept in memory, events appended by the test (<see cref="Step"/>,
@@ -39,7 +40,8 @@ internal sealed class InMemoryRunControl : IRunControl
     public ClusterInfo Cluster { get; set; } = new(
         [new SiloInfo("127.0.0.1:11111@1", "silo-a", ["learner", "generator"], "cpu", "Active", 7),
          new SiloInfo("127.0.0.1:11112@1", "silo-b", ["generator", "scorer"], "cuda:0", "Active", 3)],
-        [new GeneratorInfo("rollout/run-1/0", "run-1", 4, "127.0.0.1:11111@1")]);
+        [new GeneratorInfo("rollout/run-1/0", "run-1", 4, "127.0.0.1:11111@1")],
+        [new PlacementInfo("learner", "run-1", "run-1", "127.0.0.1:11112@1", 4), new PlacementInfo("generator", "run-1/0", "run-1", "127.0.0.1:11111@1", 4)]);
 
     /// <summary>How many WatchRun calls reached the backend (a reconnecting watcher makes several).</summary>
     public int WatchCalls => Volatile.Read(ref _watchCalls);

@@ -83,6 +83,7 @@ public sealed class ClusterFixture : IAsyncLifetime
         {
             var roles = RolesOf(options.SiloName);
             silo.AddMemoryGrainStorageAsDefault();
+            silo.UseInMemoryReminderService();
             silo.AddRefAlignRuntime(new SiloOptions { Roles = roles, Device = "cpu", ComputeThreads = 1, SiloName = options.SiloName });
             silo.AddActivityPropagation();
             var name = $"compute-{options.SiloName}";

@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
+using RefAlign.Grains;
 using RefAlign.Runtime;
 using RefAlign.Silo.Hosting;
 
@@ -17,19 +18,22 @@ public sealed class GracefulShutdownTests
         public void StopApplication() => Stopping.Cancel();
     }
 
-    private static (GracefulShutdown Service, ShutdownState State, Lifetime Lifetime) Create(ComputeExecutor executor, TimeSpan grace)
+    private static (GracefulShutdown Service, ShutdownState State, Lifetime Lifetime) Create(ComputeExecutor executor, TimeSpan grace, SiloDrain? drain = null)
     {
         var state = new ShutdownState();
         var lifetime = new Lifetime();
         var options = Options.Create(new SiloOptions { ShutdownGracePeriod = grace });
-        return (new GracefulShutdown(lifetime, state, executor, options, NullLogger<GracefulShutdown>.Instance), state, lifetime);
+        // No learner lives here, so the grain factory is never asked for one.
+        var learners = new LocalLearners(null!, drain ?? new SiloDrain(), NullLogger<LocalLearners>.Instance);
+        return (new GracefulShutdown(lifetime, state, executor, learners, options, NullLogger<GracefulShutdown>.Instance), state, lifetime);
     }
 
     [Fact]
     public async Task Stop_waits_for_running_compute_work_within_the_grace_period()
     {
         using var executor = new ComputeExecutor("cpu", 1);
-        var (service, state, lifetime) = Create(executor, TimeSpan.FromSeconds(10));
+        var drain = new SiloDrain();
+        var (service, state, lifetime) = Create(executor, TimeSpan.FromSeconds(10), drain);
         await service.StartAsync(CancellationToken.None);
         var step = executor.RunAsync(() => Thread.Sleep(300));
 
@@ -37,6 +41,9 @@ public sealed class GracefulShutdownTests
         Assert.True(state.Draining);
         await service.StopAsync(CancellationToken.None);
         Assert.True(step.IsCompletedSuccessfully);
+        // The grains here refuse new work from then on; callers retry on the silos that stay.
+        Assert.True(drain.IsDraining);
+        Assert.Throws<SiloDrainingException>(() => drain.ThrowIfDraining("a generator"));
     }
 
     [Fact]

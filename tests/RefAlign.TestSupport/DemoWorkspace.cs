@@ -28,8 +28,10 @@ public sealed class DemoWorkspace : IDisposable
 
     public string Preferences => Path.Combine(DataDir, DemoData.PreferencesFileName);
 
+    /// <summary>Removes the folder, unless REFALIGN_KEEP_TEST_FILES=1 (then silo logs and runs stay for a look).</summary>
     public void Dispose()
     {
+        if (Environment.GetEnvironmentVariable("REFALIGN_KEEP_TEST_FILES") == "1") return;
         try { Directory.Delete(Root, recursive: true); }
         catch (IOException) { }
     }

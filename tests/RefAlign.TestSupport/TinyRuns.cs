@@ -7,14 +7,14 @@ public static class TinyRuns
 {
     /// <summary>A RefAlign run: tiny policy, tiny BERTScore encoder, the demo references, K = 2, 6 new tokens.</summary>
     public static string RefAlign(string name, int steps, int checkpointEvery = 2, int shards = 2, double learningRate = 0.01, int seed = 3,
-        string mode = "sync", string extra = "") => $$"""
+        string mode = "sync", string extra = "", int batchSize = 4, int numSamples = 2, int maxNewTokens = 6, int maxRestarts = 5) => $$"""
         { "name": "{{name}}", "algorithm": "refalign", "seed": {{seed}},
           "policy": { "model": "policy" },
           "data": { "path": "data/references.jsonl", "max_prompt_length": 32, "limit": 24 },
           "optimizer": { "kind": "adamw", "learning_rate": {{learningRate.ToString(CultureInfo.InvariantCulture)}}, "warmup_steps": 0 },
-          "refalign": { "reward_model": "encoder", "num_samples": 2, "max_new_tokens": 6 },
-          "batch_size": 4, "micro_batch_size": 8, "max_steps": {{steps}}, "eval_every": 0, "checkpoint_every": {{checkpointEvery}},
-          "output_dir": "runs", "distributed": { "mode": "{{mode}}", "shards": {{shards}} }{{extra}} }
+          "refalign": { "reward_model": "encoder", "num_samples": {{numSamples}}, "max_new_tokens": {{maxNewTokens}} },
+          "batch_size": {{batchSize}}, "micro_batch_size": 8, "max_steps": {{steps}}, "eval_every": 0, "checkpoint_every": {{checkpointEvery}},
+          "output_dir": "runs", "distributed": { "mode": "{{mode}}", "shards": {{shards}}, "max_restarts": {{maxRestarts}} }{{extra}} }
         """;
 
     /// <summary>A Sr-DPO run on the demo preferences.</summary>

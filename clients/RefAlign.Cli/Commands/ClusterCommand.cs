@@ -3,7 +3,7 @@ using Spectre.Console;
 
 namespace RefAlign.Cli.Commands;
 
-/// <summary><c>refalign cluster status</c>: silos, roles, devices, active grains and each generator's weight version.</summary>
+/// <summary><c>refalign cluster status</c>: silos, roles, devices, active grains, and which silo holds each running run's grains.</summary>
 internal static class ClusterCommand
 {
     public static Command Create()
@@ -11,17 +11,20 @@ internal static class ClusterCommand
         var silo = RemoteSupport.SiloOption();
         var apiKey = RemoteSupport.ApiKeyOption();
         var json = CliSupport.JsonOption();
-        var status = new Command("status", "Show the cluster's silos and rollout generators.") { json };
+        var status = new Command("status", "Show the cluster's silos and where each running run's grains live.") { json };
         status.SetAction((r, ct) => RemoteSupport.RunAsync(r.GetValue(silo)!, async () =>
         {
             using var client = RemoteSupport.Connect(r, silo, apiKey);
             var c = await client.GetClusterAsync(ct);
+            var names = c.Silos.ToDictionary(s => s.Address, s => s.Name, StringComparer.Ordinal);
+            string NameOf(string address) => names.GetValueOrDefault(address, address);
             if (r.GetValue(json))
             {
                 CliSupport.WriteJson(new
                 {
                     silos = c.Silos.Select(s => new { s.Address, s.Name, s.Roles, s.Device, s.Status, s.ActiveGrains }),
-                    generators = c.Generators.Select(g => new { g.GrainId, g.RunId, g.WeightVersion, g.Silo }),
+                    generators = c.Generators.Select(g => new { g.GrainId, g.RunId, g.WeightVersion, g.Silo, SiloName = NameOf(g.Silo) }),
+                    placements = c.Placements.Select(p => new { p.Kind, p.GrainKey, p.RunId, p.Silo, SiloName = NameOf(p.Silo), p.WeightVersion }),
                 });
                 return 0;
             }
@@ -30,15 +33,15 @@ internal static class ClusterCommand
                 silos.AddRow(Markup.Escape(s.Name), Markup.Escape(s.Address), Markup.Escape(string.Join(", ", s.Roles)),
                     Markup.Escape(s.Device), Markup.Escape(s.Status), s.ActiveGrains.ToString());
             AnsiConsole.Write(silos);
-            if (c.Generators.Count == 0)
+            if (c.Placements.Count == 0)
             {
-                Console.WriteLine("no rollout generators active.");
+                Console.WriteLine("no run is running.");
                 return 0;
             }
-            var gens = new Table().Title("rollout generators").AddColumns("grain", "run", "weights", "silo");
-            foreach (var g in c.Generators.OrderBy(g => g.RunId, StringComparer.Ordinal).ThenBy(g => g.GrainId, StringComparer.Ordinal))
-                gens.AddRow(Markup.Escape(g.GrainId), Markup.Escape(g.RunId), $"v{g.WeightVersion}", Markup.Escape(g.Silo));
-            AnsiConsole.Write(gens);
+            var grains = new Table().Title("running runs: where their grains live").AddColumns("run", "grain", "key", "silo", "weights");
+            foreach (var p in c.Placements.OrderBy(p => p.RunId, StringComparer.Ordinal).ThenBy(p => p.GrainKey, StringComparer.Ordinal))
+                grains.AddRow(Markup.Escape(p.RunId), p.Kind, Markup.Escape(p.GrainKey), Markup.Escape(NameOf(p.Silo)), p.WeightVersion < 0 ? "" : $"v{p.WeightVersion}");
+            AnsiConsole.Write(grains);
             return 0;
         }));
         var cluster = new Command("cluster", "Inspect the cluster (gRPC control API).") { silo, apiKey };

@@ -16,6 +16,7 @@ public sealed partial class Learner : IDisposable
 {
     readonly RunConfig _config;
     readonly PolicyOptimizer _optimizer;
+    const int AppliedResultsKept = 64;
     readonly Dictionary<int, StepResult> _applied = [];
     readonly int _padId;
 
@@ -158,8 +159,8 @@ public sealed partial class Learner : IDisposable
         WeightVersion++;
         var result = new StepResult(step, WeightVersion, metrics);
         _applied[step] = result;
-        // Keep only recent results: a retry can only concern the latest steps.
-        _applied.Remove(step - 8);
+        // A retried call concerns recent steps only (a run grain that failed over re-sends at most the step in flight).
+        _applied.Remove(step - AppliedResultsKept);
         return result;
     }
 

@@ -33,6 +33,9 @@ public sealed record RunConfig
     public int EvalEvery { get; init; } = 50;
     public int EvalExamples { get; init; } = 64;
     public int CheckpointEvery { get; init; } = 100;
+
+    /// <summary>Also checkpoint once this many seconds passed since the last one (0 = only by steps), bounding the replay after a learner loss.</summary>
+    public int CheckpointEverySeconds { get; init; }
     public int KeepCheckpoints { get; init; } = 3;
     public string OutputDir { get; init; } = "runs/run";
     public PreferenceSection Preference { get; init; } = new();
@@ -178,6 +181,9 @@ public sealed record DistributedSection
     public int MaxStaleness { get; init; } = 1;
     /// <summary>Rollout generator shards per step (RefAlign) or reference scorer shards (preference losses).</summary>
     public int Shards { get; init; } = 2;
+
+    /// <summary>Consecutive failed attempts without a finished step before the run is failed (each restart backs off).</summary>
+    public int MaxRestarts { get; init; } = 5;
 }
 
 /// <summary>How a cluster run overlaps its phases.</summary>

@@ -18,6 +18,7 @@ internal static class RunConfigValidator
         Check(c.EvalEvery >= 0, "eval_every", "must be ≥ 0 (0 = never)");
         Check(c.EvalExamples >= 1, "eval_examples", "must be ≥ 1");
         Check(c.CheckpointEvery >= 0, "checkpoint_every", "must be ≥ 0 (0 = only at the end)");
+        Check(c.CheckpointEverySeconds >= 0, "checkpoint_every_seconds", "must be ≥ 0 (0 = by steps only)");
         Check(c.KeepCheckpoints >= 1, "keep_checkpoints", "must be ≥ 1");
         Check(!string.IsNullOrWhiteSpace(c.OutputDir), "output_dir", "must be set");
 
@@ -102,6 +103,7 @@ internal static class RunConfigValidator
         Check(Enum.IsDefined(dist.Mode), "distributed.mode", "must be sync or pipelined");
         Check(dist.MaxStaleness >= 0, "distributed.max_staleness", "must be ≥ 0");
         Check(dist.Shards >= 1, "distributed.shards", "must be ≥ 1");
+        Check(dist.MaxRestarts >= 0, "distributed.max_restarts", "must be ≥ 0");
         return c;
     }
 

@@ -9,12 +9,30 @@ namespace RefAlign.Compute.Training;
 public sealed record StepReport(int Step, int TotalSteps, long WeightVersion, IReadOnlyDictionary<string, double> Metrics,
     IReadOnlyDictionary<string, double> PhaseSeconds, double TokensPerSecond);
 
-/// <summary>Receives a run's progress (progress bars, metrics files, grain state, gRPC watch streams).</summary>
+/// <summary>
+/// Receives a run's progress (progress bars, metrics files, grain state, gRPC watch streams). The async forms are what
+/// the loop awaits, so an observer that must make a step durable (the run grain) holds the loop until it is.
+/// </summary>
 public interface IRunObserver
 {
     void OnStep(StepReport report) { }
     void OnEval(int step, IReadOnlyDictionary<string, double> metrics) { }
     void OnCheckpoint(int step, string folder) { }
+
+    /// <summary>Where the loop starts: <paramref name="step"/> steps done, from a checkpoint or a live learner.</summary>
+    void OnResume(int step, long weightVersion, bool fromCheckpoint) { }
+
+    Task OnStepAsync(StepReport report)
+    {
+        OnStep(report);
+        return Task.CompletedTask;
+    }
+
+    Task OnCheckpointAsync(int step, string folder)
+    {
+        OnCheckpoint(step, folder);
+        return Task.CompletedTask;
+    }
 }
 
 /// <summary>
@@ -32,7 +50,10 @@ public sealed class TrainingRun(string runId, RunConfig config, TrainingData dat
         var restored = await services.RestoreLatestAsync(cancellation);
         var step = restored?.Step ?? 0;
         var version = restored is null ? 0L : Learner.WeightVersionOf(restored);
-        var lastCheckpoint = step;
+        var live = restored?.Extra.ContainsKey("live") == true;
+        observer?.OnResume(step, version, restored is not null && !live);
+        var lastCheckpoint = live ? -1 : step;
+        var sinceCheckpoint = Stopwatch.StartNew();
         while (step < TotalSteps)
         {
             if (cancellation.IsCancellationRequested)
@@ -46,10 +67,13 @@ public sealed class TrainingRun(string runId, RunConfig config, TrainingData dat
             step++;
             if (config.EvalEvery > 0 && (step % config.EvalEvery == 0 || step == TotalSteps))
                 observer?.OnEval(step, await EvaluateAsync(step, version, cancellation));
-            if ((config.CheckpointEvery > 0 && step % config.CheckpointEvery == 0) || step == TotalSteps)
+            // By steps, by time (bounding the replay after a learner loss), and at the end.
+            if ((config.CheckpointEvery > 0 && step % config.CheckpointEvery == 0) || step == TotalSteps
+                || (config.CheckpointEverySeconds > 0 && sinceCheckpoint.Elapsed.TotalSeconds >= config.CheckpointEverySeconds))
             {
                 await CheckpointAsync(step, version, cancellation);
                 lastCheckpoint = step;
+                sinceCheckpoint.Restart();
             }
         }
         return step;
@@ -64,7 +88,8 @@ public sealed class TrainingRun(string runId, RunConfig config, TrainingData dat
                 ["weight_version"] = version.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 ["algorithm"] = config.Algorithm.ToString(),
             });
-        observer?.OnCheckpoint(step, await services.CheckpointAsync(manifest, cancellation));
+        var folder = await services.CheckpointAsync(manifest, cancellation);
+        if (observer is not null) await observer.OnCheckpointAsync(step, folder);
     }
 
     /// <summary>One optimizer step; public so a grain can drive steps one at a time.</summary>
@@ -97,7 +122,7 @@ public sealed class TrainingRun(string runId, RunConfig config, TrainingData dat
         phases["step"] = seconds;
         var tokensPerSecond = config.IsPreference ? tokens / seconds : tokens;
         Record(seconds, tokensPerSecond, phases, result.Metrics);
-        observer?.OnStep(new StepReport(step, TotalSteps, result.WeightVersion, result.Metrics, phases, tokensPerSecond));
+        if (observer is not null) await observer.OnStepAsync(new StepReport(step, TotalSteps, result.WeightVersion, result.Metrics, phases, tokensPerSecond));
         return result;
     }
 

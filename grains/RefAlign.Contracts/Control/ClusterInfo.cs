@@ -18,7 +18,17 @@ public sealed record GeneratorInfo(
     [property: Id(2)] long WeightVersion,
     [property: Id(3)] string Silo);
 
+/// <summary>Where a grain of a running run lives: <see cref="Kind"/> is run, learner, generator or reference.</summary>
+[GenerateSerializer, Immutable]
+public sealed record PlacementInfo(
+    [property: Id(0)] string Kind,
+    [property: Id(1)] string GrainKey,
+    [property: Id(2)] string RunId,
+    [property: Id(3)] string Silo,
+    [property: Id(4)] long WeightVersion);
+
 [GenerateSerializer, Immutable]
 public sealed record ClusterInfo(
     [property: Id(0)] IReadOnlyList<SiloInfo> Silos,
-    [property: Id(1)] IReadOnlyList<GeneratorInfo> Generators);
+    [property: Id(1)] IReadOnlyList<GeneratorInfo> Generators,
+    [property: Id(2)] IReadOnlyList<PlacementInfo> Placements);

@@ -10,7 +10,18 @@ public interface ILearnerGrain : IGrainWithStringKey
 {
     /// <summary>Loads the policy (minutes for a 7B model), so the call gets a long timeout.</summary>
     [ResponseTimeout("00:15:00")]
-    Task Initialize(string configJson, int totalSteps);
+    Task Initialize(string configJson, int totalSteps, int stepsPerEpoch);
+
+    /// <summary>
+    /// Where training continues: this activation's own position when it has trained or restored already (its weights are
+    /// live), else the latest checkpoint restored from the checkpoint root (null: none, start from the model folder).
+    /// </summary>
+    [ResponseTimeout("00:30:00")]
+    Task<CheckpointMessage?> Resume();
+
+    /// <summary>Checkpoints at once if steps were applied since the last checkpoint, then refuses new steps (silo shutdown).</summary>
+    [ResponseTimeout("00:30:00")]
+    Task Drain();
 
     [ResponseTimeout("00:30:00")]
     Task<StepResultMessage> LearnRefAlign(int step, IReadOnlyList<RolloutRowMessage> rows);
@@ -24,8 +35,6 @@ public interface ILearnerGrain : IGrainWithStringKey
     [ResponseTimeout("00:30:00")]
     Task<string> Checkpoint(CheckpointMessage manifest);
 
-    [ResponseTimeout("00:30:00")]
-    Task<CheckpointMessage?> RestoreLatest();
 
     Task<long> WeightVersion();
 

@@ -2,7 +2,10 @@ using RefAlign.Contracts.Messages;
 
 namespace RefAlign.Contracts.Grains;
 
-/// <summary>Frozen-reference log-probs (key: "run/shard"), plain and prompted, through the run's cache.</summary>
+/// <summary>
+/// Frozen-reference log-probs (key: "run/shard"), plain and prompted, through the run's cache. Disposable: a scorer
+/// re-placed after its silo was lost initializes itself from the run's config on its first request.
+/// </summary>
 public interface IReferenceScorerGrain : IGrainWithStringKey
 {
     [ResponseTimeout("00:15:00")]
@@ -13,4 +16,7 @@ public interface IReferenceScorerGrain : IGrainWithStringKey
 
     /// <summary>Reference model passes run so far (the cache makes repeats free).</summary>
     Task<int> ModelPasses();
+
+    /// <summary>Lets the activation go (it is re-placed on its next request).</summary>
+    Task Release();
 }

@@ -4,7 +4,8 @@ namespace RefAlign.Contracts.Grains;
 
 /// <summary>
 /// A policy replica (key: "run/shard") that samples K responses per prompt for its shard. It refuses to sample with a
-/// version older than the request allows: it first fetches the learner's newer weights, in chunks.
+/// version older than the request allows: it first fetches the learner's newer weights. Disposable: a replica re-placed
+/// after its silo was lost initializes itself from the run's config on its first request.
 /// </summary>
 public interface IRolloutGeneratorGrain : IGrainWithStringKey
 {
@@ -15,4 +16,7 @@ public interface IRolloutGeneratorGrain : IGrainWithStringKey
     Task<GenerateReply> Generate(GenerateRequest request);
 
     Task<long> WeightVersion();
+
+    /// <summary>Lets the activation go (it is re-placed on its next request, e.g. on a silo that just joined).</summary>
+    Task Release();
 }

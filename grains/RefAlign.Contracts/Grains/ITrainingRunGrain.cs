@@ -5,7 +5,8 @@ namespace RefAlign.Contracts.Grains;
 
 /// <summary>
 /// A run (key: run id): owns its config and durable state, drives the loop, and answers queries while a step is in
-/// flight (queries and stop interleave with the running loop).
+/// flight (queries and stop interleave with the running loop). A supervision reminder restarts its loop wherever the
+/// grain lands after a silo loss.
 /// </summary>
 public interface ITrainingRunGrain : IGrainWithStringKey
 {
@@ -36,7 +37,11 @@ public interface ITrainingRunGrain : IGrainWithStringKey
     /// <summary>Continues a stopped or failed run from its latest checkpoint.</summary>
     Task<RunSummary> Resume();
 
-    /// <summary>Generator keys of this run (for cluster views).</summary>
+    /// <summary>This run's shard workers (for cluster views): generators or reference scorers, by grain key.</summary>
     [AlwaysInterleave]
-    Task<IReadOnlyList<string>> GeneratorKeys();
+    Task<IReadOnlyList<RunWorker>> Workers();
 }
+
+/// <summary>A shard worker of a run: <see cref="Kind"/> is <c>generator</c> or <c>reference</c>.</summary>
+[GenerateSerializer, Immutable]
+public sealed record RunWorker([property: Id(0)] string Kind, [property: Id(1)] string GrainKey);

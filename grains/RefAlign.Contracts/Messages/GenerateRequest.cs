@@ -15,12 +15,13 @@ public sealed record GenerateRequest(
     [property: Id(5)] long MaxVersion = long.MaxValue);
 
 /// <summary>
-/// A shard's samples, the policy version that produced them, and the weight transfer this request needed (bytes and
-/// seconds; 0 when the replica was current).
+/// A shard's samples, the policy version that produced them, the weight transfer this request needed (bytes and
+/// seconds; 0 when the replica was current) and the silo the shard ran on.
 /// </summary>
 [GenerateSerializer, Immutable]
 public sealed record GenerateReply(
     [property: Id(0)] IReadOnlyList<RolloutMessage> Rollouts,
     [property: Id(1)] long WeightVersion,
     [property: Id(2)] long SyncBytes = 0,
-    [property: Id(3)] double SyncSeconds = 0);
+    [property: Id(3)] double SyncSeconds = 0,
+    [property: Id(4)] string Silo = "");

@@ -77,6 +77,8 @@ internal static class ProtoMapping
         }
         foreach (var g in c.Generators)
             m.Generators.Add(new Wire.Generator { GrainId = g.GrainId, RunId = g.RunId, WeightVersion = g.WeightVersion, Silo = g.Silo });
+        foreach (var p in c.Placements)
+            m.Placements.Add(new Wire.Placement { Kind = p.Kind, GrainKey = p.GrainKey, RunId = p.RunId, Silo = p.Silo, WeightVersion = p.WeightVersion });
         return m;
     }
 }

@@ -20,8 +20,11 @@ public static partial class SiloHost
         // Weight snapshots stream to generators on other silos from this silo's weight server (port Silo:WeightPort).
         services.AddSingleton(new WeightExchange(options.AdvertisedIP?.ToString() ?? "127.0.0.1"));
         services.AddHostedService<WeightServer>();
-        services.AddSingleton(new RunPaths(options.DataRoot));
-        services.AddSingleton(new RunEventLogOptions(options.EventLogCapacity));
+        services.AddSingleton(new RunHostOptions
+        {
+            DataRoot = options.DataRoot, CheckpointRoot = options.CheckpointRoot, EventLogCapacity = options.EventLogCapacity,
+            SupervisionPeriod = options.SupervisionPeriod,
+        });
         services.AddRefAlignGrains();
         services.AddSingleton(new ApiKeyInterceptor(options.ApiKey));
         services.AddGrpc(grpc =>

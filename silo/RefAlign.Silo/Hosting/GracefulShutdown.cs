@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Options;
+using RefAlign.Grains;
 using RefAlign.Runtime;
 
 namespace RefAlign.Silo.Hosting;
@@ -14,13 +15,16 @@ public sealed class ShutdownState
 }
 
 /// <summary>
-/// Gives running compute work up to <see cref="SiloOptions.ShutdownGracePeriod"/> to finish before the Orleans silo
+/// The drain on SIGTERM: grains here stop taking new work (callers retry on other silos), the learners here checkpoint at
+/// once into the shared checkpoint root (their runs resume from there on another learner silo, nothing replayed), and
+/// running compute work gets up to <see cref="SiloOptions.ShutdownGracePeriod"/> to finish before the Orleans silo
 /// stops. Registered after <c>UseOrleans</c>, so the host stops it first (hosted services stop in reverse order).
 /// </summary>
 internal sealed class GracefulShutdown(
     IHostApplicationLifetime lifetime,
     ShutdownState state,
     ComputeExecutor executor,
+    LocalLearners learners,
     IOptions<SiloOptions> options,
     ILogger<GracefulShutdown> logger) : IHostedService
 {
@@ -37,6 +41,13 @@ internal sealed class GracefulShutdown(
         state.BeginDraining();
         await _stopping.DisposeAsync();
         var grace = options.Value.ShutdownGracePeriod;
+        using (var drainBudget = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
+        {
+            drainBudget.CancelAfter(grace);
+            if (learners.RunIds.Count > 0) logger.LogWarning("Shutdown: checkpointing {Count} learner(s) before leaving.", learners.RunIds.Count);
+            await learners.DrainAsync(drainBudget.Token);
+        }
+
         var busy = executor.QueueLength + executor.Running;
         if (busy == 0)
         {

@@ -38,6 +38,19 @@ public static class OrleansSilo
             silo.Configure<Orleans.Configuration.SiloOptions>(o => o.SiloName = name);
         }
 
+        // Reminders supervise running runs (a lost silo's runs restart elsewhere): their table lives where membership
+        // does, so every silo of the cluster sees every reminder.
+        if (settings.IsRedisClustering)
+        {
+            silo.UseRedisReminderService(o => o.ConfigurationOptions = ConfigurationOptions.Parse(settings.ClusteringConnectionString!));
+        }
+        else
+        {
+            silo.UseInMemoryReminderService();
+        }
+
+        silo.Configure<ReminderOptions>(o => o.MinimumReminderPeriod = TimeSpan.FromTicks(Math.Min(o.MinimumReminderPeriod.Ticks, options.SupervisionPeriod.Ticks)));
+
         if (settings.IsRedisStorage)
         {
             silo.AddRedisGrainStorageAsDefault(o => o.ConfigurationOptions = ConfigurationOptions.Parse(settings.StorageConnectionString!));
@@ -46,6 +59,13 @@ public static class OrleansSilo
         {
             silo.AddMemoryGrainStorageAsDefault();
         }
+
+        // The strongly consistent grain directory: with the default one, the loss of the silo that held a grain's
+        // directory entry can leave a second activation of that grain (a second learner, a second run loop) while the
+        // first lives on. A run must have exactly one of each.
+#pragma warning disable ORLEANSEXP003 // Experimental in Orleans 10; its consistency is what the failover tests rely on.
+        silo.AddDistributedGrainDirectory();
+#pragma warning restore ORLEANSEXP003
 
         silo.AddRefAlignRuntime(options);
         silo.AddActivityPropagation();

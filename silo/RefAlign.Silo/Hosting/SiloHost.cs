@@ -32,6 +32,7 @@ public static partial class SiloHost
     public static WebApplication Build(string[] args, SiloHostOverrides? overrides = null)
     {
         var builder = CreateBuilder(args, overrides);
+        RequireRedis(OrleansSettings.Read(builder.Configuration));
         var app = builder.Build();
         MapEndpoints(app);
         return app;
@@ -124,6 +125,32 @@ public static partial class SiloHost
         foreach (var (name, value) in environment.Where(e => e.Key.StartsWith(EnvironmentPrefix, StringComparison.OrdinalIgnoreCase)))
         {
             yield return new(name[EnvironmentPrefix.Length..].Replace("__", ":", StringComparison.Ordinal), value);
+        }
+    }
+
+    /// <summary>
+    /// With Redis membership, a silo that cannot reach Redis would fail deep inside Orleans' startup; say so in one line
+    /// naming the setting instead.
+    /// </summary>
+    static void RequireRedis(OrleansSettings settings)
+    {
+        foreach (var (key, connection) in new[] { ("Cluster:ConnectionString", settings.IsRedisClustering ? settings.ClusteringConnectionString : null),
+                     ("GrainStorage:ConnectionString", settings.IsRedisStorage ? settings.StorageConnectionString : null) })
+        {
+            if (connection is null) continue;
+            var options = StackExchange.Redis.ConfigurationOptions.Parse(connection);
+            options.AbortOnConnectFail = true;
+            options.ConnectTimeout = 5000;
+            options.ConnectRetry = 1;
+            try
+            {
+                using var redis = StackExchange.Redis.ConnectionMultiplexer.Connect(options);
+                redis.GetDatabase().Ping();
+            }
+            catch (Exception e) when (e is StackExchange.Redis.RedisException or TimeoutException)
+            {
+                throw new SiloConfigurationException(key, $"Redis at {string.Join(", ", options.EndPoints)} is unreachable ({e.Message.Split('\n')[0].Trim()}).");
+            }
         }
     }
 

@@ -35,10 +35,19 @@ public sealed record SiloOptions
     public string Device { get; init; } = "cpu";
 
     /// <summary>Events each run keeps in memory for watchers; a watcher asking for older ones is told the oldest kept.</summary>
-    public int EventLogCapacity { get; init; } = RunEventLogOptions.DefaultCapacity;
+    public int EventLogCapacity { get; init; } = RunHostOptions.DefaultEventLogCapacity;
 
     /// <summary>Base of relative paths in run configs; by default the folder the silo was started from.</summary>
     public string DataRoot { get; init; } = Directory.GetCurrentDirectory();
+
+    /// <summary>
+    /// Where learners write checkpoints (a folder per run), shared by every learner silo so that a run whose learner silo
+    /// is lost resumes elsewhere; empty: each run's <c>output_dir/checkpoints</c>.
+    /// </summary>
+    public string? CheckpointRoot { get; init; }
+
+    /// <summary>How often each running run's supervision reminder fires (restarting a run whose silo was lost).</summary>
+    public TimeSpan SupervisionPeriod { get; init; } = TimeSpan.FromMinutes(1);
 
     /// <summary>When set, gRPC callers must send it (the control service's interceptor checks it).</summary>
     public string? ApiKey { get; init; }
@@ -77,6 +86,8 @@ public static class SiloOptionsReader
             AdvertisedIP = Address(section, nameof(SiloOptions.AdvertisedIP)),
             Roles = Roles(section, nameof(SiloOptions.Roles), defaults.Roles),
             Device = Device(section, nameof(SiloOptions.Device), defaults.Device),
+            CheckpointRoot = Optional(section, nameof(SiloOptions.CheckpointRoot)) is { } checkpoints ? Path.GetFullPath(checkpoints) : null,
+            SupervisionPeriod = AtLeast(Duration(section, nameof(SiloOptions.SupervisionPeriod), defaults.SupervisionPeriod), TimeSpan.FromSeconds(1), nameof(SiloOptions.SupervisionPeriod)),
             EventLogCapacity = Int(section, nameof(SiloOptions.EventLogCapacity), defaults.EventLogCapacity, 16, 1 << 20),
             DataRoot = Path.GetFullPath(Optional(section, nameof(SiloOptions.DataRoot)) ?? defaults.DataRoot),
             ApiKey = Optional(section, nameof(SiloOptions.ApiKey)),
@@ -175,6 +186,9 @@ public static class SiloOptionsReader
             ? span
             : throw new SiloConfigurationException(Key(name), $"'{value}' is not a duration (seconds or hh:mm:ss).");
     }
+
+    private static TimeSpan AtLeast(TimeSpan value, TimeSpan minimum, string name) =>
+        value >= minimum ? value : throw new SiloConfigurationException(Key(name), $"{value} is shorter than {minimum}.");
 
     private static IReadOnlyList<string> Roles(IConfigurationSection section, string name, IReadOnlyList<string> fallback)
     {

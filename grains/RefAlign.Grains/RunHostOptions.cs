@@ -1,0 +1,25 @@
+using RefAlign.Compute.Training;
+
+namespace RefAlign.Grains;
+
+/// <summary>What a silo tells the grains about where runs live and how they are kept (from the <c>Silo:</c> settings).</summary>
+public sealed record RunHostOptions
+{
+    public const int DefaultEventLogCapacity = 4096;
+
+    /// <summary>Base of relative paths in remote run configs (<c>Silo:DataRoot</c>), never a project or build folder.</summary>
+    public string DataRoot { get; init; } = Directory.GetCurrentDirectory();
+
+    /// <summary>Shared by every learner silo (<c>Silo:CheckpointRoot</c>); null: each run's <c>output_dir/checkpoints</c>.</summary>
+    public string? CheckpointRoot { get; init; }
+
+    /// <summary>Events each run keeps in memory for watchers; older ones are trimmed.</summary>
+    public int EventLogCapacity { get; init; } = DefaultEventLogCapacity;
+
+    /// <summary>Period of each running run's supervision reminder.</summary>
+    public TimeSpan SupervisionPeriod { get; init; } = TimeSpan.FromMinutes(1);
+
+    /// <summary>The folder a run's learner checkpoints into.</summary>
+    public string CheckpointFolder(string runId, RunConfig config) =>
+        CheckpointRoot is { } root ? Path.Combine(root, runId) : Path.Combine(config.OutputDir, "checkpoints");
+}

@@ -1,0 +1,334 @@
+using System.Diagnostics;
+using System.Security.Cryptography;
+using RefAlign.Client;
+using RefAlign.Compute.Training.Checkpoints;
+using Xunit.Abstractions;
+
+namespace RefAlign.Cluster.Tests;
+
+/// <summary>
+/// The shared real cluster of the failover tests: Redis and four silo processes. A = learner + reference, B = learner,
+/// C = generator + scorer + reference, D = generator + scorer (the tests' gRPC gateway, never killed).
+/// </summary>
+public sealed class FailoverClusterFixture : IAsyncLifetime
+{
+    public DemoWorkspace Workspace { get; } = new("refalign-failover-");
+
+    public ProcessCluster Cluster { get; private set; } = null!;
+
+    public async Task InitializeAsync() =>
+        Cluster = await ProcessCluster.StartAsync(Workspace,
+            ("silo-a", "learner,reference"), ("silo-b", "learner"), ("silo-c", "generator,scorer,reference"), ("silo-d", "generator,scorer"));
+
+    /// <summary>Starts again any silo a test killed, so the next test finds the whole cluster.</summary>
+    public async Task HealAsync()
+    {
+        foreach (var name in Cluster.Names.ToList())
+            if (!Cluster[name].IsRunning) await Cluster[name].StartAsync();
+        await Cluster.WaitForMembersAsync();
+    }
+
+    public async Task DisposeAsync()
+    {
+        await Cluster.DisposeAsync();
+        Workspace.Dispose();
+    }
+}
+
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class FailoverCollection : ICollectionFixture<FailoverClusterFixture>
+{
+    public const string Name = "failover";
+}
+
+/// <summary>Real silo processes killed with SIGKILL mid-run: runs finish by themselves, exactly as without the fault.</summary>
+[Collection(FailoverCollection.Name)]
+public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHelper output) : IAsyncLifetime
+{
+    ProcessCluster Cluster => fixture.Cluster;
+
+    public Task InitializeAsync() => fixture.HealAsync();
+
+    public Task DisposeAsync() => Task.CompletedTask;
+
+    /// <summary>What a finished run left: its events, its final checkpoint's tensor bytes (hashed) and its learner journal.</summary>
+    internal sealed record Outcome(RunSummary Summary, IReadOnlyList<RunEvent> Events, string WeightsSha256, IReadOnlyList<int> Lineage)
+    {
+        public IReadOnlyList<double> Losses => [.. Events.Where(e => e.Kind == RunEventKind.Step && e.Message is null).Select(e => e.Metrics["loss"])];
+    }
+
+    async Task<string> StartAsync(RefAlignClient client, string config) => await client.StartRunAsync(config);
+
+    async Task<Outcome> FinishAsync(RefAlignClient client, string runId, List<RunEvent>? events = null, TimeSpan? timeout = null)
+    {
+        events ??= [];
+        using var cts = new CancellationTokenSource(timeout ?? TimeSpan.FromMinutes(4));
+        await foreach (var e in client.WatchRunAsync(runId, events.Count == 0 ? 0 : events[^1].Sequence, cts.Token)) events.Add(e);
+        var summary = await client.GetRunAsync(runId);
+        Assert.True(summary.Status == RunStatus.Completed, $"{summary.Status} at {summary.Step}: {summary.Error}\n{string.Join('\n', events.Where(e => e.Kind == RunEventKind.Status).Select(e => e.Message))}");
+        var checkpoint = summary.LatestCheckpoint!;
+        // The final checkpoint's policy (or adapter) and optimizer state, file by file. Not torch's global RNG state: a
+        // silo process shares it with every model it loads, and only LoRA dropout reads it (none here).
+        var weights = string.Join(' ', Directory.GetFiles(checkpoint, "*.safetensors", SearchOption.AllDirectories)
+            .Where(f => Path.GetFileName(f) != "rng.safetensors").Order(StringComparer.Ordinal)
+            .Select(f => $"{Path.GetRelativePath(checkpoint, f)}={Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(f)))[..16]}"));
+        var journal = AppliedStepJournal.Read(Path.Combine(Cluster.CheckpointRoot, runId, AppliedStepJournal.FileName));
+        return new Outcome(summary, events, weights, AppliedStepJournal.Lineage(journal));
+    }
+
+    /// <summary>Waits until the run has finished <paramref name="step"/> steps.</summary>
+    static async Task AtStepAsync(RefAlignClient client, string runId, int step)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(3);
+        while ((await client.GetRunAsync(runId)).Step < step)
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"run {runId} did not reach step {step}");
+            await Task.Delay(100);
+        }
+    }
+
+    [Fact]
+    public async Task Shards_spread_over_the_generator_silos_and_a_killed_one_costs_no_rewind()
+    {
+        using var client = Cluster.Client("silo-d");
+        const int steps = 10;
+        var baseline = await FinishAsync(client, await StartAsync(client, TinyRuns.RefAlign("spread-base", steps, checkpointEvery: 5)));
+
+        var runId = await StartAsync(client, TinyRuns.RefAlign("spread", steps, checkpointEvery: 5));
+        await AtStepAsync(client, runId, 2);
+        var c = await client.GetClusterAsync();
+        var shards = c.Placements.Where(p => p.RunId == runId && p.Kind == "generator").Select(p => p.Silo).ToList();
+        Assert.Equal(2, shards.Count);
+        Assert.Equal(2, shards.Distinct().Count()); // never two shards on one silo while a generator silo has none
+
+        var killedAt = Stopwatch.StartNew();
+        await Cluster["silo-c"].KillAsync();
+        var outcome = await FinishAsync(client, runId);
+        output.WriteLine($"generator silo killed at step ≥ 2; run finished {killedAt.Elapsed.TotalSeconds:F1}s later");
+
+        Assert.Equal(baseline.Losses, outcome.Losses);
+        Assert.Equal(baseline.WeightsSha256, outcome.WeightsSha256);
+        Assert.Equal(Enumerable.Range(0, steps), outcome.Lineage);
+        Assert.DoesNotContain(outcome.Events, e => e.Message == "replay");
+        Assert.Equal(Enumerable.Range(1, outcome.Events.Count).Select(i => (long)i), outcome.Events.Select(e => e.Sequence));
+    }
+
+    [Fact]
+    public async Task A_killed_learner_silo_resumes_from_the_checkpoint_on_the_other_learner_silo()
+    {
+        using var client = Cluster.Client("silo-d");
+        const int steps = 10;
+        var baseline = await FinishAsync(client, await StartAsync(client, TinyRuns.SrDpo("learner-base", steps, checkpointEvery: 3)));
+
+        var runId = await StartAsync(client, TinyRuns.SrDpo("learner-loss", steps, checkpointEvery: 3));
+        await AtStepAsync(client, runId, 5);
+        var learnerSilo = await Cluster.WhereAsync(client, "learner", runId);
+        Assert.Contains(learnerSilo, new[] { "silo-a", "silo-b" });
+        var killedAt = Stopwatch.StartNew();
+        await Cluster[learnerSilo!].KillAsync();
+        var outcome = await FinishAsync(client, runId);
+        output.WriteLine($"learner silo {learnerSilo} killed at step ≥ 5; run finished {killedAt.Elapsed.TotalSeconds:F1}s later");
+
+        // Resumed by itself on the other learner silo, from its latest checkpoint, and ended bitwise where the uninterrupted run did.
+        var recovered = Assert.Single(outcome.Events, e => e.Kind == RunEventKind.Status && e.Message!.StartsWith("recovered", StringComparison.Ordinal));
+        var from = System.Text.RegularExpressions.Regex.Match(recovered.Message!, @"replaying from checkpoint step (\d+)");
+        Assert.True(from.Success, recovered.Message);
+        Assert.True(int.Parse(from.Groups[1].Value) is var c && c > 0 && c % 3 == 0, recovered.Message);
+        output.WriteLine(recovered.Message);
+        Assert.Equal(baseline.Losses, outcome.Losses);
+        Assert.Equal(baseline.WeightsSha256, outcome.WeightsSha256);
+        Assert.Equal(Enumerable.Range(0, steps), outcome.Lineage);
+        Assert.Equal(Enumerable.Range(1, outcome.Events.Count).Select(i => (long)i), outcome.Events.Select(e => e.Sequence));
+    }
+
+    /// <summary>The run's events so far (a watch given up after two seconds).</summary>
+    static async Task<List<RunEvent>> EventsSoFarAsync(RefAlignClient client, string runId)
+    {
+        var events = new List<RunEvent>();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(2));
+        try
+        {
+            await foreach (var e in client.WatchRunAsync(runId, 0, cts.Token)) events.Add(e);
+        }
+        catch (OperationCanceledException) { }
+        return events;
+    }
+
+    /// <summary>A running silo that hosts neither the run nor its learner, to talk through while those fail.</summary>
+    async Task<string> BystanderAsync(RefAlignClient client, string runId)
+    {
+        var busy = new[] { await Cluster.WhereAsync(client, "run", runId), await Cluster.WhereAsync(client, "learner", runId) };
+        return Cluster.Names.First(n => Cluster[n].IsRunning && !busy.Contains(n));
+    }
+
+    [Fact]
+    public async Task The_run_grain_s_silo_killed_mid_run_the_run_continues_elsewhere_and_its_watcher_misses_nothing()
+    {
+        using var client = Cluster.Client("silo-d");
+        const int steps = 12;
+        var baseline = await FinishAsync(client, await StartAsync(client, TinyRuns.RefAlign("host-base", steps, checkpointEvery: 4)));
+
+        var runId = await StartAsync(client, TinyRuns.RefAlign("host-loss", steps, checkpointEvery: 4));
+        await AtStepAsync(client, runId, 2);
+        var host = (await Cluster.WhereAsync(client, "run", runId))!;
+        using var watcher = Cluster.Client(await BystanderAsync(client, runId));
+        // Watched live, through a silo that stays, from before the loss to the end.
+        var events = new List<RunEvent>();
+        var watch = Task.Run(async () => { await foreach (var e in watcher.WatchRunAsync(runId, 0)) events.Add(e); });
+        await AtStepAsync(client, runId, 4);
+        var killedAt = Stopwatch.StartNew();
+        await Cluster[host].KillAsync();
+        await watch.WaitAsync(TimeSpan.FromMinutes(4));
+        output.WriteLine($"run host {host} killed; run finished {killedAt.Elapsed.TotalSeconds:F1}s later");
+
+        var outcome = await FinishAsync(watcher, runId, events);
+        Assert.Equal(Enumerable.Range(1, events.Count).Select(i => (long)i), events.Select(e => e.Sequence));
+        Assert.Contains(events, e => e.Message?.StartsWith($"recovered after the loss of silo", StringComparison.Ordinal) == true);
+        Assert.Equal(baseline.Losses, outcome.Losses);
+        Assert.Equal(baseline.WeightsSha256, outcome.WeightsSha256);
+        Assert.Equal(Enumerable.Range(0, steps), outcome.Lineage);
+    }
+
+    [Fact]
+    public async Task SIGTERM_on_the_learner_silo_checkpoints_at_once_and_the_run_continues_without_replay()
+    {
+        using var client = Cluster.Client("silo-d");
+        const int steps = 12;
+        var baseline = await FinishAsync(client, await StartAsync(client, TinyRuns.SrDpo("drain-base", steps, checkpointEvery: 50)));
+
+        var runId = await StartAsync(client, TinyRuns.SrDpo("drain", steps, checkpointEvery: 50));
+        await AtStepAsync(client, runId, 4);
+        var learnerSilo = (await Cluster.WhereAsync(client, "learner", runId))!;
+        Assert.Equal(0, await Cluster[learnerSilo].TerminateAsync());
+        var outcome = await FinishAsync(client, runId);
+
+        // The drained learner wrote a checkpoint of the step it had reached; the run picked up there: nothing ran twice.
+        Assert.DoesNotContain(outcome.Events, e => e.Message == "replay");
+        Assert.Contains(Directory.GetDirectories(Path.Combine(Cluster.CheckpointRoot, runId)), d => Path.GetFileName(d) != "step-000012");
+        Assert.Equal(baseline.Losses, outcome.Losses);
+        Assert.Equal(baseline.WeightsSha256, outcome.WeightsSha256);
+        Assert.Equal(Enumerable.Range(0, steps), outcome.Lineage);
+    }
+
+    [Fact]
+    public async Task With_no_learner_silo_left_the_run_waits_visibly_until_one_joins()
+    {
+        using var client = Cluster.Client("silo-d");
+        var runId = await StartAsync(client, TinyRuns.RefAlign("no-learner", 8, checkpointEvery: 2));
+        await AtStepAsync(client, runId, 2);
+        await Cluster["silo-a"].KillAsync();
+        await Cluster["silo-b"].KillAsync();
+        var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(3);
+        while (!(await EventsSoFarAsync(client, runId)).Any(e => e.Message?.StartsWith("waiting: no active silo has the role 'learner'", StringComparison.Ordinal) == true))
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the run never said it was waiting for a learner silo");
+            await Task.Delay(500);
+        }
+        Assert.Equal(RunStatus.Running, (await client.GetRunAsync(runId)).Status);
+        await Cluster["silo-b"].StartAsync();
+        var outcome = await FinishAsync(client, runId);
+        Assert.Equal(8, outcome.Summary.Step);
+        Assert.Equal(Enumerable.Range(0, 8), outcome.Lineage);
+    }
+
+    [Fact]
+    public async Task A_silo_that_joins_mid_run_takes_shards_at_the_next_step_and_one_that_leaves_gives_them_up()
+    {
+        using var client = Cluster.Client("silo-d");
+        // Long enough to outlast a silo's start and its leave; stopped once the shards have moved both ways.
+        var runId = await StartAsync(client, TinyRuns.RefAlign("join", 2000, checkpointEvery: 50, shards: 3, batchSize: 6));
+        await AtStepAsync(client, runId, 2);
+        async Task<Dictionary<string, int>> ShardsPerSilo()
+        {
+            var c = await client.GetClusterAsync();
+            var names = c.Silos.ToDictionary(s => s.Address, s => s.Name);
+            return c.Placements.Where(p => p.RunId == runId && p.Kind == "generator")
+                .GroupBy(p => names.GetValueOrDefault(p.Silo, p.Silo)).ToDictionary(g => g.Key, g => g.Count());
+        }
+        async Task Until(Func<Dictionary<string, int>, bool> done, string what)
+        {
+            var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(2);
+            Dictionary<string, int> now;
+            while (!done(now = await ShardsPerSilo()))
+            {
+                Assert.True(DateTime.UtcNow < deadline, $"{what}: shards per silo {string.Join(", ", now.Select(kv => $"{kv.Key}={kv.Value}"))}");
+                await Task.Delay(250);
+            }
+        }
+        // Three shards, two generator silos: one holds two.
+        await Until(s => s.Count == 2 && s.Values.Order().SequenceEqual([1, 2]), "two generator silos");
+        await Cluster.AddSiloAsync("silo-e", "generator,scorer");
+        try
+        {
+            await Until(s => s.Count == 3 && s.Values.All(n => n == 1), "after silo-e joined");
+        }
+        finally
+        {
+            await Cluster.RemoveSiloAsync("silo-e");
+        }
+        await Until(s => s.Count == 2 && !s.ContainsKey("silo-e"), "after silo-e left");
+        await client.StopRunAsync(runId);
+        var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(2);
+        RunSummary run;
+        while ((run = await client.GetRunAsync(runId)).Status != RunStatus.Stopped)
+        {
+            Assert.True(DateTime.UtcNow < deadline && run.Status is RunStatus.Running or RunStatus.Stopping, $"{run.Status}: {run.Error}");
+            await Task.Delay(200);
+        }
+        var journal = AppliedStepJournal.Read(Path.Combine(Cluster.CheckpointRoot, runId, AppliedStepJournal.FileName));
+        Assert.Equal(Enumerable.Range(0, run.Step), AppliedStepJournal.Lineage(journal));
+    }
+
+    [Fact]
+    public async Task Redis_killed_and_restarted_mid_run_pauses_the_run_and_loses_nothing()
+    {
+        using var client = Cluster.Client("silo-d");
+        const int steps = 10;
+        var baseline = await FinishAsync(client, await StartAsync(client, TinyRuns.RefAlign("redis-base", steps, checkpointEvery: 5)));
+        var runId = await StartAsync(client, TinyRuns.RefAlign("redis-loss", steps, checkpointEvery: 5));
+        var events = new List<RunEvent>();
+        var watch = Task.Run(async () => { await foreach (var e in client.WatchRunAsync(runId, 0)) events.Add(e); });
+        await AtStepAsync(client, runId, 3);
+        await Cluster.Redis.KillAsync();
+        await Task.Delay(TimeSpan.FromSeconds(5));
+        await Cluster.Redis.StartAsync();
+        await watch.WaitAsync(TimeSpan.FromMinutes(4));
+        var outcome = await FinishAsync(client, runId, events);
+        Assert.Equal(Enumerable.Range(1, events.Count).Select(i => (long)i), events.Select(e => e.Sequence));
+        Assert.Equal(baseline.Losses, outcome.Losses);
+        Assert.Equal(baseline.WeightsSha256, outcome.WeightsSha256);
+        Assert.Equal(Enumerable.Range(0, steps), outcome.Lineage);
+    }
+
+    [Fact]
+    public async Task A_run_whose_learner_silo_dies_on_every_attempt_fails_after_max_restarts()
+    {
+        using var client = Cluster.Client("silo-d");
+        // Slow enough steps that the learner's silo can be taken down before any step of an attempt finishes.
+        var poison = TinyRuns.RefAlign("poison", 20, checkpointEvery: 5, batchSize: 16, numSamples: 8, maxNewTokens: 64, maxRestarts: 2);
+        var runId = await StartAsync(client, poison);
+        var kills = 0;
+        var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(4);
+        RunSummary run;
+        while (!(run = await client.GetRunAsync(runId)).Status.IsFinal())
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"still {run.Status} after {kills} kills");
+            Assert.Equal(0, run.Step);
+            if (await Cluster.WhereAsync(client, "learner", runId) is { } silo && Cluster[silo].IsRunning)
+            {
+                await Cluster[silo].KillAsync();
+                kills++;
+                await Cluster[silo].StartAsync();
+            }
+            await Task.Delay(50);
+        }
+        output.WriteLine($"{kills} kills; {run.Error}");
+        Assert.Equal(RunStatus.Failed, run.Status);
+        Assert.Equal(0, run.Step);
+        var last = (await EventsSoFarAsync(client, runId)).Last(e => e.Kind == RunEventKind.Status);
+        Assert.StartsWith("failed after 3 attempts without progress", last.Message);
+        // The cluster is fine: the next run completes.
+        var next = await FinishAsync(client, await StartAsync(client, TinyRuns.RefAlign("after-poison", 4, checkpointEvery: 2)));
+        Assert.Equal(4, next.Summary.Step);
+    }
+}

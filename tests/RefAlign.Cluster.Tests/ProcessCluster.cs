@@ -1,0 +1,114 @@
+using RefAlign.Client;
+
+namespace RefAlign.Cluster.Tests;
+
+/// <summary>
+/// A real cluster on this machine: a Redis server (membership, grain storage, reminders) and silo processes, each
+/// advertising its own loopback address (127.0.0.2, 127.0.0.3, …), sharing one checkpoint root and one data root (a
+/// <see cref="DemoWorkspace"/>). Silos can be killed with SIGKILL, drained with SIGTERM and started again.
+/// </summary>
+public sealed class ProcessCluster : IAsyncDisposable
+{
+    readonly Dictionary<string, (SiloProcess Process, string Roles)> _silos = new(StringComparer.Ordinal);
+    readonly string _clusterId = $"test-{Guid.NewGuid():N}"[..13];
+    int _nextAddress = 2;
+
+    ProcessCluster(DemoWorkspace workspace, RedisServer redis)
+    {
+        Workspace = workspace;
+        Redis = redis;
+    }
+
+    public DemoWorkspace Workspace { get; }
+
+    public RedisServer Redis { get; }
+
+    public string CheckpointRoot => Path.Combine(Workspace.Root, "checkpoints");
+
+    public SiloProcess this[string name] => _silos[name].Process;
+
+    public IEnumerable<string> Names => _silos.Keys;
+
+    /// <summary>Starts Redis and the silos (name, roles) in order, and waits until every silo sees every other.</summary>
+    public static async Task<ProcessCluster> StartAsync(DemoWorkspace workspace, params (string Name, string Roles)[] silos)
+    {
+        var cluster = new ProcessCluster(workspace, await RedisServer.StartAsync());
+        try
+        {
+            foreach (var (name, roles) in silos) await cluster.AddSiloAsync(name, roles, waitForMembership: false);
+            await cluster.WaitForMembersAsync();
+            return cluster;
+        }
+        catch
+        {
+            await cluster.DisposeAsync();
+            throw;
+        }
+    }
+
+    /// <summary>Starts one more silo (it joins the running cluster).</summary>
+    public async Task<SiloProcess> AddSiloAsync(string name, string roles, bool waitForMembership = true)
+    {
+        var address = $"127.0.0.{_nextAddress++}";
+        string[] args =
+        [
+            $"--Silo:Roles={roles}", $"--Silo:AdvertisedIP={address}", $"--Silo:ClusterId={_clusterId}",
+            "--Cluster:Provider=Redis", $"--Cluster:ConnectionString={Redis.ConnectionString}", "--GrainStorage:Provider=Redis",
+            $"--Silo:CheckpointRoot={CheckpointRoot}", "--Silo:SupervisionPeriod=00:00:05", "--Silo:ShutdownGracePeriod=00:00:20",
+        ];
+        var silo = await SiloProcess.StartAsync(name, Workspace.Root, args);
+        _silos[name] = (silo, roles);
+        if (waitForMembership) await WaitForMembersAsync();
+        return silo;
+    }
+
+    /// <summary>Drains a silo with SIGTERM and forgets it (a silo that leaves the cluster for good).</summary>
+    public async Task RemoveSiloAsync(string name)
+    {
+        var (silo, _) = _silos[name];
+        _silos.Remove(name);
+        await silo.TerminateAsync();
+        await silo.DisposeAsync();
+    }
+
+    /// <summary>A client of the control API through <paramref name="via"/>'s gRPC port.</summary>
+    public RefAlignClient Client(string via) => new(new RefAlignClientOptions
+    {
+        Address = new Uri(this[via].GrpcAddress), CallTimeout = TimeSpan.FromSeconds(60), WatchMaxReconnects = 1000,
+        WatchInitialBackoff = TimeSpan.FromMilliseconds(200), WatchMaxBackoff = TimeSpan.FromSeconds(2),
+    });
+
+    /// <summary>Waits until a running silo's view of the cluster lists exactly the running silos, each with its roles.</summary>
+    public async Task WaitForMembersAsync(TimeSpan? timeout = null)
+    {
+        var running = _silos.Where(s => s.Value.Process.IsRunning).ToDictionary(s => s.Key, s => s.Value.Roles);
+        using var client = Client(running.Keys.First());
+        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(90));
+        while (true)
+        {
+            try
+            {
+                var c = await client.GetClusterAsync();
+                var seen = c.Silos.Where(s => s.Status == "Active").ToDictionary(s => s.Name, s => string.Join(',', s.Roles));
+                if (seen.Count == running.Count && running.All(r => seen.TryGetValue(r.Key, out var roles) && roles == r.Value)) return;
+            }
+            catch (Grpc.Core.RpcException) { }
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"the cluster did not settle on {string.Join(", ", running.Keys)}");
+            await Task.Delay(500);
+        }
+    }
+
+    /// <summary>The name of the silo that hosts <paramref name="kind"/> <paramref name="key"/> of a running run, or null.</summary>
+    public async Task<string?> WhereAsync(RefAlignClient client, string kind, string key)
+    {
+        var c = await client.GetClusterAsync();
+        var address = c.Placements.FirstOrDefault(p => p.Kind == kind && p.GrainKey == key)?.Silo;
+        return address is null ? null : c.Silos.FirstOrDefault(s => s.Address == address)?.Name;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var (silo, _) in _silos.Values) await silo.DisposeAsync();
+        await Redis.DisposeAsync();
+    }
+}
