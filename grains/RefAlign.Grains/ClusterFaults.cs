@@ -22,6 +22,9 @@ public static partial class ClusterFaults
         AggregateException a => a.InnerExceptions.All(IsTransient),
         SiloUnavailableException or OrleansMessageRejectionException or SiloDrainingException or LearnerNotReadyException or TimeoutException => true,
         IOException or SocketException => true,
+        // Cancelled by the runtime, not by us (e.g. the grain directory recovering a range a lost silo owned): the
+        // callers' own cancellations are checked before this is asked.
+        OperationCanceledException => true,
         // Lost connections, forwarding failures and the like surface as plain OrleansException.
         NoSiloForRoleException => false,
         OrleansException => true,

@@ -178,16 +178,28 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
     public Task<IReadOnlyDictionary<string, double>> EvaluatePreferenceAsync(IReadOnlyList<PreferenceRow> rows, CancellationToken cancellation) =>
         Learner.EvaluatePreference([.. rows.Select(r => r.ToMessage())]);
 
-    public Task<string> CheckpointAsync(CheckpointManifest manifest, CancellationToken cancellation) => Learner.Checkpoint(manifest.ToMessage());
+    /// <summary>A pipelined run saves the next step's prefetched rollouts with the checkpoint, so a resume from it is exact.</summary>
+    public async Task<string> CheckpointAsync(CheckpointManifest manifest, CancellationToken cancellation)
+    {
+        IReadOnlyList<RolloutMessage>? prefetch = null;
+        if (_pipelined && _prefetch is { } p && p.Step == manifest.Step)
+            prefetch = [.. (await p.Task).Select(r => r.ToMessage())];
+        return await Learner.Checkpoint(manifest.ToMessage(), prefetch);
+    }
 
     /// <summary>
     /// Where the learner stands: a live learner (same activation) continues where it is; a new one (its silo was lost)
-    /// restores the latest checkpoint from the shared checkpoint root.
+    /// restores the latest checkpoint from the shared checkpoint root. A pipelined run always restarts from the
+    /// checkpoint, whose prefetched rollouts were sampled with the weights the lost prefetch had used.
     /// </summary>
     public async Task<CheckpointManifest?> RestoreLatestAsync(CancellationToken cancellation)
     {
-        var manifest = (await Learner.Resume())?.ToCompute();
+        var resume = await Learner.Resume(fromCheckpoint: _pipelined);
+        var manifest = resume.Position?.ToCompute();
         _version = await Learner.WeightVersion();
+        _prefetch = resume.Prefetch is { } rollouts && manifest is not null
+            ? (manifest.Step, Task.FromResult<IReadOnlyList<Rollout>>([.. rollouts.Select(r => r.ToCompute())]))
+            : null;
         return manifest;
     }
 }

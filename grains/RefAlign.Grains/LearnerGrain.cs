@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text.Json;
 using Microsoft.Extensions.Logging;
 using RefAlign.Compute.Formats;
 using RefAlign.Compute.Models;
@@ -35,9 +36,8 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
     int _checkpointedStep = -1;
     bool _live;
     bool _drained;
-    WeightSnapshot? _snapshot;
-    long _snapshotVersion = -1;
-    string? _snapshotUrl;
+    /// <summary>Published weight versions: the current one and the one before it (kept for a pipelined run's generators).</summary>
+    readonly SortedDictionary<long, (WeightSnapshot Snapshot, string? Url)> _snapshots = [];
     IGrainTimer? _release;
 
     string RunId => this.GetPrimaryKeyString();
@@ -75,26 +75,32 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
         logger.LogInformation("learner {Run} ready ({Algorithm}, {Steps} steps, checkpoints in {Folder})", RunId, config.Algorithm, totalSteps, folder);
     }
 
-    public async Task<CheckpointMessage?> Resume()
+    public async Task<ResumePoint> Resume(bool fromCheckpoint)
     {
         var learner = Require();
-        if (_live)
+        if (_live && !fromCheckpoint)
         {
             // This activation's weights are the run's: continue where they are, no rewind.
-            return new CheckpointMessage(learner.Step, (long)learner.Step * _config!.BatchSize, learner.Step / _stepsPerEpoch, RunId,
-                new Dictionary<string, string> { ["weight_version"] = learner.WeightVersion.ToString(CultureInfo.InvariantCulture), ["live"] = "true" });
+            return new ResumePoint(new CheckpointMessage(learner.Step, (long)learner.Step * _config!.BatchSize, learner.Step / _stepsPerEpoch, RunId,
+                new Dictionary<string, string> { ["weight_version"] = learner.WeightVersion.ToString(CultureInfo.InvariantCulture), ["live"] = "true" }));
         }
-        var restored = await executor.RunAsync(() => learner.RestoreLatest(_store!));
+        var restored = await executor.RunAsync(() => learner.RestoreLatestFrom(_store!));
         _live = true;
+        // Versions published before the restore may belong to steps the restore undid.
+        _snapshots.Clear();
+        exchange.Remove(RunId);
         // The journal notes where these weights come from: a checkpoint, or the model folder (step 0).
-        _journal!.Restored(restored?.Step ?? 0, learner.WeightVersion);
-        if (restored is not null)
-        {
-            _checkpointedStep = restored.Step;
-            logger.LogInformation("learner {Run} restored checkpoint step {Step}", RunId, restored.Step);
-        }
-        return restored?.ToMessage();
+        _journal!.Restored(restored?.Manifest.Step ?? 0, learner.WeightVersion);
+        if (restored is not { } r) return new ResumePoint(null);
+        _checkpointedStep = r.Manifest.Step;
+        logger.LogInformation("learner {Run} restored checkpoint step {Step}", RunId, r.Manifest.Step);
+        var prefetch = Path.Combine(r.Folder, PrefetchFile);
+        return new ResumePoint(r.Manifest.ToMessage(),
+            File.Exists(prefetch) ? JsonSerializer.Deserialize<RolloutMessage[]>(await File.ReadAllBytesAsync(prefetch)) : null);
     }
+
+    /// <summary>A pipelined run's rollouts for the step after the checkpoint, sampled with the weights before it.</summary>
+    const string PrefetchFile = "prefetch.json";
 
     public Task<StepResultMessage> LearnRefAlign(int step, IReadOnlyList<RolloutRowMessage> rows) =>
         Learn(step, () => Require().RefAlignStep(step, [.. rows.Select(r => r.ToCompute())]));
@@ -107,6 +113,8 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
         if (_drained || drain.IsDraining) throw new SiloDrainingException($"learner {RunId}");
         var learner = Require();
         var before = learner.WeightVersion;
+        // Pipelined: generators sample the next step with these weights while this step changes them, so publish them first.
+        if (_config!.Distributed.Mode == DistributedMode.Pipelined) await PublishAsync(before);
         using var activity = TrainingTelemetry.StartPhase("learner.step", RunId, step, before);
         var result = await executor.RunAsync(work);
         _live = true;
@@ -118,11 +126,12 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
     public Task<IReadOnlyDictionary<string, double>> EvaluatePreference(IReadOnlyList<PreferenceRowMessage> rows) =>
         executor.RunAsync(() => Require().EvaluatePreference([.. rows.Select(r => r.ToCompute())]));
 
-    public async Task<string> Checkpoint(CheckpointMessage manifest)
+    public async Task<string> Checkpoint(CheckpointMessage manifest, IReadOnlyList<RolloutMessage>? prefetch)
     {
         var learner = Require();
         var config = _config!;
-        var folder = await executor.RunAsync(() => learner.SaveCheckpoint(_store!, manifest.ToCompute(), config.Policy.Model));
+        var folder = await executor.RunAsync(() => learner.SaveCheckpoint(_store!, manifest.ToCompute(), config.Policy.Model,
+            prefetch is null ? null : f => File.WriteAllBytes(Path.Combine(f, PrefetchFile), JsonSerializer.SerializeToUtf8Bytes(prefetch))));
         _checkpointedStep = manifest.Step;
         return folder;
     }
@@ -131,7 +140,9 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
     {
         if (_learner is not { } learner || _drained) return;
         _drained = true;
-        if (!_live || learner.Step <= _checkpointedStep) return;
+        // A pipelined run's exact resume needs the prefetched rollouts its run saves with each checkpoint, which the
+        // learner does not have: it resumes from its last regular checkpoint instead.
+        if (!_live || learner.Step <= _checkpointedStep || _config!.Distributed.Mode == DistributedMode.Pipelined) return;
         var step = learner.Step;
         var manifest = new CheckpointManifest(step, (long)step * _config!.BatchSize, step / _stepsPerEpoch, RunId, new Dictionary<string, string>
         {
@@ -158,31 +169,44 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
         return Task.CompletedTask;
     }
 
-    public async Task<WeightsManifest> GetWeights()
+    public async Task<WeightsManifest> GetWeights(long version)
     {
         var learner = Require();
-        var version = learner.WeightVersion;
-        if (_snapshot is null || _snapshotVersion != version)
+        var current = learner.WeightVersion;
+        var wanted = version < 0 ? current : version;
+        if (!_snapshots.ContainsKey(wanted))
         {
-            _snapshot = await executor.RunAsync(() => WeightSnapshot.Capture(learner.TrainableParameters()));
-            _snapshotVersion = version;
-            _snapshotUrl = exchange.Publish(RunId, version, _snapshot);
+            if (wanted != current) throw new WeightVersionGoneException(RunId, wanted, current);
+            await PublishAsync(current);
         }
-        return new WeightsManifest(version, _snapshot.ChunkCount(ChunkBytes), ChunkBytes, _snapshot.TotalBytes, [.. _snapshot.Entries.Select(e => e.ToMessage())], _snapshotUrl);
+        var (snapshot, url) = _snapshots[wanted];
+        return new WeightsManifest(wanted, snapshot.ChunkCount(ChunkBytes), ChunkBytes, snapshot.TotalBytes, [.. snapshot.Entries.Select(e => e.ToMessage())], url);
     }
 
-    public Task<byte[]> GetWeightsChunk(long version, int index)
+    /// <summary>Captures and publishes the current weights as <paramref name="version"/>, keeping only it and the one before.</summary>
+    async Task PublishAsync(long version)
     {
-        if (_snapshot is null || version != _snapshotVersion)
-            throw new InvalidOperationException($"weight version {version} is not published (current snapshot: {_snapshotVersion}); fetch the manifest again.");
-        return Task.FromResult(_snapshot.Chunk(index, ChunkBytes));
+        if (_snapshots.ContainsKey(version)) return;
+        var learner = Require();
+        var snapshot = await executor.RunAsync(() => WeightSnapshot.Capture(learner.TrainableParameters()));
+        _snapshots[version] = (snapshot, exchange.Publish(RunId, version, snapshot));
+        foreach (var old in _snapshots.Keys.Where(v => v < version - 1).ToList())
+        {
+            _snapshots.Remove(old);
+            exchange.Retract(RunId, old);
+        }
     }
+
+    public Task<byte[]> GetWeightsChunk(long version, int index) =>
+        _snapshots.TryGetValue(version, out var s)
+            ? Task.FromResult(s.Snapshot.Chunk(index, ChunkBytes))
+            : throw new WeightVersionGoneException(RunId, version, _learner?.WeightVersion ?? -1);
 
     public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
         var learner = _learner;
         _learner = null;
-        _snapshot = null;
+        _snapshots.Clear();
         exchange.Remove(RunId);
         local.Remove(RunId);
         return learner is null ? Task.CompletedTask : executor.RunAsync(() =>

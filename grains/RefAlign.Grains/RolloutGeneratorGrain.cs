@@ -60,7 +60,9 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, WeightExchan
         if (_config is null) await Initialize(await GrainCompute.ConfigOfRun(GrainFactory, request.RunId));
         var config = _config!;
         var stale = _version < request.MinVersion || _version > request.MaxVersion;
-        var (syncBytes, syncSeconds) = stale ? await SyncWeights(request.RunId, request.Step, request.MinVersion) : (0L, 0.0);
+        // To exactly the newest version the request allows: which weights sample a step never depends on timing.
+        var target = request.MaxVersion == long.MaxValue ? -1 : request.MaxVersion;
+        var (syncBytes, syncSeconds) = stale ? await SyncWeights(request.RunId, request.Step, target, request.MinVersion) : (0L, 0.0);
         using var activity = TrainingTelemetry.StartPhase("generate.shard", request.RunId, request.Step, _version);
         activity?.SetTag(TrainingTelemetry.Tags.Shard, this.GetPrimaryKeyString());
         var policy = _policy!;
@@ -70,14 +72,17 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, WeightExchan
         return new GenerateReply([.. rollouts.Select(r => r.ToMessage())], _version, syncBytes, syncSeconds, silo.SiloAddress.ToParsableString());
     }
 
-    /// <summary>Fetches the learner's current weights (at least <paramref name="minVersion"/>) in chunks and loads them.</summary>
-    async Task<(long Bytes, double Seconds)> SyncWeights(string runId, int step, long minVersion)
+    /// <summary>
+    /// Fetches weight version <paramref name="target"/> (−1: the learner's current one, at least
+    /// <paramref name="minVersion"/>) from the learner and loads it.
+    /// </summary>
+    async Task<(long Bytes, double Seconds)> SyncWeights(string runId, int step, long target, long minVersion)
     {
-        using var activity = TrainingTelemetry.StartPhase(TrainingTelemetry.Phases.WeightSync, runId, step, minVersion);
+        using var activity = TrainingTelemetry.StartPhase(TrainingTelemetry.Phases.WeightSync, runId, step, target);
         var learner = GrainFactory.GetGrain<ILearnerGrain>(runId);
         for (var attempt = 0; ; attempt++)
         {
-            var manifest = await learner.GetWeights();
+            var manifest = await learner.GetWeights(target);
             if (manifest.Version < minVersion)
                 throw new InvalidOperationException($"learner of {runId} is at version {manifest.Version}; generator needs {minVersion}.");
             try
@@ -96,9 +101,9 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, WeightExchan
                 TrainingTelemetry.BatchBytesMoved.Add(manifest.TotalBytes, new KeyValuePair<string, object?>(TrainingTelemetry.Tags.RunId, runId));
                 return (manifest.TotalBytes, fetchSeconds);
             }
-            catch (InvalidOperationException) when (attempt < 3)
+            catch (WeightVersionGoneException) when (attempt < 3 && target < 0)
             {
-                // The learner published a newer version between the manifest and a chunk: fetch the manifest again.
+                // The learner moved on between the manifest and a chunk: fetch the current manifest again.
             }
         }
     }

@@ -19,24 +19,34 @@ namespace RefAlign.Runtime;
 public sealed class WeightExchange(string? advertisedHost = null)
 {
     const int SliceBytes = 8 << 20;
-    readonly ConcurrentDictionary<string, (long Version, string Token, WeightSnapshot Snapshot)> _published = new();
+    readonly ConcurrentDictionary<(string Run, long Version), (string Token, WeightSnapshot Snapshot)> _published = new();
     int _port;
 
     /// <summary>The port the server listens on (0 until <see cref="ServeAsync"/> binds; then no address is handed out).</summary>
     public int Port => _port;
 
-    /// <summary>Publishes <paramref name="snapshot"/> as the run's current weights; returns its address (null without a server).</summary>
+    /// <summary>
+    /// Publishes <paramref name="snapshot"/> as version <paramref name="version"/> of the run's weights (a learner keeps
+    /// the versions its generators may still ask for); returns its address (null without a server).
+    /// </summary>
     public string? Publish(string runId, long version, WeightSnapshot snapshot)
     {
         var token = Guid.NewGuid().ToString("N");
-        _published[runId] = (version, token, snapshot);
+        _published[(runId, version)] = (token, snapshot);
         return advertisedHost is null || _port == 0 ? null : $"tcp://{advertisedHost}:{_port}/{Uri.EscapeDataString(runId)}/{version}/{token}";
     }
 
     public WeightSnapshot? Find(string runId, long version, string token) =>
-        _published.TryGetValue(runId, out var p) && p.Version == version && p.Token == token ? p.Snapshot : null;
+        _published.TryGetValue((runId, version), out var p) && p.Token == token ? p.Snapshot : null;
 
-    public void Remove(string runId) => _published.TryRemove(runId, out _);
+    /// <summary>Withdraws one version of a run's weights; its address answers "gone" from then on.</summary>
+    public void Retract(string runId, long version) => _published.TryRemove((runId, version), out _);
+
+    /// <summary>Withdraws every version of a run's weights.</summary>
+    public void Remove(string runId)
+    {
+        foreach (var key in _published.Keys.Where(k => k.Run == runId).ToList()) _published.TryRemove(key, out _);
+    }
 
     /// <summary>The snapshot behind <paramref name="address"/> when this very silo published it (no transfer needed).</summary>
     public WeightSnapshot? FindLocal(string address)

@@ -23,8 +23,7 @@ public sealed class FailoverClusterFixture : IAsyncLifetime
     /// <summary>Starts again any silo a test killed, so the next test finds the whole cluster.</summary>
     public async Task HealAsync()
     {
-        foreach (var name in Cluster.Names.ToList())
-            if (!Cluster[name].IsRunning) await Cluster[name].StartAsync();
+        await Task.WhenAll(Cluster.Names.Where(n => !Cluster[n].IsRunning).ToList().Select(n => Cluster[n].StartAsync(TimeSpan.FromMinutes(3))));
         await Cluster.WaitForMembersAsync();
     }
 
@@ -199,7 +198,9 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         var runId = await StartAsync(client, TinyRuns.SrDpo("drain", steps, checkpointEvery: 50));
         await AtStepAsync(client, runId, 4);
         var learnerSilo = (await Cluster.WhereAsync(client, "learner", runId))!;
+        var drainedAt = Stopwatch.StartNew();
         Assert.Equal(0, await Cluster[learnerSilo].TerminateAsync());
+        output.WriteLine($"learner silo {learnerSilo} drained and exited in {drainedAt.Elapsed.TotalSeconds:F1}s");
         var outcome = await FinishAsync(client, runId);
 
         // The drained learner wrote a checkpoint of the step it had reached; the run picked up there: nothing ran twice.
@@ -292,7 +293,10 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         await Cluster.Redis.KillAsync();
         await Task.Delay(TimeSpan.FromSeconds(5));
         await Cluster.Redis.StartAsync();
+        var backAt = DateTimeOffset.UtcNow;
         await watch.WaitAsync(TimeSpan.FromMinutes(4));
+        var next = events.Where(e => e.Kind == RunEventKind.Step && e.Time > backAt).Select(e => e.Time).DefaultIfEmpty(backAt).Min();
+        output.WriteLine($"Redis down 5 s; first step completed {(next - backAt).TotalSeconds:F1}s after it came back");
         var outcome = await FinishAsync(client, runId, events);
         Assert.Equal(Enumerable.Range(1, events.Count).Select(i => (long)i), events.Select(e => e.Sequence));
         Assert.Equal(baseline.Losses, outcome.Losses);
@@ -330,5 +334,57 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         // The cluster is fine: the next run completes.
         var next = await FinishAsync(client, await StartAsync(client, TinyRuns.RefAlign("after-poison", 4, checkpointEvery: 2)));
         Assert.Equal(4, next.Summary.Step);
+    }
+
+    [Fact]
+    public async Task A_pipelined_run_resumes_exactly_too_its_prefetched_rollouts_are_saved_with_each_checkpoint()
+    {
+        using var client = Cluster.Client("silo-d");
+        const int steps = 12;
+        var config = (string name) => TinyRuns.RefAlign(name, steps, checkpointEvery: 4, mode: "pipelined");
+        var baseline = await FinishAsync(client, await StartAsync(client, config("pipe-base")));
+
+        var runId = await StartAsync(client, config("pipe-loss"));
+        await AtStepAsync(client, runId, 6);
+        var learnerSilo = (await Cluster.WhereAsync(client, "learner", runId))!;
+        await Cluster[learnerSilo].KillAsync();
+        var outcome = await FinishAsync(client, runId);
+
+        Assert.Contains(outcome.Events, e => e.Kind == RunEventKind.Status && e.Message?.StartsWith("recovered", StringComparison.Ordinal) == true);
+        Assert.True(File.Exists(Path.Combine(Cluster.CheckpointRoot, runId, "step-000004", "prefetch.json"))
+            || File.Exists(Path.Combine(Cluster.CheckpointRoot, runId, "step-000008", "prefetch.json")), "no checkpoint holds the prefetched rollouts");
+        Assert.Equal(baseline.Losses, outcome.Losses);
+        Assert.Equal(baseline.WeightsSha256, outcome.WeightsSha256);
+        Assert.Equal(Enumerable.Range(0, steps), outcome.Lineage);
+    }
+
+    [Fact]
+    public async Task After_a_full_cluster_restart_a_running_run_resumes_by_itself_from_its_checkpoint()
+    {
+        const int steps = 12;
+        string runId;
+        using (var client = Cluster.Client("silo-d"))
+        {
+            runId = await StartAsync(client, TinyRuns.RefAlign("full-restart", steps, checkpointEvery: 3));
+            await AtStepAsync(client, runId, 5);
+        }
+        // Every silo at once, as a power cut would; Redis (membership, state, reminders) and the shared disk stay.
+        foreach (var name in Cluster.Names) await Cluster[name].KillAsync();
+        var restartedAt = Stopwatch.StartNew();
+        // All at once, as an orchestrator does: each new silo supersedes its dead predecessor at the same address.
+        await Task.WhenAll(Cluster.Names.Select(name => Cluster[name].StartAsync(TimeSpan.FromMinutes(3))));
+        await Cluster.WaitForMembersAsync();
+        using var after = Cluster.Client("silo-d");
+        // Nobody calls the run: its supervision reminder brings it back.
+        var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(3);
+        while (!(await after.GetClusterAsync()).Placements.Any(p => p.RunId == runId && p.Kind == "learner"))
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the run did not come back by itself");
+            await Task.Delay(500);
+        }
+        output.WriteLine($"run back on its learner {restartedAt.Elapsed.TotalSeconds:F1}s after the silos were started again");
+        var outcome = await FinishAsync(after, runId);
+        Assert.Contains(outcome.Events, e => e.Message?.Contains("replaying from checkpoint step", StringComparison.Ordinal) == true);
+        Assert.Equal(Enumerable.Range(0, steps), outcome.Lineage);
     }
 }

@@ -31,7 +31,7 @@ public sealed class WeightFetchProbeGrain(ILocalSiloDetails silo) : Grain, IWeig
     public async Task<WeightFetch> FetchAsync(string runId)
     {
         var learner = GrainFactory.GetGrain<ILearnerGrain>(runId);
-        var manifest = await learner.GetWeights();
+        var manifest = await learner.GetWeights(-1);
         var chunks = new List<byte[]>(manifest.ChunkCount);
         for (var i = 0; i < manifest.ChunkCount; i++) chunks.Add(await learner.GetWeightsChunk(manifest.Version, i));
         var snapshot = WeightSnapshot.FromChunks([.. manifest.Entries.Select(e => e.ToCompute())], chunks);

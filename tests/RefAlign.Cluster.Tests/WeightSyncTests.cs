@@ -78,7 +78,7 @@ public sealed class WeightSyncTests(ClusterFixture fixture, BigModelFixture big)
             var expected = LocalSnapshot(big.Dir);
             Assert.True(expected.TotalBytes is > 140_000_000 and < 170_000_000, $"{expected.TotalBytes} bytes");
 
-            var manifest = await learner.GetWeights();
+            var manifest = await learner.GetWeights(-1);
             Assert.Equal(0, manifest.Version);
             Assert.Equal(expected.TotalBytes, manifest.TotalBytes);
             Assert.True(manifest.ChunkBytes <= LearnerGrain.ChunkBytes);
@@ -151,7 +151,7 @@ public sealed class WeightSyncTests(ClusterFixture fixture, BigModelFixture big)
 
             // It sampled with exactly the learner's version-1 weights: the same rollouts as a local copy of those
             // weights gives, and not what the initial weights give.
-            var v1Weights = await FetchThroughClient(learner, await learner.GetWeights());
+            var v1Weights = await FetchThroughClient(learner, await learner.GetWeights(-1));
             var withV1 = GenerateLocally(config, tok, prompts, v1Weights);
             var withV0 = GenerateLocally(config, tok, prompts, null);
             Assert.Equal(withV1.Count, reply.Rollouts.Count);

@@ -43,4 +43,30 @@ public sealed class AppSettingsTests
         Assert.NotEmpty(used);
         Assert.DoesNotContain(used, k => !keys.Contains(k));
     }
+
+    static TimeSpan Setting(string text, string key) =>
+        TimeSpan.Parse(Regex.Match(text, $@"REFALIGN_{key.Replace(":", "__", StringComparison.Ordinal)}:\s*""?([0-9:.]+)").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+
+    [Fact]
+    public void Deployments_wait_longer_than_a_silo_s_drain_before_they_kill_it()
+    {
+        // A silo's drain: Silo:ShutdownGracePeriod for compute and learner checkpoints, plus 30 s for Orleans to leave.
+        var compose = File.ReadAllText(Path.Combine(BuiltTools.RepositoryRoot, "infra/docker-compose.yml"));
+        var drain = Setting(compose, "Silo:ShutdownGracePeriod") + TimeSpan.FromSeconds(30);
+        var stop = TimeSpan.FromSeconds(int.Parse(Regex.Match(compose, @"stop_grace_period:\s*(\d+)s").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture));
+        Assert.True(stop > drain, $"compose stop_grace_period {stop} ≤ drain {drain}");
+
+        var config = File.ReadAllText(Path.Combine(BuiltTools.RepositoryRoot, "infra/k8s/40-silo-config.yaml"));
+        var k8sDrain = Setting(config, "Silo:ShutdownGracePeriod") + TimeSpan.FromSeconds(30);
+        foreach (var file in new[] { "infra/k8s/50-silo-workers.yaml", "infra/k8s/60-silo-learner-gpu.yaml" })
+        {
+            var text = File.ReadAllText(Path.Combine(BuiltTools.RepositoryRoot, file));
+            var grace = TimeSpan.FromSeconds(int.Parse(Regex.Match(text, @"terminationGracePeriodSeconds:\s*(\d+)").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture));
+            Assert.True(grace > k8sDrain, $"{file}: terminationGracePeriodSeconds {grace} ≤ drain {k8sDrain}");
+            Assert.Contains("claimName: refalign-data", text);
+        }
+        // Every learner silo reaches the same checkpoints.
+        Assert.Contains("REFALIGN_Silo__CheckpointRoot: /data/checkpoints", config);
+        Assert.Contains("REFALIGN_Silo__CheckpointRoot: /data/checkpoints", compose);
+    }
 }

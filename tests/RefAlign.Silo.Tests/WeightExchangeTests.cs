@@ -26,11 +26,17 @@ public sealed class WeightExchangeTests
         Assert.Equal(snapshot.Data, fetched);
         Assert.Same(snapshot, exchange.FindLocal(address!));
 
-        // A newer publication invalidates the old address; a wrong expected length is refused too.
+        // Two versions can be published at once (a pipelined run's generators sample one behind the learner); a
+        // retracted version's address is refused, and so is a wrong expected length.
         var newer = exchange.Publish("run-1", 4, snapshot);
+        Assert.Same(snapshot, exchange.FindLocal(address!));
+        exchange.Retract("run-1", 3);
         Assert.Null(await WeightExchange.FetchAsync(address!, snapshot.TotalBytes));
         Assert.Null(await WeightExchange.FetchAsync(newer!, snapshot.TotalBytes - 1));
         Assert.Null(exchange.FindLocal(address!));
+        Assert.Equal(snapshot.Data, await WeightExchange.FetchAsync(newer!, snapshot.TotalBytes));
+        exchange.Remove("run-1");
+        Assert.Null(exchange.FindLocal(newer!));
 
         cts.Cancel();
         await server;

@@ -44,16 +44,26 @@ public sealed partial class Learner
         _applied.Clear();
     }
 
-    /// <summary>Saves a checkpoint into <paramref name="store"/> atomically; returns its folder.</summary>
-    public string SaveCheckpoint(CheckpointStore store, CheckpointManifest manifest, string? tokenizerSource) =>
-        store.Save(manifest, folder => SaveCheckpoint(folder, tokenizerSource));
+    /// <summary>
+    /// Saves a checkpoint into <paramref name="store"/> atomically; <paramref name="writeExtra"/> adds files of the
+    /// caller's (e.g. a pipelined run's prefetched rollouts) inside the same atomic save. Returns its folder.
+    /// </summary>
+    public string SaveCheckpoint(CheckpointStore store, CheckpointManifest manifest, string? tokenizerSource, Action<string>? writeExtra = null) =>
+        store.Save(manifest, folder =>
+        {
+            SaveCheckpoint(folder, tokenizerSource);
+            writeExtra?.Invoke(folder);
+        });
 
     /// <summary>Restores the store's latest complete checkpoint; null (nothing changed) when there is none.</summary>
-    public CheckpointManifest? RestoreLatest(CheckpointStore store)
+    public CheckpointManifest? RestoreLatest(CheckpointStore store) => RestoreLatestFrom(store)?.Manifest;
+
+    /// <summary>Restores the store's latest complete checkpoint and says where it was; null when there is none.</summary>
+    public (CheckpointManifest Manifest, string Folder)? RestoreLatestFrom(CheckpointStore store)
     {
         if (store.Latest() is not { } latest) return null;
         LoadCheckpoint(latest.Folder, WeightVersionOf(latest.Manifest));
-        return latest.Manifest;
+        return latest;
     }
 
     /// <summary>The weight version a checkpoint recorded (0 for a checkpoint from before any step).</summary>

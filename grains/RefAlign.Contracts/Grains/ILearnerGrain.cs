@@ -14,10 +14,11 @@ public interface ILearnerGrain : IGrainWithStringKey
 
     /// <summary>
     /// Where training continues: this activation's own position when it has trained or restored already (its weights are
-    /// live), else the latest checkpoint restored from the checkpoint root (null: none, start from the model folder).
+    /// live) unless <paramref name="fromCheckpoint"/>, else the latest checkpoint restored from the checkpoint root
+    /// (no checkpoint: start from the model folder), with the rollouts a pipelined run had prefetched for its next step.
     /// </summary>
     [ResponseTimeout("00:30:00")]
-    Task<CheckpointMessage?> Resume();
+    Task<ResumePoint> Resume(bool fromCheckpoint);
 
     /// <summary>Checkpoints at once if steps were applied since the last checkpoint, then refuses new steps (silo shutdown).</summary>
     [ResponseTimeout("00:30:00")]
@@ -32,8 +33,9 @@ public interface ILearnerGrain : IGrainWithStringKey
     [ResponseTimeout("00:30:00")]
     Task<IReadOnlyDictionary<string, double>> EvaluatePreference(IReadOnlyList<PreferenceRowMessage> rows);
 
+    /// <summary>Saves a checkpoint (with a pipelined run's prefetched rollouts of the next step, when given); returns its folder.</summary>
     [ResponseTimeout("00:30:00")]
-    Task<string> Checkpoint(CheckpointMessage manifest);
+    Task<string> Checkpoint(CheckpointMessage manifest, IReadOnlyList<RolloutMessage>? prefetch);
 
 
     Task<long> WeightVersion();
@@ -41,12 +43,35 @@ public interface ILearnerGrain : IGrainWithStringKey
     /// <summary>Frees the learner's memory once its run has ended (the state is in the checkpoints).</summary>
     Task Release();
 
-    /// <summary>The index of the current weights (trainable tensors only: the full policy, or LoRA adapters).</summary>
+    /// <summary>
+    /// The index of weight version <paramref name="version"/> (−1: the current one) — trainable tensors only: the full
+    /// policy, or the LoRA adapters. The learner keeps the version before its current one too, which is what a pipelined
+    /// run's generators sample with while it applies a step; an older one throws <see cref="WeightVersionGoneException"/>.
+    /// </summary>
     [ResponseTimeout("00:10:00")]
-    Task<WeightsManifest> GetWeights();
+    Task<WeightsManifest> GetWeights(long version);
 
-    /// <summary>One chunk of version <paramref name="version"/>; fails if that version is no longer the current one.</summary>
+    /// <summary>One chunk of version <paramref name="version"/>; fails if that version is no longer kept.</summary>
     /// <remarks>Interleaves: it only reads the immutable published snapshot, so several chunks can be in flight.</remarks>
     [Orleans.Concurrency.AlwaysInterleave]
     Task<byte[]> GetWeightsChunk(long version, int index);
+}
+
+/// <summary>
+/// Where a run continues: the learner's position (null: the model folder, step 0), and the rollouts a pipelined run had
+/// sampled for that step with the previous weights (saved with the checkpoint, so the resume is exact).
+/// </summary>
+[GenerateSerializer, Immutable]
+public sealed record ResumePoint(
+    [property: Id(0)] CheckpointMessage? Position,
+    [property: Id(1)] IReadOnlyList<RolloutMessage>? Prefetch = null);
+
+/// <summary>The learner no longer keeps (or never reached) the weight version asked for.</summary>
+[GenerateSerializer]
+public sealed class WeightVersionGoneException(string runId, long version, long current)
+    : Exception($"learner {runId} does not hold weight version {version} (current: {current}).")
+{
+    [Id(0)] public long Version { get; } = version;
+
+    [Id(1)] public long Current { get; } = current;
 }

@@ -1,0 +1,45 @@
+using System.Diagnostics;
+
+namespace RefAlign.Silo.Tests;
+
+/// <summary>The silo process refusing to start, with one line an operator can act on.</summary>
+public sealed class StartupTests
+{
+    static async Task<(int Code, string Stderr)> RunSiloAsync(params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true };
+        psi.ArgumentList.Add(BuiltTools.SiloDll);
+        var ports = FreePorts.Take(4);
+        foreach (var a in (string[])[$"--Silo:GrpcPort={ports[0]}", $"--Silo:HttpPort={ports[1]}", $"--Silo:SiloPort={ports[2]}", $"--Silo:GatewayPort={ports[3]}", .. args])
+            psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var stderr = p.StandardError.ReadToEndAsync();
+        _ = p.StandardOutput.ReadToEndAsync();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        try { await p.WaitForExitAsync(cts.Token); }
+        catch (OperationCanceledException)
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException("the silo did not exit");
+        }
+        return (p.ExitCode, await stderr);
+    }
+
+    [Fact]
+    public async Task Redis_unreachable_at_startup_exits_with_one_line_naming_the_setting()
+    {
+        var port = FreePorts.One(); // nothing listens there
+        var (code, stderr) = await RunSiloAsync("--Cluster:Provider=Redis", $"--Cluster:ConnectionString=127.0.0.1:{port}");
+        Assert.Equal(2, code);
+        var line = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        Assert.StartsWith($"refalign-silo: Invalid setting 'Cluster:ConnectionString': Redis at 127.0.0.1:{port} is unreachable", line);
+    }
+
+    [Fact]
+    public async Task A_bad_setting_exits_with_one_line_naming_it()
+    {
+        var (code, stderr) = await RunSiloAsync("--Silo:SupervisionPeriod=00:00:00.1");
+        Assert.Equal(2, code);
+        Assert.Equal("refalign-silo: Invalid setting 'Silo:SupervisionPeriod': 00:00:00.1000000 is shorter than 00:00:01.", stderr.Trim());
+    }
+}
