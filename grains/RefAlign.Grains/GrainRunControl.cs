@@ -97,28 +97,40 @@ public sealed class GrainRunControl(IGrainFactory grains, ISiloMetadataCache met
     {
         var management = grains.GetGrain<IManagementGrain>(0);
         var hosts = await management.GetDetailedHosts(onlyActive: true);
-        var stats = await management.GetRuntimeStatistics([.. hosts.Select(h => h.SiloAddress)]);
-        var silos = hosts.Select((h, i) =>
+        var silos = new List<SiloInfo>();
+        foreach (var h in hosts)
         {
+            // A silo that just died is still listed until membership says so: it shows, without a grain count.
+            int activations;
+            try { activations = (await management.GetRuntimeStatistics([h.SiloAddress]))[0].ActivationCount; }
+            catch (Exception e) when (ClusterFaults.IsTransient(e)) { activations = -1; }
             var meta = metadata.GetSiloMetadata(h.SiloAddress).Metadata;
-            return new SiloInfo(h.SiloAddress.ToString(), h.SiloName, SiloMetadataKeys.ParseRoles(meta.GetValueOrDefault(SiloMetadataKeys.Roles)),
-                meta.GetValueOrDefault(SiloMetadataKeys.Device) ?? "cpu", h.Status.ToString(), i < stats.Length ? stats[i].ActivationCount : 0);
-        }).ToList();
+            silos.Add(new SiloInfo(h.SiloAddress.ToString(), h.SiloName, SiloMetadataKeys.ParseRoles(meta.GetValueOrDefault(SiloMetadataKeys.Roles)),
+                meta.GetValueOrDefault(SiloMetadataKeys.Device) ?? "cpu", h.Status.ToString(), activations));
+        }
         var placements = new List<PlacementInfo>();
         foreach (var summary in await ListRunsAsync(cancellation))
         {
             if (summary.Status is not (RunStatus.Running or RunStatus.Stopping)) continue;
             var run = Run(summary.RunId);
-            // Only grains that are active: asking an inactive one anything would place it.
+            // Only grains that are active: asking an inactive one anything would place it. One on a silo that is going
+            // away is left out rather than failing the whole view.
             async Task Add(string kind, string key, IAddressable grain, Func<Task<long>>? version = null)
             {
-                if (await management.GetActivationAddress(grain) is { } where)
-                    placements.Add(new PlacementInfo(kind, key, summary.RunId, where.ToString(), version is null ? -1 : await version()));
+                try
+                {
+                    if (await management.GetActivationAddress(grain) is { } where)
+                        placements.Add(new PlacementInfo(kind, key, summary.RunId, where.ToString(), version is null ? -1 : await version()));
+                }
+                catch (Exception e) when (ClusterFaults.IsTransient(e) || e is LearnerNotReadyException) { }
             }
             await Add("run", summary.RunId, run);
             var learner = grains.GetGrain<ILearnerGrain>(summary.RunId);
             await Add(SiloRoles.Learner, summary.RunId, learner, () => learner.WeightVersion());
-            foreach (var worker in await run.Workers())
+            IReadOnlyList<RunWorker> workers;
+            try { workers = await run.Workers(); }
+            catch (Exception e) when (ClusterFaults.IsTransient(e)) { continue; }
+            foreach (var worker in workers)
             {
                 if (worker.Kind == SiloRoles.Generator)
                 {

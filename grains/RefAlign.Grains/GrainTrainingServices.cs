@@ -109,14 +109,17 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
             _syncBytes += r.SyncBytes;
             _syncSeconds = Math.Max(_syncSeconds, r.SyncSeconds);
             TrainingTelemetry.Staleness.Record(Math.Max(0, _version - r.WeightVersion), new KeyValuePair<string, object?>(TrainingTelemetry.Tags.RunId, runId));
-            // A shard living elsewhere than its silo of now (one joined, or it was re-placed) moves before the next step.
-            if (SiloFor(SiloRoles.Generator, s) is { } wanted && r.Silo.Length > 0 && r.Silo != wanted.ToParsableString())
-            {
-                note?.Invoke($"shard {ShardKeys[s]} moves from {r.Silo} to {wanted.ToParsableString()} for the next step");
-                await grains.GetGrain<IRolloutGeneratorGrain>(ShardKeys[s]).Release();
-            }
+            await MoveIfMisplaced(SiloRoles.Generator, s, r.Silo, grains.GetGrain<IRolloutGeneratorGrain>(ShardKeys[s]).Release);
         }
         return [.. replies.SelectMany(r => r.Rollouts).OrderBy(r => r.Position).ThenBy(r => r.SampleIndex).Select(r => r.ToCompute())];
+    }
+
+    /// <summary>A shard living elsewhere than its silo of now (one joined, or it was re-placed) moves before the next step.</summary>
+    async Task MoveIfMisplaced(string role, int shard, string ranOn, Func<Task> release)
+    {
+        if (SiloFor(role, shard) is not { } wanted || ranOn.Length == 0 || ranOn == wanted.ToParsableString()) return;
+        note?.Invoke($"shard {ShardKeys[shard]} moves from {ranOn} to {wanted.ToParsableString()} for the next step");
+        await release();
     }
 
     public async Task<IReadOnlyList<double>> SimilarityAsync(IReadOnlyList<string> candidates, IReadOnlyList<string> references, CancellationToken cancellation)
@@ -154,7 +157,8 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
         for (var s = 0; s < byShard.Count; s++)
         {
             var idx = byShard[s].Select(x => x.i).ToList();
-            for (var k = 0; k < idx.Count; k++) result[idx[k]] = replies[s][k].ToCompute();
+            for (var k = 0; k < idx.Count; k++) result[idx[k]] = replies[s].Values[k].ToCompute();
+            await MoveIfMisplaced(SiloRoles.Reference, byShard[s].Key, replies[s].Silo, grains.GetGrain<IReferenceScorerGrain>(ShardKeys[byShard[s].Key]).Release);
         }
         return result;
     }

@@ -13,7 +13,7 @@ namespace RefAlign.Grains;
 /// that is exactly the policy with adapters off); values are cached per shard and persisted under the run's output.
 /// </summary>
 [RolePlacement(SiloRoles.Reference)]
-public sealed class ReferenceScorerGrain(ComputeExecutor executor, SiloDrain drain) : Grain, IReferenceScorerGrain
+public sealed class ReferenceScorerGrain(ComputeExecutor executor, SiloDrain drain, ILocalSiloDetails silo) : Grain, IReferenceScorerGrain
 {
     CausalLm? _model;
     ReferenceScorer? _scorer;
@@ -33,13 +33,13 @@ public sealed class ReferenceScorerGrain(ComputeExecutor executor, SiloDrain dra
         });
     }
 
-    public async Task<IReadOnlyList<ReferenceLogProbsMessage>> Score(IReadOnlyList<PreferencePairMessage> pairs, bool prompted)
+    public async Task<ReferenceReply> Score(IReadOnlyList<PreferencePairMessage> pairs, bool prompted)
     {
         drain.ThrowIfDraining($"reference scorer {this.GetPrimaryKeyString()}");
         if (_scorer is null) await Initialize(await GrainCompute.ConfigOfRun(GrainFactory, GrainCompute.RunOfShard(this.GetPrimaryKeyString())));
         var scorer = _scorer!;
         var values = await executor.RunAsync(() => scorer.Score([.. pairs.Select(p => p.ToCompute())], prompted));
-        return [.. values.Select(v => v.ToMessage())];
+        return new ReferenceReply([.. values.Select(v => v.ToMessage())], silo.SiloAddress.ToParsableString());
     }
 
     public Task<int> ModelPasses() => Task.FromResult(_scorer?.Cache.ModelPasses ?? 0);

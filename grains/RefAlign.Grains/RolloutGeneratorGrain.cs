@@ -59,9 +59,10 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, WeightExchan
         drain.ThrowIfDraining($"generator {this.GetPrimaryKeyString()}");
         if (_config is null) await Initialize(await GrainCompute.ConfigOfRun(GrainFactory, request.RunId));
         var config = _config!;
-        var stale = _version < request.MinVersion || _version > request.MaxVersion;
-        // To exactly the newest version the request allows: which weights sample a step never depends on timing.
+        // Always exactly the newest version the request allows: which weights sample a step never depends on timing or
+        // on what this replica happened to hold (a re-placed one starts from the model folder).
         var target = request.MaxVersion == long.MaxValue ? -1 : request.MaxVersion;
+        var stale = target >= 0 ? _version != target : _version < request.MinVersion;
         var (syncBytes, syncSeconds) = stale ? await SyncWeights(request.RunId, request.Step, target, request.MinVersion) : (0L, 0.0);
         using var activity = TrainingTelemetry.StartPhase("generate.shard", request.RunId, request.Step, _version);
         activity?.SetTag(TrainingTelemetry.Tags.Shard, this.GetPrimaryKeyString());

@@ -101,7 +101,15 @@ public sealed class ProcessCluster : IAsyncDisposable
     /// <summary>The name of the silo that hosts <paramref name="kind"/> <paramref name="key"/> of a running run, or null.</summary>
     public async Task<string?> WhereAsync(RefAlignClient client, string kind, string key)
     {
-        var c = await client.GetClusterAsync();
+        ClusterInfo c;
+        try
+        {
+            c = await client.GetClusterAsync();
+        }
+        catch (Grpc.Core.RpcException e) when (e.StatusCode == Grpc.Core.StatusCode.Unavailable)
+        {
+            return null; // a silo is going away under the call: ask again later
+        }
         var address = c.Placements.FirstOrDefault(p => p.Kind == kind && p.GrainKey == key)?.Silo;
         return address is null ? null : c.Silos.FirstOrDefault(s => s.Address == address)?.Name;
     }

@@ -43,6 +43,9 @@ public sealed class RunConfigTests
     [InlineData("""{ "policy": { "chat_template": "llama9" } }""", "policy.chat_template")]
     [InlineData("""{ "policy": { "lora": { "rank": 0 } } }""", "policy.lora.rank")]
     [InlineData("""{ "distributed": { "mode": "async" } }""", "distributed.mode")]
+    [InlineData("""{ "distributed": { "mode": "pipelined", "max_staleness": 0 } }""", "distributed.max_staleness")]
+    [InlineData("""{ "distributed": { "max_restarts": -1 } }""", "distributed.max_restarts")]
+    [InlineData("""{ "checkpoint_every_seconds": -5 }""", "checkpoint_every_seconds")]
     [InlineData("""{ "name": "has space" }""", "name")]
     public void InvalidValuesNameTheField(string json, string field)
     {

@@ -101,7 +101,8 @@ internal static class RunConfigValidator
 
         var dist = c.Distributed;
         Check(Enum.IsDefined(dist.Mode), "distributed.mode", "must be sync or pipelined");
-        Check(dist.MaxStaleness >= 0, "distributed.max_staleness", "must be ≥ 0");
+        Check(dist.MaxStaleness >= (dist.Mode == DistributedMode.Pipelined ? 1 : 0), "distributed.max_staleness",
+            dist.Mode == DistributedMode.Pipelined ? "must be ≥ 1 in pipelined mode (it samples one version behind)" : "must be ≥ 0");
         Check(dist.Shards >= 1, "distributed.shards", "must be ≥ 1");
         Check(dist.MaxRestarts >= 0, "distributed.max_restarts", "must be ≥ 0");
         return c;

@@ -12,7 +12,7 @@ public interface IReferenceScorerGrain : IGrainWithStringKey
     Task Initialize(string configJson);
 
     [ResponseTimeout("00:30:00")]
-    Task<IReadOnlyList<ReferenceLogProbsMessage>> Score(IReadOnlyList<PreferencePairMessage> pairs, bool prompted);
+    Task<ReferenceReply> Score(IReadOnlyList<PreferencePairMessage> pairs, bool prompted);
 
     /// <summary>Reference model passes run so far (the cache makes repeats free).</summary>
     Task<int> ModelPasses();
@@ -20,3 +20,9 @@ public interface IReferenceScorerGrain : IGrainWithStringKey
     /// <summary>Lets the activation go (it is re-placed on its next request).</summary>
     Task Release();
 }
+
+/// <summary>A shard's reference log-probs, one per pair in order, and the silo that computed them.</summary>
+[GenerateSerializer, Immutable]
+public sealed record ReferenceReply(
+    [property: Id(0)] IReadOnlyList<ReferenceLogProbsMessage> Values,
+    [property: Id(1)] string Silo);

@@ -98,7 +98,7 @@ internal sealed partial class ControlGrpcService(IRunControl control) : Wire.Run
             throw new RpcException(new Status(StatusCode.OutOfRange, e.Message),
                 new Metadata { { OldestSequenceTrailer, e.OldestSequence.ToString(System.Globalization.CultureInfo.InvariantCulture) } });
         }
-        catch (Exception e) when (e is SiloUnavailableException or TimeoutException or OrleansMessageRejectionException)
+        catch (Exception e) when (ClusterFaults.IsTransient(e) && !context.CancellationToken.IsCancellationRequested)
         {
             // A silo of the cluster went away under the call (or the call timed out): the cluster recovers, so retry.
             throw new RpcException(new Status(StatusCode.Unavailable, $"the cluster could not answer right now ({e.GetType().Name}); retry."));

@@ -63,6 +63,11 @@ public static class OrleansSilo
         // The strongly consistent grain directory: with the default one, the loss of the silo that held a grain's
         // directory entry can leave a second activation of that grain (a second learner, a second run loop) while the
         // first lives on. A run must have exactly one of each.
+        // Each silo re-reads the membership table this often (default 60 s). Placement by role needs every silo's
+        // metadata, and a silo whose metadata fetch failed (a busy silo) is asked again only on a table update after a
+        // quiet period derived from this: faster refreshes let a joining silo take its shards within a minute.
+        silo.Configure<ClusterMembershipOptions>(o => o.TableRefreshTimeout = TimeSpan.FromSeconds(10));
+
 #pragma warning disable ORLEANSEXP003 // Experimental in Orleans 10; its consistency is what the failover tests rely on.
         silo.AddDistributedGrainDirectory();
 #pragma warning restore ORLEANSEXP003
