@@ -387,4 +387,58 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         Assert.Contains(outcome.Events, e => e.Message?.Contains("replaying from checkpoint step", StringComparison.Ordinal) == true);
         Assert.Equal(Enumerable.Range(0, steps), outcome.Lineage);
     }
+
+    [Fact]
+    public async Task A_stop_is_never_lost_even_when_the_run_s_silo_dies_right_after_it()
+    {
+        using var client = Cluster.Client("silo-d");
+        var runId = await StartAsync(client, TinyRuns.RefAlign("stop-loss", 400, checkpointEvery: 5));
+        await AtStepAsync(client, runId, 3);
+        var host = (await Cluster.WhereAsync(client, "run", runId))!;
+        using var other = Cluster.Client(await BystanderAsync(client, runId));
+        await other.StopRunAsync(runId);
+        if (host != "silo-d") await Cluster[host].KillAsync();
+        var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(3);
+        RunSummary run;
+        while (true)
+        {
+            try
+            {
+                if ((run = await other.GetRunAsync(runId)).Status.IsFinal()) break;
+            }
+            catch (Grpc.Core.RpcException e) when (e.StatusCode == Grpc.Core.StatusCode.Unavailable) { }
+            Assert.True(DateTime.UtcNow < deadline, "the run never stopped");
+            await Task.Delay(250);
+        }
+        Assert.Equal(RunStatus.Stopped, run.Status);
+        // And it stays stopped: its supervision does not bring it back.
+        await Task.Delay(TimeSpan.FromSeconds(8));
+        Assert.Equal(RunStatus.Stopped, (await other.GetRunAsync(runId)).Status);
+        Assert.True(run.Step < 400);
+    }
+
+    [Fact]
+    public async Task A_run_whose_checkpoint_vanished_fails_loudly_instead_of_starting_over()
+    {
+        using var client = Cluster.Client("silo-d");
+        var runId = await StartAsync(client, TinyRuns.RefAlign("lost-checkpoint", 400, checkpointEvery: 2));
+        await AtStepAsync(client, runId, 5);
+        var learnerSilo = (await Cluster.WhereAsync(client, "learner", runId))!;
+        // The checkpoint root is not shared after all (or was wiped): the next learner finds nothing.
+        await Cluster[learnerSilo].KillAsync();
+        foreach (var step in Directory.GetDirectories(Path.Combine(Cluster.CheckpointRoot, runId), "step-*")) Directory.Delete(step, recursive: true);
+        File.Delete(Path.Combine(Cluster.CheckpointRoot, runId, CheckpointStore.LatestFileName));
+        var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(3);
+        RunSummary run;
+        while (!(run = await client.GetRunAsync(runId)).Status.IsFinal())
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"still {run.Status} at step {run.Step}");
+            await Task.Delay(250);
+        }
+        Assert.Equal(RunStatus.Failed, run.Status);
+        Assert.Contains("refusing to start over from an earlier step", run.Error);
+        Assert.Contains("Silo:CheckpointRoot", run.Error);
+        var journal = AppliedStepJournal.Read(Path.Combine(Cluster.CheckpointRoot, runId, AppliedStepJournal.FileName));
+        Assert.Single(journal, e => e.Kind == "apply" && e.Step == 0); // never started over
+    }
 }

@@ -58,6 +58,30 @@ public sealed class TrainerExtraTests : IDisposable
         return (rec, done);
     }
 
+    /// <summary>Takes its time over each step, so a time-based checkpoint cadence has something to measure.</summary>
+    sealed class SlowSteps(TimeSpan perStep) : IRunObserver
+    {
+        public List<int> Checkpoints { get; } = [];
+
+        public async Task OnStepAsync(StepReport report) => await Task.Delay(perStep);
+
+        public void OnCheckpoint(int step, string folder) => Checkpoints.Add(step);
+    }
+
+    [Fact]
+    public async Task CheckpointEverySecondsCheckpointsByTimeBesidesSteps()
+    {
+        var cfg = Preference(Algorithm.Dpo, "by-time", steps: 6) with { CheckpointEvery = 0, CheckpointEverySeconds = 1 };
+        var (data, services) = Open(cfg);
+        using var _ = services;
+        var slow = new SlowSteps(TimeSpan.FromMilliseconds(600));
+        await new TrainingRun(cfg.Name, cfg, data, services, slow).RunAsync();
+        // By steps alone (checkpoint_every 0) only the end would be saved; a second or more between steps adds more.
+        Assert.Equal(6, slow.Checkpoints[^1]);
+        Assert.True(slow.Checkpoints.Count >= 3, $"checkpoints at {string.Join(", ", slow.Checkpoints)}");
+        Assert.All(slow.Checkpoints.Zip(slow.Checkpoints.Skip(1)), p => Assert.True(p.Second > p.First));
+    }
+
     [Fact]
     public void LoraPreferenceRunUsesTheAdaptersOffBaseAsReferenceAndTrainsOnlyAdapters()
     {
