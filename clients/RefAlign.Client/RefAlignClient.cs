@@ -55,20 +55,20 @@ public sealed class RefAlignClient : IDisposable
         (await Unary(o => _stub.StartRunAsync(new Wire.StartRunRequest { ConfigJson = configJson }, o), cancellation)).RunId;
 
     public async Task<RunSummary> GetRunAsync(string runId, CancellationToken cancellation = default) =>
-        (await Unary(o => _stub.GetRunAsync(new Wire.RunRef { RunId = runId }, o), cancellation)).FromProto();
+        (await Unary(o => _stub.GetRunAsync(new Wire.RunRef { RunId = runId }, o), cancellation, idempotent: true)).FromProto();
 
     /// <summary>Asks the run to stop; returns its state right after the request (usually Stopping or Stopped).</summary>
     public async Task<RunSummary> StopRunAsync(string runId, CancellationToken cancellation = default) =>
-        (await Unary(o => _stub.StopRunAsync(new Wire.RunRef { RunId = runId }, o), cancellation)).FromProto();
+        (await Unary(o => _stub.StopRunAsync(new Wire.RunRef { RunId = runId }, o), cancellation, idempotent: true)).FromProto();
 
     public async Task<RunSummary> ResumeRunAsync(string runId, CancellationToken cancellation = default) =>
-        (await Unary(o => _stub.ResumeRunAsync(new Wire.RunRef { RunId = runId }, o), cancellation)).FromProto();
+        (await Unary(o => _stub.ResumeRunAsync(new Wire.RunRef { RunId = runId }, o), cancellation, idempotent: true)).FromProto();
 
     public async Task<IReadOnlyList<RunSummary>> ListRunsAsync(CancellationToken cancellation = default) =>
-        [.. (await Unary(o => _stub.ListRunsAsync(new Wire.ListRunsRequest(), o), cancellation)).Runs.Select(r => r.FromProto())];
+        [.. (await Unary(o => _stub.ListRunsAsync(new Wire.ListRunsRequest(), o), cancellation, idempotent: true)).Runs.Select(r => r.FromProto())];
 
     public async Task<ClusterInfo> GetClusterAsync(CancellationToken cancellation = default) =>
-        (await Unary(o => _stub.GetClusterAsync(new Wire.GetClusterRequest(), o), cancellation)).FromProto();
+        (await Unary(o => _stub.GetClusterAsync(new Wire.GetClusterRequest(), o), cancellation, idempotent: true)).FromProto();
 
     /// <summary>
     /// The run's events with sequence &gt; <paramref name="afterSequence"/>, then live ones until the run ends. When the
@@ -164,15 +164,28 @@ public sealed class RefAlignClient : IDisposable
         return false;
     }
 
-    async Task<T> Unary<T>(Func<CallOptions, AsyncUnaryCall<T>> call, CancellationToken cancellation)
+    /// <summary>
+    /// One unary call. An idempotent one that the silo answered UNAVAILABLE (a silo of its cluster went away under the
+    /// call; the cluster recovers) is sent again with backoff, up to <see cref="RefAlignClientOptions.UnaryRetries"/>
+    /// times; a silo that cannot be reached at all is reported at once. StartRun is never resent.
+    /// </summary>
+    async Task<T> Unary<T>(Func<CallOptions, AsyncUnaryCall<T>> call, CancellationToken cancellation, bool idempotent = false)
     {
-        try
+        for (var attempt = 1; ; attempt++)
         {
-            return await call(new CallOptions(_headers, DateTime.UtcNow + Options.CallTimeout, cancellation));
-        }
-        catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && cancellation.IsCancellationRequested)
-        {
-            throw Cancelled(e, cancellation);
+            try
+            {
+                return await call(new CallOptions(_headers, DateTime.UtcNow + Options.CallTimeout, cancellation));
+            }
+            catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && cancellation.IsCancellationRequested)
+            {
+                throw Cancelled(e, cancellation);
+            }
+            catch (RpcException e) when (idempotent && attempt <= Options.UnaryRetries && e.StatusCode == StatusCode.Unavailable
+                                          && !IsTransport(e.Status.DebugException))
+            {
+                await Task.Delay(Backoff(attempt), cancellation);
+            }
         }
     }
 

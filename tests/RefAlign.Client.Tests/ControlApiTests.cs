@@ -144,6 +144,23 @@ public sealed class ControlApiTests
     }
 
     [Fact]
+    public async Task IdempotentCallsRetryWhileTheClusterRecoversButStartRunDoesNot()
+    {
+        var control = new InMemoryRunControl();
+        await using var silo = await TestSilo.StartAsync(control);
+        using var client = silo.Client(configure: o => o with { WatchInitialBackoff = TimeSpan.FromMilliseconds(20) });
+        var id = await client.StartRunAsync(ValidConfig);
+        control.FailNextGets(3);
+        Assert.Equal(id, (await client.GetRunAsync(id)).RunId);
+
+        control.FailNextGets(100);
+        var e = await Assert.ThrowsAsync<RpcException>(() => client.GetRunAsync(id));
+        Assert.Equal(StatusCode.Unavailable, e.StatusCode);
+        Assert.Contains("retry", e.Status.Detail);
+        control.FailNextGets(0);
+    }
+
+    [Fact]
     public async Task ResumingACompletedRunIsFailedPrecondition()
     {
         var control = new InMemoryRunControl();

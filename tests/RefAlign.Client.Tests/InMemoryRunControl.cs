@@ -64,8 +64,15 @@ internal sealed class InMemoryRunControl : IRunControl
 
     public Task<RunSummary> GetRunAsync(string runId, CancellationToken cancellation = default)
     {
+        // As a cluster answers while a silo goes away under the call (the service maps it to UNAVAILABLE).
+        if (Interlocked.Decrement(ref _failGets) >= 0) throw new TimeoutException("a silo went away under the call");
         lock (_gate) return Task.FromResult(Find(runId).Summary);
     }
+
+    int _failGets;
+
+    /// <summary>The next <paramref name="count"/> GetRun calls fail the way a lost silo makes them fail.</summary>
+    public void FailNextGets(int count) => Volatile.Write(ref _failGets, count);
 
     public Task StopRunAsync(string runId, CancellationToken cancellation = default)
     {
