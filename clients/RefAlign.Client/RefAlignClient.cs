@@ -2,6 +2,7 @@ using System.Net.Http;
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
 using Grpc.Core;
+using System.Security.Cryptography.X509Certificates;
 using Grpc.Net.Client;
 using Wire = RefAlign.Client.Protos;
 
@@ -32,6 +33,7 @@ public sealed class RefAlignClient : IDisposable
             KeepAlivePingPolicy = HttpKeepAlivePingPolicy.WithActiveRequests,
             EnableMultipleHttp2Connections = true,
             PooledConnectionIdleTimeout = Timeout.InfiniteTimeSpan,
+            SslOptions = options.CaCertificatePath is { } ca ? TrustOnly(ca) : new System.Net.Security.SslClientAuthenticationOptions(),
         };
         _channel = GrpcChannel.ForAddress(options.Address, new GrpcChannelOptions
         {
@@ -49,6 +51,34 @@ public sealed class RefAlignClient : IDisposable
     }
 
     public RefAlignClientOptions Options { get; }
+
+    /// <summary>
+    /// TLS that trusts the CA in <paramref name="caPath"/> (PEM) besides the system's: a silo's certificate issued by it
+    /// is accepted, for the name the client dialled; nothing else is.
+    /// </summary>
+    static System.Net.Security.SslClientAuthenticationOptions TrustOnly(string caPath)
+    {
+        X509Certificate2 ca;
+        try { ca = X509Certificate2.CreateFromPem(File.ReadAllText(caPath)); }
+        catch (Exception e) when (e is IOException or System.Security.Cryptography.CryptographicException)
+        {
+            throw new ArgumentException($"--ca-cert '{caPath}' is not a readable PEM certificate ({e.Message}).", e);
+        }
+        return new System.Net.Security.SslClientAuthenticationOptions
+        {
+            RemoteCertificateValidationCallback = (_, certificate, _, errors) =>
+            {
+                if (errors == System.Net.Security.SslPolicyErrors.None) return true;
+                // A wrong name or no certificate is never fine; an unknown issuer is, when it is our CA.
+                if (errors != System.Net.Security.SslPolicyErrors.RemoteCertificateChainErrors || certificate is null) return false;
+                using var chain = new X509Chain();
+                chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+                chain.ChainPolicy.CustomTrustStore.Add(ca);
+                chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+                return chain.Build(new X509Certificate2(certificate));
+            },
+        };
+    }
 
     /// <summary>Validates <paramref name="configJson"/> on the silo and starts the run; returns its id.</summary>
     public async Task<string> StartRunAsync(string configJson, CancellationToken cancellation = default) =>

@@ -6,6 +6,9 @@ public sealed record RefAlignClientOptions
     /// <summary>The silo's gRPC endpoint (<c>http://</c> for HTTP/2 cleartext, <c>https://</c> for TLS).</summary>
     public Uri Address { get; init; } = new("http://127.0.0.1:5080");
 
+    /// <summary>PEM file of a CA to trust for an <c>https://</c> silo (e.g. the cluster's own CA), besides the system's.</summary>
+    public string? CaCertificatePath { get; init; }
+
     /// <summary>The metadata key the API key travels in (lower case, as HTTP/2 headers are).</summary>
     public const string ApiKeyHeader = "x-api-key";
 

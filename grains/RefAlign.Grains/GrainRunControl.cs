@@ -12,7 +12,7 @@ namespace RefAlign.Grains;
 /// <see cref="IRunControl"/> over grains, hosted in the silo behind the gRPC service. Configs are validated here, before
 /// any grain is involved, so a bad field comes back as <see cref="InvalidRunConfigException"/> with its path.
 /// </summary>
-public sealed class GrainRunControl(IGrainFactory grains, ISiloMetadataCache metadata, RunHostOptions host) : IRunControl
+public sealed class GrainRunControl(IGrainFactory grains, ISiloMetadataCache metadata, RunHostOptions host, RoleDirectory roles) : IRunControl
 {
     /// <summary>A watcher renews its subscription this often; a renewal also re-reads the log, so nothing is missed
     /// if a pushed event was lost or the run grain moved to another silo.</summary>
@@ -20,8 +20,10 @@ public sealed class GrainRunControl(IGrainFactory grains, ISiloMetadataCache met
 
     public async Task<string> StartRunAsync(string configJson, CancellationToken cancellation = default)
     {
-        // Relative paths mean the silo's data root, whoever reads the config later and wherever.
-        var config = RunConfig.Parse(configJson, "config_json").WithPathsUnder(host.DataRoot).Validate();
+        // Limits and roots first: nothing a remote caller sends reaches a grain before it passed them.
+        var config = new RunAdmission(host).Admit(configJson);
+        CheckMemory(config);
+        await CheckCapacityAsync();
         var runId = $"{config.Name}-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Guid.NewGuid().ToString("N")[..6]}";
         // Each run writes under its own folder, so runs sharing a config never share checkpoints or caches.
         var effective = config with { OutputDir = Path.Combine(config.OutputDir, runId) };
@@ -44,7 +46,36 @@ public sealed class GrainRunControl(IGrainFactory grains, ISiloMetadataCache met
 
     public async Task StopRunAsync(string runId, CancellationToken cancellation = default) => await (await Known(runId)).Stop();
 
-    public async Task ResumeRunAsync(string runId, CancellationToken cancellation = default) => await (await Known(runId)).Resume();
+    public async Task ResumeRunAsync(string runId, CancellationToken cancellation = default)
+    {
+        var run = await Known(runId);
+        if (!(await run.GetSummary()).Status.IsFinal()) return;
+        await CheckCapacityAsync();
+        await run.Resume();
+    }
+
+    /// <summary>The run's learner must fit on some learner silo (as far as the silos told their memory).</summary>
+    void CheckMemory(RunConfig config)
+    {
+        var need = RunAdmission.LearnerBytes(config);
+        var largest = roles.Active(SiloRoles.Learner).Select(roles.MemoryOf).DefaultIfEmpty(0).Max();
+        if (largest > 0 && need > largest)
+            throw new ResourceExhaustedException(FormattableString.Invariant(
+                $"the run's learner needs about {need / 1e9:F1} GB (weights, gradients, optimizer state, one micro-batch's activations); the largest learner silo has {largest / 1e9:F1} GB. Lower micro_batch_size or data.max_length, or use LoRA."));
+    }
+
+    /// <summary>Room for one more running run: in the cluster, and per learner silo.</summary>
+    async Task CheckCapacityAsync()
+    {
+        var running = (await ListRunsAsync()).Count(r => r.Status is RunStatus.Running or RunStatus.Stopping);
+        var limits = host.Limits;
+        if (running >= limits.MaxConcurrentRuns)
+            throw new ResourceExhaustedException($"{running} runs are running, the cluster's limit (Limits:MaxConcurrentRuns); wait for one to end.");
+        var learnerSilos = roles.Active(SiloRoles.Learner).Count;
+        if (learnerSilos > 0 && running >= limits.MaxConcurrentRunsPerSilo * learnerSilos)
+            throw new ResourceExhaustedException(
+                $"{running} runs are running on {learnerSilos} learner silo(s), {limits.MaxConcurrentRunsPerSilo} per silo at most (Limits:MaxConcurrentRunsPerSilo).");
+    }
 
     public async Task<IReadOnlyList<RunSummary>> ListRunsAsync(CancellationToken cancellation = default)
     {

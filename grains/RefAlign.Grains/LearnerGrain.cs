@@ -37,7 +37,7 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
     bool _live;
     bool _drained;
     /// <summary>Published weight versions: the current one and the one before it (kept for a pipelined run's generators).</summary>
-    readonly SortedDictionary<long, (WeightSnapshot Snapshot, string? Url)> _snapshots = [];
+    readonly SortedDictionary<long, (WeightSnapshot Snapshot, string? Url, string Sha256)> _snapshots = [];
     IGrainTimer? _release;
 
     string RunId => this.GetPrimaryKeyString();
@@ -179,8 +179,8 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
             if (wanted != current) throw new WeightVersionGoneException(RunId, wanted, current);
             await PublishAsync(current);
         }
-        var (snapshot, url) = _snapshots[wanted];
-        return new WeightsManifest(wanted, snapshot.ChunkCount(ChunkBytes), ChunkBytes, snapshot.TotalBytes, [.. snapshot.Entries.Select(e => e.ToMessage())], url);
+        var (snapshot, url, sha) = _snapshots[wanted];
+        return new WeightsManifest(wanted, snapshot.ChunkCount(ChunkBytes), ChunkBytes, snapshot.TotalBytes, [.. snapshot.Entries.Select(e => e.ToMessage())], url, sha);
     }
 
     /// <summary>Captures and publishes the current weights as <paramref name="version"/>, keeping only it and the one before.</summary>
@@ -188,8 +188,12 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
     {
         if (_snapshots.ContainsKey(version)) return;
         var learner = Require();
-        var snapshot = await executor.RunAsync(() => WeightSnapshot.Capture(learner.TrainableParameters()));
-        _snapshots[version] = (snapshot, exchange.Publish(RunId, version, snapshot));
+        var (snapshot, sha) = await executor.RunAsync(() =>
+        {
+            var s = WeightSnapshot.Capture(learner.TrainableParameters());
+            return (s, s.Sha256());
+        });
+        _snapshots[version] = (snapshot, exchange.Publish(RunId, version, snapshot), sha);
         foreach (var old in _snapshots.Keys.Where(v => v < version - 1).ToList())
         {
             _snapshots.Remove(old);

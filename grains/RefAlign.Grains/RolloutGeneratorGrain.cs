@@ -90,10 +90,12 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, WeightExchan
             {
                 // Several chunks in flight hide each request's round trip; the transfer time excludes capture and apply.
                 var fetchStarted = System.Diagnostics.Stopwatch.GetTimestamp();
-                // A learner on this silo published into this silo's exchange: read its snapshot in place.
+                // A learner on this silo published into this silo's exchange: read its snapshot in place. Otherwise the
+                // stream, then (gone, cut or corrupted) Orleans chunks; bytes that miss the manifest's digest are never applied.
                 var snapshot = manifest.StreamAddress is { } address && exchange.FindLocal(address) is { } local
                     ? local
-                    : WeightSnapshot.FromChunks([.. manifest.Entries.Select(e => e.ToCompute())], await FetchDirect(manifest) ?? await FetchChunks(learner, manifest));
+                    : Verified(manifest, await FetchDirect(manifest), "stream") ?? Verified(manifest, await FetchChunks(learner, manifest), "chunks")
+                      ?? throw new InvalidDataException($"weights of {runId} version {manifest.Version} did not match their SHA-256 ({manifest.Sha256}) by stream or chunks.");
                 var fetchSeconds = System.Diagnostics.Stopwatch.GetElapsedTime(fetchStarted).TotalSeconds;
                 var targets = PolicySetup.Trainable(_policy!, _lora).ToDictionary(p => p.Name, p => (Tensor)p.Parameter);
                 await executor.RunAsync(() => snapshot.ApplyTo(targets));
@@ -106,7 +108,21 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, WeightExchan
             {
                 // The learner moved on between the manifest and a chunk: fetch the current manifest again.
             }
+            catch (InvalidDataException e) when (attempt < 3)
+            {
+                logger.LogWarning("{Problem}; fetching again", e.Message);
+            }
         }
+    }
+
+    /// <summary>The fetched bytes as a snapshot when their SHA-256 is the manifest's; null (and a warning) when not.</summary>
+    WeightSnapshot? Verified(WeightsManifest manifest, byte[][]? chunks, string how)
+    {
+        if (chunks is null) return null;
+        var snapshot = WeightSnapshot.FromChunks([.. manifest.Entries.Select(e => e.ToCompute())], chunks);
+        if (manifest.Sha256.Length == 0 || snapshot.Sha256() == manifest.Sha256) return snapshot;
+        logger.LogWarning("weights of version {Version} by {How} do not match their SHA-256; not applied", manifest.Version, how);
+        return null;
     }
 
     /// <summary>The whole snapshot in one stream from the learner silo; null (fall back to chunks) when unavailable.</summary>
@@ -118,7 +134,7 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, WeightExchan
             if (await WeightExchange.FetchAsync(manifest.StreamAddress, manifest.TotalBytes) is { } data) return [data];
             logger.LogWarning("weight stream {Address} no longer holds version {Version}; falling back to chunks", manifest.StreamAddress, manifest.Version);
         }
-        catch (Exception e) when (e is System.Net.Sockets.SocketException or IOException)
+        catch (Exception e) when (e is System.Net.Sockets.SocketException or IOException or OperationCanceledException)
         {
             logger.LogWarning(e, "weight stream {Address} failed; falling back to chunks", manifest.StreamAddress);
         }

@@ -7,8 +7,17 @@ public sealed record RunHostOptions
 {
     public const int DefaultEventLogCapacity = 4096;
 
-    /// <summary>Base of relative paths in remote run configs (<c>Silo:DataRoot</c>), never a project or build folder.</summary>
-    public string DataRoot { get; init; } = Directory.GetCurrentDirectory();
+    /// <summary>
+    /// Where remote run configs may read models, encoders and data (<c>Silo:DataRoots</c>); relative paths resolve under
+    /// the first, never under a project or build folder.
+    /// </summary>
+    public IReadOnlyList<string> DataRoots { get; init; } = [Directory.GetCurrentDirectory()];
+
+    /// <summary>The only place runs write (<c>Silo:OutputRoot</c>): outputs, caches, logs; relative <c>output_dir</c> resolves under it.</summary>
+    public string OutputRoot { get; init; } = Directory.GetCurrentDirectory();
+
+    /// <summary>What one request may ask for.</summary>
+    public RunLimits Limits { get; init; } = new();
 
     /// <summary>Shared by every learner silo (<c>Silo:CheckpointRoot</c>); null: each run's <c>output_dir/checkpoints</c>.</summary>
     public string? CheckpointRoot { get; init; }

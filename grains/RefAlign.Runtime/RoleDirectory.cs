@@ -12,6 +12,10 @@ public sealed class RoleDirectory(IClusterMembershipService membership, ISiloMet
             .Where(s => SiloMetadataKeys.ParseRoles(metadata.GetSiloMetadata(s).Metadata.GetValueOrDefault(SiloMetadataKeys.Roles)).Contains(role, StringComparer.Ordinal))
             .OrderBy(s => s.ToParsableString(), StringComparer.Ordinal)];
 
+    /// <summary>The memory <paramref name="silo"/> published (0 when unknown).</summary>
+    public long MemoryOf(SiloAddress silo) =>
+        long.TryParse(metadata.GetSiloMetadata(silo).Metadata.GetValueOrDefault(SiloMetadataKeys.MemoryBytes), out var bytes) ? bytes : 0;
+
     /// <summary>True while <paramref name="silo"/> is an active member.</summary>
     public bool IsActive(SiloAddress silo) =>
         membership.CurrentSnapshot.Members.TryGetValue(silo, out var m) && m.Status == SiloStatus.Active;

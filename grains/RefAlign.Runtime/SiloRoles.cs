@@ -26,6 +26,9 @@ public static class SiloMetadataKeys
     /// <summary>Number of dedicated compute threads.</summary>
     public const string ComputeThreads = "refalign.compute_threads";
 
+    /// <summary>Memory the silo's process may use, in bytes (what admission compares a run's estimate with).</summary>
+    public const string MemoryBytes = "refalign.memory_bytes";
+
     /// <summary>Parses the <see cref="Roles"/> value (comma or semicolon separated, case-insensitive).</summary>
     public static IReadOnlyList<string> ParseRoles(string? value) =>
         string.IsNullOrWhiteSpace(value)

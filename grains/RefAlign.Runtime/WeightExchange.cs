@@ -10,15 +10,24 @@ namespace RefAlign.Runtime;
 /// <summary>
 /// The silo's published weight snapshots, streamed to generators on other silos over a plain TCP connection: Orleans
 /// messages (and HTTP) copy a payload in small segments, one socket stream moves it at close to raw TCP speed. Each
-/// publication has a random token that is part of its address, so only holders of the manifest can fetch it.
+/// publication has a random 128-bit token that is part of its address (handed out only in the learner's manifest,
+/// compared in constant time), so only holders of the manifest can fetch it; the manifest also carries the weights'
+/// SHA-256, which the receiver checks before using a byte.
 /// </summary>
 /// <remarks>
-/// Protocol: the client sends one line <c>runId version token\n</c>; the server answers an 8-byte little-endian length
-/// (−1 when the publication is gone) and the bytes.
+/// Protocol: the client sends one line <c>runId version token\n</c> (at most <see cref="MaxRequestBytes"/> bytes, within
+/// <see cref="RequestDeadline"/>); the server answers an 8-byte little-endian length (−1 when the publication is gone or
+/// the token is wrong) and the bytes. At most <see cref="MaxConnections"/> connections are served at once; more are
+/// closed at once. Every write has a deadline, so a client that stops reading frees its slot.
 /// </remarks>
 public sealed class WeightExchange(string? advertisedHost = null)
 {
     const int SliceBytes = 8 << 20;
+    public const int MaxRequestBytes = 512;
+    public const int MaxConnections = 16;
+    public static readonly TimeSpan RequestDeadline = TimeSpan.FromSeconds(5);
+    static readonly TimeSpan SliceDeadline = TimeSpan.FromSeconds(30);
+    readonly SemaphoreSlim _slots = new(MaxConnections, MaxConnections);
     readonly ConcurrentDictionary<(string Run, long Version), (string Token, WeightSnapshot Snapshot)> _published = new();
     int _port;
 
@@ -37,7 +46,13 @@ public sealed class WeightExchange(string? advertisedHost = null)
     }
 
     public WeightSnapshot? Find(string runId, long version, string token) =>
-        _published.TryGetValue((runId, version), out var p) && p.Token == token ? p.Snapshot : null;
+        _published.TryGetValue((runId, version), out var p)
+        && System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(p.Token), Encoding.UTF8.GetBytes(token))
+            ? p.Snapshot
+            : null;
+
+    /// <summary>Connections being served right now (for tests and health).</summary>
+    public int ActiveConnections => MaxConnections - _slots.CurrentCount;
 
     /// <summary>Withdraws one version of a run's weights; its address answers "gone" from then on.</summary>
     public void Retract(string runId, long version) => _published.TryRemove((runId, version), out _);
@@ -67,7 +82,17 @@ public sealed class WeightExchange(string? advertisedHost = null)
             while (!cancellation.IsCancellationRequested)
             {
                 var client = await listener.AcceptTcpClientAsync(cancellation);
-                _ = Task.Run(() => ServeOneAsync(client, cancellation), cancellation);
+                // Over the cap: closed at once rather than queued, so a flood costs no memory or threads.
+                if (!_slots.Wait(0))
+                {
+                    client.Dispose();
+                    continue;
+                }
+                _ = Task.Run(async () =>
+                {
+                    try { await ServeOneAsync(client, cancellation); }
+                    finally { _slots.Release(); }
+                }, CancellationToken.None);
             }
         }
         catch (OperationCanceledException) when (cancellation.IsCancellationRequested) { }
@@ -82,18 +107,44 @@ public sealed class WeightExchange(string? advertisedHost = null)
             {
                 client.NoDelay = true;
                 var stream = client.GetStream();
-                using var reader = new StreamReader(stream, Encoding.UTF8, leaveOpen: true);
-                var parts = (await reader.ReadLineAsync(cancellation))?.Split(' ');
+                var line = await ReadRequestLineAsync(stream, cancellation);
+                if (line is null) return;
+                var parts = line.Split(' ');
                 var snapshot = parts is { Length: 3 } && long.TryParse(parts[1], out var v) ? Find(Uri.UnescapeDataString(parts[0]), v, parts[2]) : null;
                 var header = new byte[8];
                 BinaryPrimitives.WriteInt64LittleEndian(header, snapshot?.TotalBytes ?? -1);
-                await stream.WriteAsync(header, cancellation);
+                await WriteAsync(stream, header, cancellation);
                 if (snapshot is null) return;
                 for (long at = 0; at < snapshot.TotalBytes; at += SliceBytes)
-                    await stream.WriteAsync(snapshot.Data.AsMemory((int)at, (int)Math.Min(SliceBytes, snapshot.TotalBytes - at)), cancellation);
+                    await WriteAsync(stream, snapshot.Data.AsMemory((int)at, (int)Math.Min(SliceBytes, snapshot.TotalBytes - at)), cancellation);
             }
             catch (Exception e) when (e is IOException or SocketException or OperationCanceledException) { }
         }
+    }
+
+    /// <summary>The request line, or null when it is longer than allowed, malformed, or not complete within the deadline.</summary>
+    static async Task<string?> ReadRequestLineAsync(NetworkStream stream, CancellationToken cancellation)
+    {
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
+        deadline.CancelAfter(RequestDeadline);
+        var buffer = new byte[MaxRequestBytes];
+        var filled = 0;
+        while (filled < buffer.Length)
+        {
+            var read = await stream.ReadAsync(buffer.AsMemory(filled), deadline.Token);
+            if (read == 0) return null;
+            var end = Array.IndexOf(buffer, (byte)'\n', filled, read);
+            filled += read;
+            if (end >= 0) return Encoding.ASCII.GetString(buffer, 0, end);
+        }
+        return null;
+    }
+
+    static async Task WriteAsync(NetworkStream stream, ReadOnlyMemory<byte> bytes, CancellationToken cancellation)
+    {
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
+        deadline.CancelAfter(SliceDeadline);
+        await stream.WriteAsync(bytes, deadline.Token);
     }
 
     /// <summary>Fetches a publication by its address; null when it is gone or the bytes do not match the expected length.</summary>
@@ -102,17 +153,20 @@ public sealed class WeightExchange(string? advertisedHost = null)
         var uri = new Uri(address);
         var path = uri.AbsolutePath.Trim('/').Split('/');
         if (uri.Scheme != "tcp" || path.Length != 3) throw new ArgumentException($"not a weight address: {address}", nameof(address));
+        // A deadline for the whole transfer, generous for the size (50 MB/s at worst), so a stalled server frees the caller.
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
+        deadline.CancelAfter(TimeSpan.FromSeconds(30 + expectedBytes / 50e6));
         using var client = new TcpClient { NoDelay = true, ReceiveBufferSize = 4 << 20 };
-        await client.ConnectAsync(uri.Host, uri.Port, cancellation);
+        await client.ConnectAsync(uri.Host, uri.Port, deadline.Token);
         var stream = client.GetStream();
-        await stream.WriteAsync(Encoding.UTF8.GetBytes($"{path[0]} {path[1]} {path[2]}\n"), cancellation);
+        await stream.WriteAsync(Encoding.UTF8.GetBytes($"{path[0]} {path[1]} {path[2]}\n"), deadline.Token);
         var header = new byte[8];
-        await stream.ReadExactlyAsync(header, cancellation);
+        await stream.ReadExactlyAsync(header, deadline.Token);
         var length = BinaryPrimitives.ReadInt64LittleEndian(header);
         if (length != expectedBytes) return null;
-        // Every byte is overwritten by the read, so skip zeroing the (large) buffer.
+        // Every byte is overwritten by the read, so skip zeroing the (large) buffer. A cut stream throws EndOfStream.
         var data = GC.AllocateUninitializedArray<byte>((int)length);
-        await stream.ReadExactlyAsync(data, cancellation);
+        await stream.ReadExactlyAsync(data, deadline.Token);
         return data;
     }
 }

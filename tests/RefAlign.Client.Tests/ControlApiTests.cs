@@ -198,7 +198,7 @@ public sealed class ControlApiTests
     [Fact]
     public void ApiKeyInterceptorComparesExactly()
     {
-        Assert.True(new ApiKeyInterceptor(null).IsAuthorized(null));
+        Assert.True(new ApiKeyInterceptor((string?)null).IsAuthorized(null));
         Assert.True(new ApiKeyInterceptor("").IsAuthorized("anything"));
         var k = new ApiKeyInterceptor("abc");
         Assert.True(k.Enabled);

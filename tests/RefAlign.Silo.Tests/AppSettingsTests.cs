@@ -18,14 +18,21 @@ public sealed class AppSettingsTests
     public void Every_silo_option_is_listed_with_its_default()
     {
         var keys = Keys(Root());
-        var properties = typeof(SiloOptions).GetProperties().Select(p => $"{SiloOptions.Section}:{p.Name}");
+        // The Silo: section holds the silo's options and its security settings (SecuritySettings reads those).
+        string[] security = ["Silo:ListenIP", "Silo:AllowAnonymous", "Silo:ApiKey", "Silo:Tls:CertificatePath", "Silo:Tls:KeyPath", "Silo:Tls:CaPath"];
+        var properties = typeof(SiloOptions).GetProperties().Select(p => $"{SiloOptions.Section}:{p.Name}").Concat(security).ToList();
         Assert.Empty(properties.Except(keys));
         Assert.Empty(keys.Where(k => k.StartsWith("Silo:", StringComparison.Ordinal)).Except(properties));
+        var limits = typeof(RefAlign.Grains.RunLimits).GetProperties().Select(p => $"Limits:{p.Name}").ToList();
+        Assert.Equal(limits.Order(), keys.Where(k => k.StartsWith("Limits:", StringComparison.Ordinal)).Order());
+        Assert.Equal(new RefAlign.Grains.RunLimits(), LimitsReader.Read(Root()));
+        Assert.Equal(SecuritySettings.Read(new ConfigurationBuilder().Build()) with { ApiKeys = [] }, SecuritySettings.Read(Root()) with { ApiKeys = [] });
         // The listed values are the defaults: reading the file alone gives what reading nothing gives.
         var fromFile = SiloOptionsReader.Read(Root());
         var fromNothing = SiloOptionsReader.Read(new ConfigurationBuilder().Build());
-        Assert.Equal(fromNothing with { Roles = fromFile.Roles }, fromFile);
+        Assert.Equal(fromNothing with { Roles = fromFile.Roles, DataRoots = fromFile.DataRoots }, fromFile);
         Assert.Equal(fromNothing.Roles, fromFile.Roles);
+        Assert.Equal(fromNothing.DataRoots, fromFile.DataRoots);
         Assert.Equal(OrleansSettings.Read(new ConfigurationBuilder().Build()), OrleansSettings.Read(Root()));
     }
 

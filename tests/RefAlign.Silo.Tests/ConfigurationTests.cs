@@ -60,9 +60,9 @@ public sealed class ConfigurationTests : IDisposable
         var options = Load([]);
         Assert.Equal([SiloRoles.Generator, SiloRoles.Scorer], options.Roles);
         Assert.Equal(TimeSpan.FromSeconds(30), options.ShutdownGracePeriod);
-        Assert.Null(options.ApiKey);
-        // Relative run-config paths resolve against the folder the silo was started from.
-        Assert.Equal(Directory.GetCurrentDirectory(), options.DataRoot);
+        // Relative run-config paths resolve against the folder the silo was started from; runs write there too.
+        Assert.Equal([Directory.GetCurrentDirectory()], options.DataRoots);
+        Assert.Equal(Directory.GetCurrentDirectory(), options.OutputRoot);
     }
 
     [Fact]
@@ -80,12 +80,14 @@ public sealed class ConfigurationTests : IDisposable
     [Fact]
     public void Real_process_environment_variables_with_the_prefix_are_read()
     {
-        const string name = "REFALIGN_Silo__DataRoot";
-        Environment.SetEnvironmentVariable(name, "/data/from-process-env");
+        const string name = "REFALIGN_Silo__DataRoots";
+        Environment.SetEnvironmentVariable(name, "/data/from-process-env,/models");
         try
         {
-            Assert.Equal("/data/from-process-env", Load([]).DataRoot);
-            Assert.Equal("/data/from-cli", Load(["--Silo:DataRoot=/data/from-cli"]).DataRoot);
+            Assert.Equal(["/data/from-process-env", "/models"], Load([]).DataRoots);
+            Assert.Equal("/data/from-process-env", Load([]).OutputRoot);
+            Assert.Equal(["/data/from-cli"], Load(["--Silo:DataRoots=/data/from-cli"]).DataRoots);
+            Assert.Equal("/out", Load(["--Silo:OutputRoot=/out"]).OutputRoot);
         }
         finally
         {

@@ -29,6 +29,8 @@ public sealed class SiloHostFixture : IAsyncLifetime
                 $"--Silo:SiloPort={ports[0]}", $"--Silo:GatewayPort={ports[1]}",
                 $"--Silo:GrpcPort={GrpcPort}", $"--Silo:HttpPort={HttpPort}",
                 "--Silo:SiloName=silo-under-test", "--Silo:ComputeThreads=2", "--Silo:ShutdownGracePeriod=5",
+                // The tests' models, data and runs live in the system temp folder.
+                $"--Silo:DataRoots={Path.GetTempPath()}", $"--Silo:OutputRoot={Path.GetTempPath()}",
                 "--Logging:LogLevel:Default=Warning",
             ],
             new SiloHostOverrides

@@ -44,7 +44,7 @@ internal static class ClusterCommand
             AnsiConsole.Write(grains);
             return 0;
         }));
-        var cluster = new Command("cluster", "Inspect the cluster (gRPC control API).") { silo, apiKey };
+        var cluster = new Command("cluster", "Inspect the cluster (gRPC control API).") { silo, apiKey, RemoteSupport.CaCert };
         cluster.Subcommands.Add(status);
         return cluster;
     }

@@ -34,6 +34,16 @@ internal static class RemoteSupport
         DefaultValueFactory = _ => Env("REFALIGN_API_KEY"),
     };
 
+    /// <summary>--ca-cert, shared by the remote command groups (run, cluster).</summary>
+    public static Option<string?> CaCert { get; } = CaCertOption();
+
+    static Option<string?> CaCertOption() => new("--ca-cert")
+    {
+        Description = "PEM file of the CA that issued the silo's TLS certificate, for https:// silos (env REFALIGN_CA_CERT).",
+        Recursive = true,
+        DefaultValueFactory = _ => Env("REFALIGN_CA_CERT"),
+    };
+
     static string? Env(string name) => Environment.GetEnvironmentVariable(name) is { Length: > 0 } v ? v : null;
 
     public static RefAlignClient Connect(ParseResult r, Option<string> silo, Option<string?> apiKey)
@@ -41,7 +51,7 @@ internal static class RemoteSupport
         var address = r.GetValue(silo)!;
         if (!Uri.TryCreate(address, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
             throw new ArgumentException($"--silo '{address}' is not an http:// or https:// URL.");
-        return new RefAlignClient(new RefAlignClientOptions { Address = uri, ApiKey = r.GetValue(apiKey) });
+        return new RefAlignClient(new RefAlignClientOptions { Address = uri, ApiKey = r.GetValue(apiKey), CaCertificatePath = r.GetValue(CaCert) });
     }
 
     /// <summary>

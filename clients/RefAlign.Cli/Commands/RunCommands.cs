@@ -15,7 +15,7 @@ internal static class RunCommands
     {
         var silo = RemoteSupport.SiloOption();
         var apiKey = RemoteSupport.ApiKeyOption();
-        var run = new Command("run", "Start, watch and steer training runs on a silo (gRPC control API).") { silo, apiKey };
+        var run = new Command("run", "Start, watch and steer training runs on a silo (gRPC control API).") { silo, apiKey, RemoteSupport.CaCert };
         run.Subcommands.Add(Start(silo, apiKey));
         run.Subcommands.Add(Watch(silo, apiKey));
         run.Subcommands.Add(Status(silo, apiKey));

@@ -93,6 +93,10 @@ internal sealed partial class ControlGrpcService(IRunControl control) : Wire.Run
         {
             throw new RpcException(new Status(StatusCode.NotFound, e.Message));
         }
+        catch (ResourceExhaustedException e)
+        {
+            throw new RpcException(new Status(StatusCode.ResourceExhausted, e.Message));
+        }
         catch (RunEventsTrimmedException e)
         {
             throw new RpcException(new Status(StatusCode.OutOfRange, e.Message),

@@ -15,24 +15,25 @@ public static partial class SiloHost
     }
 
     /// <summary>Services the control API needs: the grains' run control, the optional API-key check, gRPC options.</summary>
-    public static void ConfigureControlServices(IServiceCollection services, SiloOptions options)
+    public static void ConfigureControlServices(IServiceCollection services, SiloOptions options, SecuritySettings security, RunLimits limits)
     {
         // Weight snapshots stream to generators on other silos from this silo's weight server (port Silo:WeightPort).
         services.AddSingleton(new WeightExchange(options.AdvertisedIP?.ToString() ?? "127.0.0.1"));
         services.AddHostedService<WeightServer>();
         services.AddSingleton(new RunHostOptions
         {
-            DataRoot = options.DataRoot, CheckpointRoot = options.CheckpointRoot, EventLogCapacity = options.EventLogCapacity,
-            SupervisionPeriod = options.SupervisionPeriod,
+            DataRoots = options.DataRoots, OutputRoot = options.OutputRoot, CheckpointRoot = options.CheckpointRoot, EventLogCapacity = options.EventLogCapacity,
+            SupervisionPeriod = options.SupervisionPeriod, Limits = limits,
         });
         services.AddRefAlignGrains();
-        services.AddSingleton(new ApiKeyInterceptor(options.ApiKey));
+        services.AddSingleton(new ApiKeyInterceptor(security.ApiKeys));
         services.AddGrpc(grpc =>
         {
             grpc.Interceptors.Add<ApiKeyInterceptor>();
             grpc.EnableDetailedErrors = false;
-            // Weight and batch payloads never travel over the control API; keep its messages small.
-            grpc.MaxReceiveMessageSize = 16 * 1024 * 1024;
+            // Weight and batch payloads never travel over the control API; its largest request is a run config. Up to twice
+            // the config limit is read and refused by admission (naming the field); beyond that gRPC refuses it unread.
+            grpc.MaxReceiveMessageSize = 2 * limits.MaxConfigBytes + (64 << 10);
         });
         services.AddGrpcHealthChecks();
     }
@@ -42,5 +43,6 @@ public static partial class SiloHost
 internal sealed class WeightServer(WeightExchange exchange, SiloOptions options) : BackgroundService
 {
     protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
-        exchange.ServeAsync(new System.Net.IPEndPoint(System.Net.IPAddress.Any, options.WeightPort), stoppingToken);
+        // On the address other silos dial (loopback when none is advertised), not on every interface.
+        exchange.ServeAsync(new System.Net.IPEndPoint(options.AdvertisedIP ?? System.Net.IPAddress.Loopback, options.WeightPort), stoppingToken);
 }

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using System.Security.Cryptography.X509Certificates;
 using Orleans.Configuration;
 using RefAlign.Runtime;
 using StackExchange.Redis;
@@ -81,11 +82,27 @@ public static class OrleansSilo
     public static ISiloBuilder AddRefAlignRuntime(this ISiloBuilder silo, SiloOptions options) =>
         RuntimeSiloBuilderExtensions.AddRefAlignRuntime(silo, options.Roles, options.Device, options.ComputeThreads);
 
+    /// <summary>
+    /// Silo-to-silo and gateway connections over TLS, both ends authenticated with the silo certificate: a peer must
+    /// present the same certificate, or one issued by the CA of <c>Silo:Tls:CaPath</c> when given.
+    /// </summary>
+    public static ISiloBuilder UseMutualTls(this ISiloBuilder silo, X509Certificate2 certificate, SecuritySettings security)
+    {
+        var ca = security.CaPath is { } path ? X509Certificate2.CreateFromPem(File.ReadAllText(path)) : null;
+        return silo.UseTls(certificate, tls =>
+        {
+            tls.RemoteCertificateMode = Orleans.Connections.Security.RemoteCertificateMode.RequireCertificate;
+            tls.ClientCertificateMode = Orleans.Connections.Security.RemoteCertificateMode.RequireCertificate;
+            tls.RemoteCertificateValidation = (remote, _, _) => PeerCertificates.Trusted(remote, certificate, ca);
+        });
+    }
+
     private static void ConfigureEndpoints(ISiloBuilder silo, SiloOptions options)
     {
         if (options.AdvertisedIP is { } address)
         {
-            silo.ConfigureEndpoints(address, options.SiloPort, options.GatewayPort, listenOnAnyHostAddress: true);
+            // On that address only: silo-to-silo and gateway ports are the cluster's, not the world's.
+            silo.ConfigureEndpoints(address, options.SiloPort, options.GatewayPort, listenOnAnyHostAddress: false);
         }
         else
         {

@@ -45,7 +45,7 @@ public static partial class SiloHost
         {
             Args = args,
             // appsettings.json sits beside the silo's assembly (the build copies the repository root's file there); the
-            // working directory stays the operator's, as the base of relative run-config paths (Silo:DataRoot).
+            // working directory stays the operator's, as the base of relative run-config paths (Silo:DataRoots).
             ContentRootPath = overrides.ContentRoot ?? AppContext.BaseDirectory,
             EnvironmentName = overrides.EnvironmentName,
         });
@@ -53,16 +53,26 @@ public static partial class SiloHost
 
         var options = SiloOptionsReader.Read(builder.Configuration);
         var orleans = OrleansSettings.Read(builder.Configuration);
+        var security = SecuritySettings.Read(builder.Configuration);
+        var limits = LimitsReader.Read(builder.Configuration);
         builder.Services.AddSingleton(Options.Create(options));
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton(orleans);
+        builder.Services.AddSingleton(security);
 
+        var certificate = security.Tls ? security.LoadCertificate() : null;
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
-            kestrel.ListenAnyIP(options.GrpcPort, listen => listen.Protocols = HttpProtocols.Http2);
+            // The control API: HTTP/2, over TLS when a certificate is configured, on Silo:ListenIP (loopback by default).
+            kestrel.Listen(security.ListenIP, options.GrpcPort, listen =>
+            {
+                listen.Protocols = HttpProtocols.Http2;
+                if (certificate is not null) listen.UseHttps(certificate);
+            });
             if (options.HttpPort != 0)
             {
-                kestrel.ListenAnyIP(options.HttpPort, listen => listen.Protocols = HttpProtocols.Http1);
+                // Plain HTTP/1.1 for probes (/healthz tells health, nothing a key guards).
+                kestrel.Listen(security.ListenIP, options.HttpPort, listen => listen.Protocols = HttpProtocols.Http1);
             }
         });
 
@@ -74,12 +84,13 @@ public static partial class SiloHost
         builder.Services.AddHealthChecks()
             .AddCheck<SiloHealthCheck>("silo")
             .AddCheck<ComputeHealthCheck>("compute");
-        ConfigureControlServices(builder.Services, options);
+        ConfigureControlServices(builder.Services, options, security, limits);
         builder.Services.AddSiloTelemetry(builder.Configuration, options);
 
         builder.UseOrleans(silo =>
         {
             silo.ConfigureRefAlignSilo(options, orleans);
+            if (certificate is not null) silo.UseMutualTls(certificate, security);
             overrides.ConfigureSilo?.Invoke(silo);
         });
 

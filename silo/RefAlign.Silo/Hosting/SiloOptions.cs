@@ -37,8 +37,14 @@ public sealed record SiloOptions
     /// <summary>Events each run keeps in memory for watchers; a watcher asking for older ones is told the oldest kept.</summary>
     public int EventLogCapacity { get; init; } = RunHostOptions.DefaultEventLogCapacity;
 
-    /// <summary>Base of relative paths in run configs; by default the folder the silo was started from.</summary>
-    public string DataRoot { get; init; } = Directory.GetCurrentDirectory();
+    /// <summary>
+    /// Folders remote run configs may read models, encoders and data from (read-only); relative paths resolve under the
+    /// first. By default the folder the silo was started from.
+    /// </summary>
+    public IReadOnlyList<string> DataRoots { get; init; } = [Directory.GetCurrentDirectory()];
+
+    /// <summary>The only folder runs write under (outputs, caches, logs); by default the first data root.</summary>
+    public string OutputRoot { get; init; } = Directory.GetCurrentDirectory();
 
     /// <summary>
     /// Where learners write checkpoints (a folder per run), shared by every learner silo so that a run whose learner silo
@@ -48,9 +54,6 @@ public sealed record SiloOptions
 
     /// <summary>How often each running run's supervision reminder fires (restarting a run whose silo was lost).</summary>
     public TimeSpan SupervisionPeriod { get; init; } = TimeSpan.FromMinutes(1);
-
-    /// <summary>When set, gRPC callers must send it (the control service's interceptor checks it).</summary>
-    public string? ApiKey { get; init; }
 
     /// <summary>Dedicated tensor threads for <see cref="Device"/>.</summary>
     public int ComputeThreads { get; init; } = 1;
@@ -89,11 +92,12 @@ public static class SiloOptionsReader
             CheckpointRoot = Optional(section, nameof(SiloOptions.CheckpointRoot)) is { } checkpoints ? Path.GetFullPath(checkpoints) : null,
             SupervisionPeriod = AtLeast(Duration(section, nameof(SiloOptions.SupervisionPeriod), defaults.SupervisionPeriod), TimeSpan.FromSeconds(1), nameof(SiloOptions.SupervisionPeriod)),
             EventLogCapacity = Int(section, nameof(SiloOptions.EventLogCapacity), defaults.EventLogCapacity, 16, 1 << 20),
-            DataRoot = Path.GetFullPath(Optional(section, nameof(SiloOptions.DataRoot)) ?? defaults.DataRoot),
-            ApiKey = Optional(section, nameof(SiloOptions.ApiKey)),
+            DataRoots = Folders(section, nameof(SiloOptions.DataRoots)) is { Count: > 0 } roots ? roots : defaults.DataRoots,
             ComputeThreads = Int(section, nameof(SiloOptions.ComputeThreads), defaults.ComputeThreads, 1, 256),
             ShutdownGracePeriod = Duration(section, nameof(SiloOptions.ShutdownGracePeriod), defaults.ShutdownGracePeriod),
         };
+
+        options = options with { OutputRoot = Optional(section, nameof(SiloOptions.OutputRoot)) is { } output ? Path.GetFullPath(output) : options.DataRoots[0] };
 
         // Clashing ports otherwise fail late and obscurely (an address-in-use from deep inside Orleans or Kestrel).
         var ports = new (string Name, int Port)[]
@@ -185,6 +189,14 @@ public static class SiloOptionsReader
         return TimeSpan.TryParse(value, CultureInfo.InvariantCulture, out var span) && span >= TimeSpan.Zero
             ? span
             : throw new SiloConfigurationException(Key(name), $"'{value}' is not a duration (seconds or hh:mm:ss).");
+    }
+
+    /// <summary>A list of folders: a JSON array or a comma-separated string; made absolute.</summary>
+    private static IReadOnlyList<string> Folders(IConfigurationSection section, string name)
+    {
+        var child = section.GetSection(name);
+        var raw = child.Value is { } text ? text.Split(',') : [.. child.GetChildren().Select(c => c.Value ?? "")];
+        return [.. raw.Select(r => r.Trim()).Where(r => r.Length > 0).Select(Path.GetFullPath)];
     }
 
     private static TimeSpan AtLeast(TimeSpan value, TimeSpan minimum, string name) =>

@@ -1,0 +1,37 @@
+using System.Globalization;
+using RefAlign.Grains;
+
+namespace RefAlign.Silo.Hosting;
+
+/// <summary>Reads <see cref="RunLimits"/> from the <c>Limits:</c> section; a bad value names its key.</summary>
+public static class LimitsReader
+{
+    public static RunLimits Read(IConfiguration configuration)
+    {
+        var section = configuration.GetSection(RunLimits.Section);
+        var d = new RunLimits();
+        long Value(string name, long fallback)
+        {
+            var text = section[name];
+            if (string.IsNullOrWhiteSpace(text)) return fallback;
+            return long.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) && v >= 1
+                ? v
+                : throw new SiloConfigurationException($"{RunLimits.Section}:{name}", $"'{text}' is not a positive integer.");
+        }
+        int Int(string name, int fallback) => (int)Math.Min(int.MaxValue, Value(name, fallback));
+        return new RunLimits
+        {
+            MaxConfigBytes = Int(nameof(RunLimits.MaxConfigBytes), d.MaxConfigBytes),
+            MaxBatchSize = Int(nameof(RunLimits.MaxBatchSize), d.MaxBatchSize),
+            MaxSamplesPerPrompt = Int(nameof(RunLimits.MaxSamplesPerPrompt), d.MaxSamplesPerPrompt),
+            MaxNewTokens = Int(nameof(RunLimits.MaxNewTokens), d.MaxNewTokens),
+            MaxSequenceLength = Int(nameof(RunLimits.MaxSequenceLength), d.MaxSequenceLength),
+            MaxShards = Int(nameof(RunLimits.MaxShards), d.MaxShards),
+            MaxTotalSteps = Value(nameof(RunLimits.MaxTotalSteps), d.MaxTotalSteps),
+            MaxEpochs = Int(nameof(RunLimits.MaxEpochs), d.MaxEpochs),
+            MaxDataFileBytes = Value(nameof(RunLimits.MaxDataFileBytes), d.MaxDataFileBytes),
+            MaxConcurrentRuns = Int(nameof(RunLimits.MaxConcurrentRuns), d.MaxConcurrentRuns),
+            MaxConcurrentRunsPerSilo = Int(nameof(RunLimits.MaxConcurrentRunsPerSilo), d.MaxConcurrentRunsPerSilo),
+        };
+    }
+}
