@@ -88,6 +88,8 @@ public sealed class ClusterFixture : IAsyncLifetime
             silo.AddActivityPropagation();
             var name = $"compute-{options.SiloName}";
             silo.Services.AddSingleton(_ => new ComputeExecutor("cpu", 1, name));
+            // Remote configs are confined to the silo's roots: this fixture's folder is both.
+            silo.Services.AddSingleton(new RunHostOptions { DataRoots = [Root], OutputRoot = Root });
             silo.Services.AddRefAlignGrains();
         });
         builder.ConfigureClientHost(host => host.Logging.SetMinimumLevel(LogLevel.Warning));

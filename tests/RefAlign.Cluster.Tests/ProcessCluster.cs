@@ -13,10 +13,13 @@ public sealed class ProcessCluster : IAsyncDisposable
     readonly string _clusterId = $"test-{Guid.NewGuid():N}"[..13];
     int _nextAddress = 2;
 
-    ProcessCluster(DemoWorkspace workspace, RedisServer redis)
+    readonly string[] _extraArgs;
+
+    ProcessCluster(DemoWorkspace workspace, RedisServer redis, string[] extraArgs)
     {
         Workspace = workspace;
         Redis = redis;
+        _extraArgs = extraArgs;
     }
 
     public DemoWorkspace Workspace { get; }
@@ -30,9 +33,14 @@ public sealed class ProcessCluster : IAsyncDisposable
     public IEnumerable<string> Names => _silos.Keys;
 
     /// <summary>Starts Redis and the silos (name, roles) in order, and waits until every silo sees every other.</summary>
-    public static async Task<ProcessCluster> StartAsync(DemoWorkspace workspace, params (string Name, string Roles)[] silos)
+    public static Task<ProcessCluster> StartAsync(DemoWorkspace workspace, params (string Name, string Roles)[] silos) =>
+        StartAsync(workspace, null, [], null, silos);
+
+    /// <summary>As above, with a Redis password, settings every silo gets (e.g. TLS) and the CA clients trust.</summary>
+    public static async Task<ProcessCluster> StartAsync(DemoWorkspace workspace, string? redisPassword, string[] siloArgs, string? clientCaPath,
+        params (string Name, string Roles)[] silos)
     {
-        var cluster = new ProcessCluster(workspace, await RedisServer.StartAsync());
+        var cluster = new ProcessCluster(workspace, await RedisServer.StartAsync(redisPassword), siloArgs) { ClientCaPath = clientCaPath };
         try
         {
             foreach (var (name, roles) in silos) await cluster.AddSiloAsync(name, roles, waitForMembership: false);
@@ -47,7 +55,7 @@ public sealed class ProcessCluster : IAsyncDisposable
     }
 
     /// <summary>Starts one more silo (it joins the running cluster).</summary>
-    public async Task<SiloProcess> AddSiloAsync(string name, string roles, bool waitForMembership = true)
+    public async Task<SiloProcess> AddSiloAsync(string name, string roles, bool waitForMembership = true, string[]? extraArgs = null, TimeSpan? timeout = null)
     {
         var address = $"127.0.0.{_nextAddress++}";
         string[] args =
@@ -56,7 +64,7 @@ public sealed class ProcessCluster : IAsyncDisposable
             "--Cluster:Provider=Redis", $"--Cluster:ConnectionString={Redis.ConnectionString}", "--GrainStorage:Provider=Redis",
             $"--Silo:CheckpointRoot={CheckpointRoot}", "--Silo:SupervisionPeriod=00:00:05", "--Silo:ShutdownGracePeriod=00:00:20",
         ];
-        var silo = await SiloProcess.StartAsync(name, Workspace.Root, args);
+        var silo = await SiloProcess.StartAsync(name, Workspace.Root, [.. args, .. _extraArgs, .. extraArgs ?? []], timeout: timeout);
         _silos[name] = (silo, roles);
         if (waitForMembership) await WaitForMembersAsync();
         return silo;
@@ -72,9 +80,13 @@ public sealed class ProcessCluster : IAsyncDisposable
     }
 
     /// <summary>A client of the control API through <paramref name="via"/>'s gRPC port.</summary>
+    /// <summary>With TLS on the silos: the CA the clients trust (they then dial https://).</summary>
+    public string? ClientCaPath { get; set; }
+
     public RefAlignClient Client(string via) => new(new RefAlignClientOptions
     {
-        Address = new Uri(this[via].GrpcAddress), CallTimeout = TimeSpan.FromSeconds(60), WatchMaxReconnects = 1000,
+        Address = new Uri(ClientCaPath is null ? this[via].GrpcAddress : $"https://127.0.0.1:{this[via].GrpcPort}"), CaCertificatePath = ClientCaPath,
+        CallTimeout = TimeSpan.FromSeconds(60), WatchMaxReconnects = 1000,
         WatchInitialBackoff = TimeSpan.FromMilliseconds(200), WatchMaxBackoff = TimeSpan.FromSeconds(2),
     });
 

@@ -45,8 +45,12 @@ public sealed class AppSettingsTests
     {
         var keys = Keys(Root());
         var text = File.ReadAllText(Path.Combine(BuiltTools.RepositoryRoot, file));
-        // REFALIGN_Silo__Roles: … (compose, ConfigMap) or name: REFALIGN_Silo__Roles (a container's env list).
-        var used = Regex.Matches(text, @"REFALIGN_(\w+)").Select(m => m.Groups[1].Value.Replace("__", ":", StringComparison.Ordinal)).ToHashSet();
+        // REFALIGN_Silo__Roles: … (compose, ConfigMap) or name: REFALIGN_Silo__Roles (a container's env list); compose's
+        // own variables (${REFALIGN_API_KEY}) have no section.
+        var used = Regex.Matches(text, @"REFALIGN_([A-Za-z]+__\w+)").Select(m => m.Groups[1].Value.Replace("__", ":", StringComparison.Ordinal)).ToHashSet();
+        // Keys with roles are a list (Silo:ApiKeys:N:Key|KeyFile|Role), documented beside Silo:ApiKey.
+        var listed = used.RemoveWhere(k => Regex.IsMatch(k, @"^Silo:ApiKeys:\d+:(Key|KeyFile|Role)$"));
+        if (listed > 0) Assert.Contains("Silo:ApiKeys:N:Key|KeyFile and :Role", File.ReadAllText(Path.Combine(BuiltTools.RepositoryRoot, "appsettings.json")));
         Assert.NotEmpty(used);
         Assert.DoesNotContain(used, k => !keys.Contains(k));
     }

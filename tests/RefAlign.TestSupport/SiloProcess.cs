@@ -49,7 +49,15 @@ public sealed class SiloProcess : IAsyncDisposable
         IReadOnlyDictionary<string, string?>? env = null, TimeSpan? timeout = null, bool viaCli = false)
     {
         var silo = new SiloProcess(name, workingDirectory, [.. args ?? []], env ?? new Dictionary<string, string?>(), FreePorts.Take(5), viaCli);
-        await silo.StartAsync(timeout);
+        try
+        {
+            await silo.StartAsync(timeout);
+        }
+        catch
+        {
+            await silo.DisposeAsync(); // a silo that never became healthy is not left behind
+            throw;
+        }
         return silo;
     }
 

@@ -1,3 +1,4 @@
+using System.Net;
 using RefAlign.Grains;
 using RefAlign.Runtime;
 using RefAlign.Silo.Control;
@@ -15,10 +16,12 @@ public static partial class SiloHost
     }
 
     /// <summary>Services the control API needs: the grains' run control, the optional API-key check, gRPC options.</summary>
-    public static void ConfigureControlServices(IServiceCollection services, SiloOptions options, SecuritySettings security, RunLimits limits)
+    public static void ConfigureControlServices(IServiceCollection services, SiloOptions options, SecuritySettings security, RunLimits limits, IPAddress peerAddress)
     {
-        // Weight snapshots stream to generators on other silos from this silo's weight server (port Silo:WeightPort).
-        services.AddSingleton(new WeightExchange(options.AdvertisedIP?.ToString() ?? "127.0.0.1"));
+        // Weight snapshots stream to generators on other silos from this silo's weight server (port Silo:WeightPort), on
+        // the address the other silos dial this silo at, not on every interface.
+        services.AddSingleton(new WeightExchange(peerAddress.ToString()));
+        services.AddSingleton(new WeightListener(new IPEndPoint(peerAddress, options.WeightPort)));
         services.AddHostedService<WeightServer>();
         services.AddSingleton(new RunHostOptions
         {
@@ -39,10 +42,10 @@ public static partial class SiloHost
     }
 }
 
+internal sealed record WeightListener(IPEndPoint Endpoint);
+
 /// <summary>Runs the <see cref="WeightExchange"/> TCP server for the silo's lifetime.</summary>
-internal sealed class WeightServer(WeightExchange exchange, SiloOptions options) : BackgroundService
+internal sealed class WeightServer(WeightExchange exchange, WeightListener listener) : BackgroundService
 {
-    protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
-        // On the address other silos dial (loopback when none is advertised), not on every interface.
-        exchange.ServeAsync(new System.Net.IPEndPoint(options.AdvertisedIP ?? System.Net.IPAddress.Loopback, options.WeightPort), stoppingToken);
+    protected override Task ExecuteAsync(CancellationToken stoppingToken) => exchange.ServeAsync(listener.Endpoint, stoppingToken);
 }

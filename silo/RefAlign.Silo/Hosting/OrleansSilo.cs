@@ -97,6 +97,16 @@ public static class OrleansSilo
         });
     }
 
+    /// <summary>
+    /// The address other silos reach this one at, as <see cref="ConfigureEndpoints"/> advertises it: Silo:AdvertisedIP,
+    /// else (Redis clustering, e.g. containers) the host name's IPv4 address, else (one machine) loopback.
+    /// </summary>
+    public static IPAddress PeerAddress(SiloOptions options, OrleansSettings settings) =>
+        options.AdvertisedIP
+        ?? (settings.IsRedisClustering
+            ? Dns.GetHostAddresses(Dns.GetHostName()).FirstOrDefault(a => a.AddressFamily == AddressFamily.InterNetwork) ?? IPAddress.Loopback
+            : IPAddress.Loopback);
+
     private static void ConfigureEndpoints(ISiloBuilder silo, SiloOptions options)
     {
         if (options.AdvertisedIP is { } address)

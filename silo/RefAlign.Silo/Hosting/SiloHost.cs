@@ -84,7 +84,7 @@ public static partial class SiloHost
         builder.Services.AddHealthChecks()
             .AddCheck<SiloHealthCheck>("silo")
             .AddCheck<ComputeHealthCheck>("compute");
-        ConfigureControlServices(builder.Services, options, security, limits);
+        ConfigureControlServices(builder.Services, options, security, limits, OrleansSilo.PeerAddress(options, orleans));
         builder.Services.AddSiloTelemetry(builder.Configuration, options);
 
         builder.UseOrleans(silo =>
