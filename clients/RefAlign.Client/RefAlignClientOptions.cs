@@ -27,8 +27,11 @@ public sealed record RefAlignClientOptions
     /// </summary>
     public TimeSpan KeepAlivePingDelay { get; init; } = TimeSpan.FromSeconds(20);
 
-    /// <summary>How often an idempotent call (get, list, cluster, stop, resume) is resent after the silo answered UNAVAILABLE.</summary>
-    public int UnaryRetries { get; init; } = 5;
+    /// <summary>
+    /// How often an idempotent call (get, list, cluster, stop, resume) is resent after the silo answered UNAVAILABLE. The
+    /// default rides out about 30 s (backoff 0.25 s doubling to 5 s): what a cluster takes to declare a killed silo dead.
+    /// </summary>
+    public int UnaryRetries { get; init; } = 10;
 
     /// <summary>Consecutive failed reconnect attempts a watch makes before giving up; reset by every event received.</summary>
     public int WatchMaxReconnects { get; init; } = 8;

@@ -196,10 +196,13 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
     /// restores the latest checkpoint from the shared checkpoint root. A pipelined run always restarts from the
     /// checkpoint, whose prefetched rollouts were sampled with the weights the lost prefetch had used.
     /// </summary>
+    public IReadOnlyList<StepResult> RecentlyApplied { get; private set; } = [];
+
     public async Task<CheckpointManifest?> RestoreLatestAsync(CancellationToken cancellation)
     {
         var resume = await Learner.Resume(fromCheckpoint: _pipelined);
         var manifest = resume.Position?.ToCompute();
+        RecentlyApplied = [.. (resume.RecentlyApplied ?? []).Select(r => r.ToCompute())];
         _version = await Learner.WeightVersion();
         _prefetch = resume.Prefetch is { } rollouts && manifest is not null
             ? (manifest.Step, Task.FromResult<IReadOnlyList<Rollout>>([.. rollouts.Select(r => r.ToCompute())]))

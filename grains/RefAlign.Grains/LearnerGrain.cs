@@ -82,7 +82,8 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
         {
             // This activation's weights are the run's: continue where they are, no rewind.
             return new ResumePoint(new CheckpointMessage(learner.Step, (long)learner.Step * _config!.BatchSize, learner.Step / _stepsPerEpoch, RunId,
-                new Dictionary<string, string> { ["weight_version"] = learner.WeightVersion.ToString(CultureInfo.InvariantCulture), ["live"] = "true" }));
+                new Dictionary<string, string> { ["weight_version"] = learner.WeightVersion.ToString(CultureInfo.InvariantCulture), ["live"] = "true" }),
+                RecentlyApplied: [.. learner.RecentlyApplied.Select(r => r.ToMessage())]);
         }
         var restored = await executor.RunAsync(() => learner.RestoreLatestFrom(_store!));
         _live = true;

@@ -272,7 +272,28 @@ public sealed class TrainingRunGrain(
         catch (Exception e) when (ClusterFaults.IsTransient(e)) { }
     }
 
-    void IRunObserver.OnResume(int step, long weightVersion, bool fromCheckpoint)
+    async Task IRunObserver.OnResumeAsync(int step, long weightVersion, bool fromCheckpoint, IReadOnlyList<StepResult> recentlyApplied)
+    {
+        ApplyResume(step, weightVersion, fromCheckpoint);
+        // A live learner ahead of what this run reported: the step's reply was lost with the grain's previous silo. Report
+        // it now, from the learner's record, so every step appears once (its rollout and phase metrics were not kept).
+        var reported = S.Step;
+        for (var s = reported; s < step; s++)
+        {
+            var result = recentlyApplied.FirstOrDefault(r => r.Step == s);
+            var metrics = new Dictionary<string, double>(result?.Metrics ?? new Dictionary<string, double>()) { ["total_steps"] = S.TotalSteps };
+            Append(RunEventKind.Status, s + 1, message: $"step {s + 1} was applied by the learner before the run's grain moved; reported from the learner's record");
+            Append(RunEventKind.Step, s + 1, metrics);
+            S.LastMetrics = metrics;
+        }
+        if (step > reported)
+        {
+            S.Step = step;
+            await PersistAsync();
+        }
+    }
+
+    void ApplyResume(int step, long weightVersion, bool fromCheckpoint)
     {
         if (fromCheckpoint && step == 0 && S.LatestCheckpointStep > 0 || fromCheckpoint && step < (S.LatestCheckpointStep ?? 0))
             throw new CheckpointMissingException(RunId, S.Step, S.LatestCheckpointStep ?? 0, S.LatestCheckpoint);
@@ -287,7 +308,8 @@ public sealed class TrainingRunGrain(
             _recovery = null;
         }
         _replayUntil = Math.Max(_replayUntil, S.Step);
-        S.Step = step;
+        // Forward moves are reported step by step by OnResumeAsync; backward (a checkpoint restore) is set here.
+        if (step < S.Step) S.Step = step;
         S.WeightVersion = weightVersion;
     }
 

@@ -57,6 +57,9 @@ public sealed class ClusterFixture : IAsyncLifetime
 
     public string EncoderDir => Path.Combine(Root, "encoder");
 
+    /// <summary>A second tiny policy (another seed), for runs with a separate <c>policy.reference_model</c>.</summary>
+    public string ReferenceDir => Path.Combine(Root, "reference");
+
     public string DataDir => Path.Combine(Root, "data");
 
     public InProcessTestCluster Cluster { get; private set; } = null!;
@@ -73,6 +76,7 @@ public sealed class ClusterFixture : IAsyncLifetime
     public async Task InitializeAsync()
     {
         ModelPresets.Initialize(PolicyDir, "tiny", "llama", seed: 1);
+        ModelPresets.Initialize(ReferenceDir, "tiny", "llama", seed: 5);
         EncoderPresets.Initialize(EncoderDir, "tiny-roberta", seed: 2);
         DemoData.WriteTo(DataDir);
 

@@ -81,17 +81,6 @@ public sealed class DecodingTests
     }
 
     [Fact]
-    public void TruncationCutsPromptFromLeftThenCompletionFromRight()
-    {
-        var (p, c) = SequenceCollator.Truncate([.. Enumerable.Range(0, 10)], [.. Enumerable.Range(100, 10)], maxLength: 12, maxPromptLength: 4);
-        Assert.Equal([6, 7, 8, 9], p);
-        Assert.Equal([100, 101, 102, 103, 104, 105, 106, 107], c);
-        var (p2, c2) = SequenceCollator.Truncate([1, 2], [3, 4], maxLength: 12, maxPromptLength: 4);
-        Assert.Equal([1, 2], p2);
-        Assert.Equal([3, 4], c2);
-    }
-
-    [Fact]
     public void SeededSamplingIsReproducibleAndSeedsDiffer()
     {
         using var model = TinyModels.Create();

@@ -16,6 +16,8 @@ public static class PreferenceMetrics
     public const string LogpsRejected = "logps/rejected";
     public const string Loss = "loss";
     public const string RefineDelta = "refine/delta";
+    /// <summary>The Sr-DPO paper's "marginal": mean h, without β (TRL's rewards/margins is β·h).</summary>
+    public const string Marginal = "refine/marginal";
     public const string PromptedAccuracies = "rewards/prompted_accuracies";
 
     /// <summary>
@@ -46,8 +48,8 @@ public static class PreferenceMetrics
 
     /// <summary>
     /// rewards/chosen, rewards/rejected (means of β(logπ − logπref)), rewards/margins (mean difference),
-    /// rewards/accuracies (fraction with the chosen reward strictly greater; ties count as wrong), logps/chosen,
-    /// logps/rejected (mean policy log-probs) and loss.
+    /// rewards/accuracies (fraction with the chosen reward strictly greater; ties count as wrong), refine/marginal
+    /// (mean h, the paper's marginal), logps/chosen, logps/rejected (mean policy log-probs) and loss.
     /// </summary>
     public static Dictionary<string, double> Collect(PreferenceLogProbs plain, double beta, Tensor loss)
     {
@@ -62,6 +64,7 @@ public static class PreferenceMetrics
             [RewardsRejected] = Mean(rejected),
             [RewardsMargins] = Mean(chosen - rejected),
             [RewardsAccuracies] = Mean(chosen > rejected),
+            [Marginal] = Mean(Margin(plain).detach()),
             [LogpsChosen] = Mean(plain.PolicyChosen.detach()),
             [LogpsRejected] = Mean(plain.PolicyRejected.detach()),
             [Loss] = Mean(loss.detach()),

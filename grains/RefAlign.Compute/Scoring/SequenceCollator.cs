@@ -15,21 +15,6 @@ public sealed record CollatedBatch(int Rows, int Length, long[] InputIds, long[]
 /// <summary>Truncation and padding of (prompt, completion) token rows, as docs/algorithms.md §1 defines them.</summary>
 public static class SequenceCollator
 {
-    /// <summary>
-    /// DPO-repo truncation: when prompt + completion exceed <paramref name="maxLength"/>, keep the last
-    /// <paramref name="maxPromptLength"/> prompt tokens; if still too long, cut the completion from the right.
-    /// </summary>
-    public static (int[] Prompt, int[] Completion) Truncate(int[] prompt, int[] completion, int maxLength = 512,
-        int maxPromptLength = 256)
-    {
-        if (maxPromptLength < 1 || maxLength <= maxPromptLength)
-            throw new ArgumentException($"max_length ({maxLength}) must exceed max_prompt_length ({maxPromptLength}) ≥ 1.");
-        if (prompt.Length + completion.Length <= maxLength) return (prompt, completion);
-        if (prompt.Length > maxPromptLength) prompt = prompt[^maxPromptLength..];
-        if (prompt.Length + completion.Length > maxLength) completion = completion[..(maxLength - prompt.Length)];
-        return (prompt, completion);
-    }
-
     public static CollatedBatch Collate(IReadOnlyList<(int[] Prompt, int[] Completion)> rows, int padId, PaddingSide side)
     {
         var length = rows.Count == 0 ? 0 : rows.Max(r => r.Prompt.Length + r.Completion.Length);

@@ -25,6 +25,13 @@ public static class ChatTemplates
         };
     }
 
+    /// <summary>What <see cref="Apply(ChatTemplate, string)"/> puts before the user's message (the turn's header).</summary>
+    public static string Header(ChatTemplate template) => template switch
+    {
+        ChatTemplate.Zephyr => "<|user|>\n",
+        _ => "",
+    };
+
     /// <summary>By name (<c>zephyr</c>, <c>none</c>), as the CLI's <c>--chat-template</c> gives it.</summary>
     public static string Apply(string template, string userMessage) =>
         SnakeCaseEnumConverter<ChatTemplate>.TryParse(template, out var t)

@@ -29,4 +29,10 @@ public interface ITrainingServices
 
     /// <summary>The latest complete checkpoint, restored into the learner; null when there is none. (Generators catch up on their next request.)</summary>
     Task<CheckpointManifest?> RestoreLatestAsync(CancellationToken cancellation);
+
+    /// <summary>
+    /// After <see cref="RestoreLatestAsync"/> found a live learner: the results of the steps it applied most recently.
+    /// A step whose reply was lost (the caller's process died) is reported from here instead of never.
+    /// </summary>
+    IReadOnlyList<StepResult> RecentlyApplied => [];
 }

@@ -88,8 +88,11 @@ public sealed partial class Learner : IDisposable
         Tensor values;
         using (withGrad ? null : no_grad())
         {
-            var res = SequenceLogProbs.Compute(Policy, batch);
-            values = res.Reduced(SumReduction ? LogProbReduction.Sum : LogProbReduction.Mean);
+            // A pass without a gradient (Sr-*'s prompted query) is a judgement, not training: no LoRA dropout in it.
+            var wasTraining = Policy.training;
+            if (!withGrad) Policy.eval();
+            try { values = SequenceLogProbs.Compute(Policy, batch).Reduced(SumReduction ? LogProbReduction.Sum : LogProbReduction.Mean); }
+            finally { if (wasTraining) Policy.train(); }
         }
         var n = mb.Count;
         double Pick(ReferenceLogProbs r, bool chosen) => (prompted, chosen, SumReduction) switch
@@ -143,6 +146,9 @@ public sealed partial class Learner : IDisposable
             [RefAlignPolicyGradientLoss.ResponseLengthMean] = rows.Average(r => r.Completion.Length),
         });
     }
+
+    /// <summary>Results of the most recent applied steps, oldest first (what a caller that lost a reply can still report).</summary>
+    public IReadOnlyList<StepResult> RecentlyApplied => [.. _applied.Values.OrderBy(r => r.Step)];
 
     StepResult? Replay(int step)
     {

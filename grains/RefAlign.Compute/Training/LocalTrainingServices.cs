@@ -43,7 +43,8 @@ public sealed class LocalTrainingServices : ITrainingServices, IDisposable
         if (config.IsPreference)
         {
             var cache = new ReferenceLogProbCache(Path.Combine(config.OutputDir, "reference_cache"));
-            if (Learner.Lora is { } lora)
+            // A separate reference_model wins, as on the cluster's reference scorers; else LoRA's base is the reference.
+            if (Learner.Lora is { } lora && config.Policy.ReferenceModel is null)
                 _reference = new ReferenceScorer(policy, cache, _pad, lora.Disable);
             else
             {

@@ -34,11 +34,8 @@ public sealed class TrainingData
         var eos = tokenizer.EosIds.Count > 0 ? tokenizer.EosIds[0]
             : throw new ModelFormatException($"{config.Policy.Model}: the tokenizer defines no EOS token.");
         var template = config.Policy.ChatTemplate;
-        int[] EncodePrompt(string text, int max)
-        {
-            var ids = tokenizer.Encode(ChatTemplates.Apply(template, text)).ToArray();
-            return ids.Length > max ? ids[^max..] : ids;
-        }
+        var bos = tokenizer.AddBosToken ? tokenizer.BosId : null;
+        int[] EncodePrompt(string text) => [.. tokenizer.Encode(ChatTemplates.Apply(template, text))];
         int[] EncodeCompletion(string text) => [.. tokenizer.Encode(text, addSpecialTokens: false), eos];
 
         if (config.IsPreference)
@@ -46,16 +43,17 @@ public sealed class TrainingData
             var res = PreferenceDataset.Load(d.Path, ParsePreferenceLayout(d.Layout), opts);
             if (res.Examples.Count < 2) throw new InvalidRunConfigException("data.path", $"{d.Path}: needs at least 2 usable pairs, found {res.Examples.Count}.");
             var refinement = config.Preference.RefinementPrompt ?? SelfRefinementPrompt.Default;
-            var refinementTokens = config.IsSelfRefined ? tokenizer.Encode(refinement, addSpecialTokens: false).Count : 0;
+            // The prompted query's head when the plain prompt was cut: BOS, the turn's header, then p and the space of p ⊕ x.
+            var promptedHead = config.IsSelfRefined
+                ? WithoutEos(tokenizer.Encode(ChatTemplates.Header(template) + SelfRefinementPrompt.Apply(refinement, "")), tokenizer) : null;
             var pairs = res.Examples.Select((e, i) =>
             {
-                var (prompt, chosen, rejected) = Truncate(EncodePrompt(e.Prompt, int.MaxValue), EncodeCompletion(e.Chosen),
-                    EncodeCompletion(e.Rejected), d.MaxLength, d.MaxPromptLength);
-                // The prompted query gets room for the refinement text on top of the prompt budget, so truncation
-                // never cuts the instruction that defines Δ.
-                var prompted = config.IsSelfRefined
-                    ? EncodePrompt(SelfRefinementPrompt.Apply(refinement, e.Prompt), d.MaxPromptLength + refinementTokens + 1)
-                    : null;
+                var full = EncodePrompt(e.Prompt);
+                var (prompt, chosen, rejected) = Truncate(full, EncodeCompletion(e.Chosen), EncodeCompletion(e.Rejected), d.MaxLength, d.MaxPromptLength, bos);
+                // Uncut, the prompted query is the paper's text p ⊕ x, templated; cut, p ⊕ the plain pass's kept tail.
+                var prompted = promptedHead is null ? null
+                    : prompt.Length == full.Length ? EncodePrompt(SelfRefinementPrompt.Apply(refinement, e.Prompt))
+                    : Prompted(promptedHead, prompt, bos);
                 return new PreferencePair(i, prompt, chosen, rejected, prompted);
             }).ToList();
             var (train, eval) = Split(pairs, config);
@@ -67,21 +65,45 @@ public sealed class TrainingData
             if (res.Examples.Count < 2) throw new InvalidRunConfigException("data.path", $"{d.Path}: needs at least 2 usable prompts, found {res.Examples.Count}.");
             // In confidence mode references may carry the same "### Confidence: x" tail as responses (CONQORD data);
             // answers are scored without it on both sides.
-            var prompts = res.Examples.Select((e, i) => new ReferencePrompt(i, EncodePrompt(e.Prompt, d.MaxPromptLength), e.Prompt,
+            var prompts = res.Examples.Select((e, i) => new ReferencePrompt(i, KeepEnd(EncodePrompt(e.Prompt), d.MaxPromptLength, bos), e.Prompt,
                 config.RefAlign.Confidence ? ConfidenceParser.Parse(e.Reference).Answer : e.Reference, e.Harmful)).ToList();
             var (train, eval) = Split(prompts, config);
             return new TrainingData { TrainPrompts = train, EvalPrompts = eval, Skipped = res.Skipped, SkippedReasons = res.SkippedReasons };
         }
     }
 
-    /// <summary>DPO-repo truncation for a pair: by the longer completion, prompt from the left, then both completions.</summary>
-    public static (int[] Prompt, int[] Chosen, int[] Rejected) Truncate(int[] prompt, int[] chosen, int[] rejected, int maxLength, int maxPromptLength)
+    /// <summary>
+    /// The reference DPO code's truncation (docs/algorithms.md §1): when the prompt and the longer completion (EOS
+    /// included) exceed <paramref name="maxLength"/>, the prompt keeps its last <paramref name="maxPromptLength"/>
+    /// tokens (a leading <paramref name="bos"/> stays first); when they still exceed it, each completion keeps its first
+    /// <c>maxLength − maxPromptLength</c> tokens.
+    /// </summary>
+    public static (int[] Prompt, int[] Chosen, int[] Rejected) Truncate(int[] prompt, int[] chosen, int[] rejected, int maxLength, int maxPromptLength, int? bos = null)
     {
         var longer = Math.Max(chosen.Length, rejected.Length);
-        if (prompt.Length + longer > maxLength && prompt.Length > maxPromptLength) prompt = prompt[^maxPromptLength..];
-        var room = maxLength - prompt.Length;
+        if (prompt.Length + longer > maxLength) prompt = KeepEnd(prompt, maxPromptLength, bos);
+        if (prompt.Length + longer <= maxLength) return (prompt, chosen, rejected);
+        var room = maxLength - maxPromptLength;
         return (prompt, chosen.Length > room ? chosen[..room] : chosen, rejected.Length > room ? rejected[..room] : rejected);
     }
+
+    /// <summary>The last <paramref name="max"/> tokens of <paramref name="ids"/>; a leading <paramref name="bos"/> is kept in front of them.</summary>
+    public static int[] KeepEnd(int[] ids, int max, int? bos = null)
+    {
+        if (ids.Length <= max) return ids;
+        return bos is int b && ids.Length > 0 && ids[0] == b && max > 1 ? [b, .. ids[^(max - 1)..]] : ids[^max..];
+    }
+
+    /// <summary>
+    /// Sr-*'s prompted query for a cut prompt: <paramref name="promptedHead"/> (BOS, the turn's header, p and a space),
+    /// then exactly the tokens the plain pass kept, without their BOS. So p is never cut, and h and h_p condition on the
+    /// same query tail.
+    /// </summary>
+    public static int[] Prompted(int[] promptedHead, int[] plainPrompt, int? bos) =>
+        bos is int b && plainPrompt.Length > 0 && plainPrompt[0] == b ? [.. promptedHead, .. plainPrompt[1..]] : [.. promptedHead, .. plainPrompt];
+
+    static int[] WithoutEos(IReadOnlyList<int> ids, TextTokenizer tokenizer) =>
+        tokenizer.AddEosToken && ids.Count > 0 && tokenizer.EosIds.Contains(ids[^1]) ? [.. ids.Take(ids.Count - 1)] : [.. ids];
 
     static (IReadOnlyList<T> Train, IReadOnlyList<T> Eval) Split<T>(IReadOnlyList<T> items, RunConfig c)
     {
@@ -109,7 +131,7 @@ public sealed class TrainingData
     }
 
     // The validator has already refused layouts that do not fit the algorithm's data (e.g. conqord for a preference run).
-    static PreferenceLayout ParsePreferenceLayout(DataLayout l) => l switch
+    internal static PreferenceLayout ParsePreferenceLayout(DataLayout l) => l switch
     {
         DataLayout.Plain => PreferenceLayout.Plain,
         DataLayout.HhRlhf => PreferenceLayout.HhRlhf,
@@ -118,7 +140,7 @@ public sealed class TrainingData
         _ => PreferenceLayout.Auto,
     };
 
-    static ReferenceLayout ParseReferenceLayout(DataLayout l) => l switch
+    internal static ReferenceLayout ParseReferenceLayout(DataLayout l) => l switch
     {
         DataLayout.Plain => ReferenceLayout.Plain,
         DataLayout.Conqord => ReferenceLayout.Conqord,

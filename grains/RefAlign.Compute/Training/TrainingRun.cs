@@ -22,6 +22,16 @@ public interface IRunObserver
     /// <summary>Where the loop starts: <paramref name="step"/> steps done, from a checkpoint or a live learner.</summary>
     void OnResume(int step, long weightVersion, bool fromCheckpoint) { }
 
+    /// <summary>
+    /// <see cref="OnResume"/> with the live learner's <paramref name="recentlyApplied"/> step results (empty after a
+    /// checkpoint restore), so an observer that never heard of a step the learner applied can report it.
+    /// </summary>
+    Task OnResumeAsync(int step, long weightVersion, bool fromCheckpoint, IReadOnlyList<StepResult> recentlyApplied)
+    {
+        OnResume(step, weightVersion, fromCheckpoint);
+        return Task.CompletedTask;
+    }
+
     Task OnStepAsync(StepReport report)
     {
         OnStep(report);
@@ -51,7 +61,7 @@ public sealed class TrainingRun(string runId, RunConfig config, TrainingData dat
         var step = restored?.Step ?? 0;
         var version = restored is null ? 0L : Learner.WeightVersionOf(restored);
         var live = restored?.Extra.ContainsKey("live") == true;
-        observer?.OnResume(step, version, restored is not null && !live);
+        if (observer is not null) await observer.OnResumeAsync(step, version, restored is not null && !live, live ? services.RecentlyApplied : []);
         var lastCheckpoint = live ? -1 : step;
         var sinceCheckpoint = Stopwatch.StartNew();
         while (step < TotalSteps)

@@ -58,13 +58,15 @@ public interface ILearnerGrain : IGrainWithStringKey
 }
 
 /// <summary>
-/// Where a run continues: the learner's position (null: the model folder, step 0), and the rollouts a pipelined run had
-/// sampled for that step with the previous weights (saved with the checkpoint, so the resume is exact).
+/// Where a run continues: the learner's position (null: the model folder, step 0), the rollouts a pipelined run had
+/// sampled for that step with the previous weights (saved with the checkpoint, so the resume is exact), and for a live
+/// learner the results of the steps it applied most recently (a step whose reply was lost is still reported).
 /// </summary>
 [GenerateSerializer, Immutable]
 public sealed record ResumePoint(
     [property: Id(0)] CheckpointMessage? Position,
-    [property: Id(1)] IReadOnlyList<RolloutMessage>? Prefetch = null);
+    [property: Id(1)] IReadOnlyList<RolloutMessage>? Prefetch = null,
+    [property: Id(2)] IReadOnlyList<StepResultMessage>? RecentlyApplied = null);
 
 /// <summary>The learner no longer keeps (or never reached) the weight version asked for.</summary>
 [GenerateSerializer]
