@@ -9,6 +9,7 @@ root.Subcommands.Add(RefAlign.Cli.Commands.Bench.BenchSupport.Create());
 root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(BertScoreCommand.Create());
 root.Subcommands.Add(TrainCommand.Create());
+root.Subcommands.Add(EvalCommand.Create());
 root.Subcommands.Add(DataCommand.Create());
 root.Subcommands.Add(RunCommands.Create());
 root.Subcommands.Add(ClusterCommand.Create());

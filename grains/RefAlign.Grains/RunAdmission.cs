@@ -115,6 +115,8 @@ public sealed class RunAdmission(RunHostOptions host)
         var optimizerSlots = config.Optimizer.Kind == Compute.Training.Optimization.OptimizerKind.AdamW ? 2 : 1;
         var tokens = (long)config.MicroBatchSize * 2 * config.Data.MaxLength; // chosen and rejected (or K samples) rows
         var activations = tokens * (m.NumHiddenLayers * h * 16 + m.VocabSize * 4L * 3);
-        return parameters * weightBytes + trainable * 4 * (1 + optimizerSlots) + activations;
+        // Gradients in the weights' dtype; half precision adds float32 master weights and their gradients.
+        var perTrainable = weightBytes == 4 ? 4 : 2 + 4 + 4;
+        return parameters * weightBytes + trainable * (perTrainable + 4L * optimizerSlots) + activations;
     }
 }

@@ -10,6 +10,9 @@ namespace RefAlign.Compute.Training.Optimization;
 /// A TorchSharp RMSprop or AdamW over the given parameters, with the run's learning-rate schedule, global gradient
 /// clipping, and exact save/load of the optimizer state through safetensors. One <see cref="ClipAndStep"/> per
 /// optimizer step; gradients are accumulated by the caller (see <see cref="MicroBatches"/>) before it.
+/// Half-precision parameters (bfloat16, float16) get float32 master weights: the optimizer state and the update live
+/// in float32 and the model gets the rounded result, so a small update (lr 5e-7) accumulates instead of rounding away
+/// (docs/algorithms.md §5).
 /// </summary>
 public sealed class PolicyOptimizer : IDisposable
 {
@@ -23,6 +26,8 @@ public sealed class PolicyOptimizer : IDisposable
     readonly List<Parameter> _parameters;
     readonly List<string> _names;
     readonly OptimizerHelper _optimizer;
+    // Float32 copies of half-precision parameters, what the optimizer steps; null when the parameters are float32.
+    readonly List<Parameter>? _masters;
     bool _disposed;
 
     /// <summary>Parameters are named <c>param_00000</c>, <c>param_00001</c>, … in the state file, in the given order.</summary>
@@ -55,16 +60,31 @@ public sealed class PolicyOptimizer : IDisposable
         }
         _parameters = [.. list.Select(e => e.Parameter)];
         _names = [.. list.Select(e => e.Name)];
+        if (_parameters.Any(p => p.dtype is ScalarType.BFloat16 or ScalarType.Float16))
+        {
+            using var _ = no_grad();
+            using var scope = NewDisposeScope();
+            // Owned by this optimizer for its lifetime, whatever dispose scope the caller is in.
+            _masters = [.. _parameters.Select(p => new Parameter(p.detach().to(ScalarType.Float32).clone()).DetachFromDisposeScope() as Parameter
+                ?? throw new InvalidOperationException("a master weight is not a parameter."))];
+        }
+        var stepped = _masters ?? _parameters;
         // The initial lr is replaced before every step by the schedule.
         _optimizer = options.Kind switch
         {
-            OptimizerKind.AdamW => optim.AdamW(_parameters, options.LearningRate, options.Beta1, options.Beta2,
+            OptimizerKind.AdamW => optim.AdamW(stepped, options.LearningRate, options.Beta1, options.Beta2,
                 options.Eps, options.WeightDecay),
-            _ => optim.RMSProp(_parameters, options.LearningRate, options.RmsAlpha, options.Eps, options.WeightDecay),
+            _ => optim.RMSProp(stepped, options.LearningRate, options.RmsAlpha, options.Eps, options.WeightDecay),
         };
     }
 
     public OptimizerOptions Options => _options;
+
+    /// <summary>Whether the optimizer keeps float32 master weights (the parameters are half precision).</summary>
+    public bool HasMasterWeights => _masters is not null;
+
+    /// <summary>The float32 master copy of parameter <paramref name="index"/> (null without master weights).</summary>
+    public Tensor? MasterOf(int index) => _masters?[index];
 
     /// <summary>Optimizer steps taken (restored by <see cref="LoadState"/>).</summary>
     public int Step { get; private set; }
@@ -97,11 +117,12 @@ public sealed class PolicyOptimizer : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         using var _ = no_grad();
+        var stepped = _masters ?? _parameters;
         if (_options.MaxGradNorm > 0)
-            return nn.utils.clip_grad_norm_(_parameters, _options.MaxGradNorm);
+            return nn.utils.clip_grad_norm_(stepped, _options.MaxGradNorm);
         using var scope = NewDisposeScope();
-        var norms = new List<Tensor>(_parameters.Count);
-        foreach (var p in _parameters)
+        var norms = new List<Tensor>(stepped.Count);
+        foreach (var p in stepped)
         {
             var g = p.grad;
             if (g is not null)
@@ -118,14 +139,42 @@ public sealed class PolicyOptimizer : IDisposable
     public double ClipAndStep()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_masters is not null) GradientsToMasters();
         var norm = ClipGradients();
         var lr = LearningRateAt(Step);
         foreach (var group in _optimizer.ParamGroups)
             group.LearningRate = lr;
         _optimizer.step()?.Dispose();
         _optimizer.zero_grad();
+        if (_masters is not null) MastersToParameters();
         Step++;
         return norm;
+    }
+
+    // The half-precision gradients, widened: clipping and the update see float32.
+    void GradientsToMasters()
+    {
+        using var _ = no_grad();
+        for (var i = 0; i < _parameters.Count; i++)
+        {
+            using var g = _parameters[i].grad;
+            if (g is null) continue;
+            if (_masters![i].grad is { } mg) { mg.copy_(g); mg.Dispose(); }
+            else
+            {
+                using var wide = g.to(ScalarType.Float32);
+                _masters[i].grad = wide; // the parameter holds its own reference
+            }
+            g.zero_();
+        }
+    }
+
+    /// <summary>The model's parameters become the master weights, rounded to their dtype.</summary>
+    void MastersToParameters()
+    {
+        using var _ = no_grad();
+        for (var i = 0; i < _parameters.Count; i++)
+            _parameters[i].copy_(_masters![i]);
     }
 
     /// <summary>
@@ -143,7 +192,7 @@ public sealed class PolicyOptimizer : IDisposable
         {
             var (step, buffers) = Read(states[i]);
             tensors[$"{_names[i]}.step"] = tensor(step);
-            foreach (var (suffix, t) in buffers)
+            foreach (var (suffix, t) in buffers.Concat(Master(i)))
                 tensors[$"{_names[i]}.{suffix}"] = t;
         }
         var meta = new Dictionary<string, string>(StringComparer.Ordinal)
@@ -179,12 +228,14 @@ public sealed class PolicyOptimizer : IDisposable
         for (var i = 0; i < states.Count; i++)
         {
             expected[$"{_names[i]}.step"] = [];
-            foreach (var (suffix, t) in Read(states[i]).Buffers)
+            foreach (var (suffix, t) in Read(states[i]).Buffers.Concat(Master(i)))
                 expected[$"{_names[i]}.{suffix}"] = t.shape;
         }
         foreach (var (name, shape) in expected)
         {
-            if (!infos.TryGetValue(name, out var info))
+            if (!infos.TryGetValue(name, out var info) && name.EndsWith(".master", StringComparison.Ordinal) && !infos.Keys.Any(k => k.EndsWith(".master", StringComparison.Ordinal)))
+                continue; // a state saved before master weights existed: they start from the restored parameters
+            if (info is null)
                 throw new ModelFormatException(
                     $"{file}: has no tensor '{name}', which this optimizer needs (shape {Shape(shape)}; different parameters or names?).");
             if (!info.Shape.AsSpan().SequenceEqual(shape))
@@ -207,8 +258,10 @@ public sealed class PolicyOptimizer : IDisposable
                 var step = loaded[$"{_names[i]}.step"].item<long>();
                 foreach (var (suffix, t) in Read(states[i]).Buffers)
                     t.copy_(loaded[$"{_names[i]}.{suffix}"]);
+                if (_masters is not null) _masters[i].copy_(loaded.TryGetValue($"{_names[i]}.master", out var m) ? m : _parameters[i]);
                 SetStep(states[i], step);
             }
+            if (_masters is not null) MastersToParameters();
         }
         finally
         {
@@ -223,7 +276,11 @@ public sealed class PolicyOptimizer : IDisposable
         if (_disposed) return;
         _disposed = true;
         _optimizer.Dispose();
+        foreach (var m in _masters ?? []) m.Dispose();
     }
+
+    // A parameter's float32 master weights travel with its optimizer state (suffix "master").
+    IEnumerable<(string Suffix, Tensor Tensor)> Master(int i) => _masters is null ? [] : [("master", _masters[i])];
 
     List<OptimizerState> States()
     {
