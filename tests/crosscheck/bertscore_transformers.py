@@ -143,7 +143,7 @@ def main():
         theirs.append(best)
         for k, name in enumerate(diffs):
             diffs[name] = max(diffs[name], abs(best[k] - ours["pairs"][i][name]))
-    for k, name in enumerate(diffs):
+    for k, name in enumerate(list(diffs)):  # a copy: the loop adds keys
         mean = sum(t[k] for t in theirs) / len(theirs) if theirs else 0.0
         diffs[f"mean {name}"] = abs(mean - ours[name])
 

@@ -133,24 +133,24 @@ public sealed record CausalLmConfig
             ["head_dim"] = HeadDim,
             ["hidden_act"] = "silu",
             ["max_position_embeddings"] = MaxPositionEmbeddings,
-            ["rms_norm_eps"] = RmsNormEps,
-            ["rope_theta"] = RopeTheta,
+            ["rms_norm_eps"] = HfJsonFloat.Of(RmsNormEps),
+            ["rope_theta"] = HfJsonFloat.Of(RopeTheta),
             ["tie_word_embeddings"] = TieWordEmbeddings,
-            ["initializer_range"] = InitializerRange,
+            ["initializer_range"] = HfJsonFloat.Of(InitializerRange),
             ["torch_dtype"] = TorchDtype,
             ["use_cache"] = true,
-            ["attention_dropout"] = 0.0,
+            ["attention_dropout"] = HfJsonFloat.Of(0.0),
         };
         if (!isQwen) { j["attention_bias"] = QkvBias; j["mlp_bias"] = MlpBias; }
         if (SlidingWindow is int w) { j["sliding_window"] = w; if (isQwen) j["use_sliding_window"] = true; }
         else if (isQwen) j["use_sliding_window"] = false;
         if (RopeScaling is { } rs)
         {
-            var o = new JsonObject { ["rope_type"] = rs.Type, ["factor"] = rs.Factor };
+            var o = new JsonObject { ["rope_type"] = rs.Type, ["factor"] = HfJsonFloat.Of(rs.Factor) };
             if (rs.Type == "llama3")
             {
-                o["low_freq_factor"] = rs.LowFreqFactor;
-                o["high_freq_factor"] = rs.HighFreqFactor;
+                o["low_freq_factor"] = HfJsonFloat.Of(rs.LowFreqFactor);
+                o["high_freq_factor"] = HfJsonFloat.Of(rs.HighFreqFactor);
                 o["original_max_position_embeddings"] = rs.OriginalMaxPositionEmbeddings;
             }
             j["rope_scaling"] = o;
