@@ -275,14 +275,17 @@ public sealed class TrainingRunGrain(
     async Task IRunObserver.OnResumeAsync(int step, long weightVersion, bool fromCheckpoint, IReadOnlyList<StepResult> recentlyApplied)
     {
         ApplyResume(step, weightVersion, fromCheckpoint);
-        // A live learner ahead of what this run reported: the step's reply was lost with the grain's previous silo. Report
-        // it now, from the learner's record, so every step appears once (its rollout and phase metrics were not kept).
+        // A learner ahead of what this run reported: the step's reply was lost with a silo (the grain's, or the learner's
+        // after a drain checkpoint). Report it now, from the learner's record when it is live, so every step appears
+        // once (rollout and phase metrics were not kept; after a checkpoint restore there are none).
         var reported = S.Step;
         for (var s = reported; s < step; s++)
         {
             var result = recentlyApplied.FirstOrDefault(r => r.Step == s);
             var metrics = new Dictionary<string, double>(result?.Metrics ?? new Dictionary<string, double>()) { ["total_steps"] = S.TotalSteps };
-            Append(RunEventKind.Status, s + 1, message: $"step {s + 1} was applied by the learner before the run's grain moved; reported from the learner's record");
+            Append(RunEventKind.Status, s + 1, message: result is null
+                ? $"step {s + 1} was applied and checkpointed but its report was lost with a silo; its metrics are gone"
+                : $"step {s + 1} was applied but its report was lost with a silo; reported from the learner's record");
             Append(RunEventKind.Step, s + 1, metrics);
             S.LastMetrics = metrics;
         }
