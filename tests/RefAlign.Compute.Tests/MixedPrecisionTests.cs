@@ -71,6 +71,20 @@ public sealed class MixedPrecisionTests : IDisposable
     }
 
     [Fact]
+    public void Clipping_sees_the_current_half_precision_gradients_however_often_it_is_asked()
+    {
+        using var p = new Parameter(tensor(new[] { 1f, 2f }).to(ScalarType.BFloat16));
+        using var opt = new PolicyOptimizer([p], Adam(1e-3) with { MaxGradNorm = 0 });
+        p.grad = tensor(new[] { 3f, 4f }).to(ScalarType.BFloat16);
+        Assert.Equal(5.0, opt.ClipGradients(), 6);
+        Assert.Equal(5.0, opt.ClipGradients(), 6);
+        Assert.Equal(5.0, opt.ClipAndStep(), 6);
+        // After the step the gradients are zero, on the parameter and so on its master.
+        Assert.Equal(0f, p.grad!.abs().sum().to(ScalarType.Float32).item<float>());
+        Assert.Equal(0.0, opt.ClipGradients(), 6);
+    }
+
+    [Fact]
     public async Task A_bfloat16_run_checkpoints_its_float32_masters_and_resumes_exactly()
     {
         var model = Path.Combine(_root, "policy");

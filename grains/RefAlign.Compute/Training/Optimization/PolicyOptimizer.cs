@@ -117,6 +117,7 @@ public sealed class PolicyOptimizer : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         using var _ = no_grad();
+        if (_masters is not null) GradientsToMasters();
         var stepped = _masters ?? _parameters;
         if (_options.MaxGradNorm > 0)
             return nn.utils.clip_grad_norm_(stepped, _options.MaxGradNorm);
@@ -139,19 +140,22 @@ public sealed class PolicyOptimizer : IDisposable
     public double ClipAndStep()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        if (_masters is not null) GradientsToMasters();
         var norm = ClipGradients();
         var lr = LearningRateAt(Step);
         foreach (var group in _optimizer.ParamGroups)
             group.LearningRate = lr;
         _optimizer.step()?.Dispose();
         _optimizer.zero_grad();
-        if (_masters is not null) MastersToParameters();
+        if (_masters is not null)
+        {
+            ZeroParameterGradients();
+            MastersToParameters();
+        }
         Step++;
         return norm;
     }
 
-    // The half-precision gradients, widened: clipping and the update see float32.
+    // The half-precision gradients, widened: clipping and the update see float32. Idempotent until the step.
     void GradientsToMasters()
     {
         using var _ = no_grad();
@@ -165,7 +169,16 @@ public sealed class PolicyOptimizer : IDisposable
                 using var wide = g.to(ScalarType.Float32);
                 _masters[i].grad = wide; // the parameter holds its own reference
             }
-            g.zero_();
+        }
+    }
+
+    void ZeroParameterGradients()
+    {
+        using var _ = no_grad();
+        foreach (var p in _parameters)
+        {
+            using var g = p.grad;
+            g?.zero_();
         }
     }
 
