@@ -38,6 +38,8 @@ public interface ILearnerGrain : IGrainWithStringKey
     Task<string> Checkpoint(CheckpointMessage manifest, IReadOnlyList<RolloutMessage>? prefetch);
 
 
+    /// <summary>The version last published; answered while a step runs, so cluster views never wait on the learner.</summary>
+    [Orleans.Concurrency.AlwaysInterleave]
     Task<long> WeightVersion();
 
     /// <summary>Frees the learner's memory once its run has ended (the state is in the checkpoints).</summary>

@@ -15,6 +15,8 @@ public interface IRolloutGeneratorGrain : IGrainWithStringKey
     [ResponseTimeout("00:30:00")]
     Task<GenerateReply> Generate(GenerateRequest request);
 
+    /// <summary>A read of one field: answered while a generation runs, so cluster views never wait on busy generators.</summary>
+    [Orleans.Concurrency.AlwaysInterleave]
     Task<long> WeightVersion();
 
     /// <summary>Lets the activation go (it is re-placed on its next request, e.g. on a silo that just joined).</summary>
