@@ -35,9 +35,9 @@ public static class ExampleInspection
         var d = config.Data;
         // Every held-out example, so one beyond eval_examples can be looked at too.
         var data = TrainingData.Load(config with { EvalExamples = int.MaxValue }, tokenizer);
-        var opts = new DataLoadOptions { SkipMalformed = d.SkipMalformed, PkuPreference = d.PkuPreference, Limit = d.Limit };
+        var opts = TrainingData.LoadOptions(d);
         string Text(IEnumerable<int> ids) => tokenizer.Decode(ids, skipSpecialTokens: false);
-        int[] FullPrompt(string prompt) => [.. tokenizer.Encode(ChatTemplates.Apply(config.Policy.ChatTemplate, prompt))];
+        int[] FullPrompt(string prompt) => TrainingData.TemplatedPrompt(tokenizer, config.Policy.ChatTemplate, prompt);
         int? bos = tokenizer.AddBosToken ? tokenizer.BosId : null;
         RemovedTokens PromptCut(int[] full, int[] kept)
         {

@@ -30,12 +30,12 @@ public sealed class TrainingData
     public static TrainingData Load(RunConfig config, TextTokenizer tokenizer)
     {
         var d = config.Data;
-        var opts = new DataLoadOptions { SkipMalformed = d.SkipMalformed, PkuPreference = d.PkuPreference, Limit = d.Limit };
+        var opts = LoadOptions(d);
         var eos = tokenizer.EosIds.Count > 0 ? tokenizer.EosIds[0]
             : throw new ModelFormatException($"{config.Policy.Model}: the tokenizer defines no EOS token.");
         var template = config.Policy.ChatTemplate;
         var bos = tokenizer.AddBosToken ? tokenizer.BosId : null;
-        int[] EncodePrompt(string text) => [.. tokenizer.Encode(ChatTemplates.Apply(template, text))];
+        int[] EncodePrompt(string text) => TemplatedPrompt(tokenizer, template, text);
         int[] EncodeCompletion(string text) => [.. tokenizer.Encode(text, addSpecialTokens: false), eos];
 
         if (config.IsPreference)
@@ -71,6 +71,14 @@ public sealed class TrainingData
             return new TrainingData { TrainPrompts = train, EvalPrompts = eval, Skipped = res.Skipped, SkippedReasons = res.SkippedReasons };
         }
     }
+
+    /// <summary>How the run's data file is read (also what <see cref="ExampleInspection"/> reads it with).</summary>
+    internal static DataLoadOptions LoadOptions(DataSection d) =>
+        new() { SkipMalformed = d.SkipMalformed, PkuPreference = d.PkuPreference, Limit = d.Limit };
+
+    /// <summary>A prompt as the model sees it before truncation: templated, with the tokenizer's special tokens.</summary>
+    internal static int[] TemplatedPrompt(TextTokenizer tokenizer, ChatTemplate template, string text) =>
+        [.. tokenizer.Encode(ChatTemplates.Apply(template, text))];
 
     /// <summary>
     /// The reference DPO code's truncation (docs/algorithms.md §1): when the prompt and the longer completion (EOS
