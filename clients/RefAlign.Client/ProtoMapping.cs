@@ -45,4 +45,24 @@ internal static class ProtoMapping
         [.. m.Silos.Select(s => new SiloInfo(s.Address, s.Name, [.. s.Roles], s.Device, s.Status, s.ActiveGrains))],
         [.. m.Generators.Select(g => new GeneratorInfo(g.GrainId, g.RunId, g.WeightVersion, g.Silo))],
         [.. m.Placements.Select(p => new PlacementInfo(p.Kind, p.GrainKey, p.RunId, p.Silo, p.WeightVersion))]);
+
+    public static Wire.EvaluateRunRequest ToProto(this RunEvalRequest r)
+    {
+        var m = new Wire.EvaluateRunRequest { RunId = r.RunId };
+        m.Models.Add(r.Models);
+        if (r.Examples is { } e) m.Examples = e;
+        if (r.NumSamples is { } n) m.NumSamples = n;
+        if (r.Seed is { } s) m.Seed = s;
+        if (r.CorrectThreshold is { } t) m.CorrectThreshold = t;
+        if (r.Bootstrap is { } b) m.Bootstrap = b;
+        return m;
+    }
+
+    public static RunEvalUpdate FromProto(this Wire.EvaluateRunUpdate m) => new(m.Model, m.ModelIndex, m.Models, m.Done, m.Total,
+        m.Result is null ? null : new RunEvalResult(
+            [.. m.Result.Models.Select(e => new RunModelEvaluation(e.Model, e.Path, new Dictionary<string, double>(e.Metrics),
+                [.. e.Samples.Select(s => new RunEvalSample(s.PromptId, s.Sample, s.Harmful, s.Answer, s.HasConfidence ? s.Confidence : null,
+                    s.F1, s.Correct, s.Reward, s.Length))],
+                e.HasF1Low ? e.F1Low : null, e.HasF1High ? e.F1High : null, [.. e.Notes]))],
+            [.. m.Result.SideBySide.Select(s => new RunSideBySide(s.ModelA, s.ModelB, s.WinRate, s.Low, s.High, s.Wins, s.Ties, s.Losses))]));
 }

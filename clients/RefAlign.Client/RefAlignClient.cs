@@ -101,6 +101,28 @@ public sealed class RefAlignClient : IDisposable
         (await Unary(o => _stub.GetClusterAsync(new Wire.GetClusterRequest(), o), cancellation, idempotent: true)).FromProto();
 
     /// <summary>
+    /// Evaluates a finished run's models through the cluster: progress updates, the last with the result. Not resumed
+    /// after a dropped connection (the silo cancels an evaluation whose caller went away): call again. No deadline but
+    /// the caller's token; evaluations of large models take minutes.
+    /// </summary>
+    public async IAsyncEnumerable<RunEvalUpdate> EvaluateRunAsync(RunEvalRequest request,
+        [EnumeratorCancellation] CancellationToken cancellation = default)
+    {
+        using var call = _stub.EvaluateRun(request.ToProto(), new CallOptions(_headers, cancellationToken: cancellation));
+        while (true)
+        {
+            bool more;
+            try { more = await call.ResponseStream.MoveNext(cancellation); }
+            catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && cancellation.IsCancellationRequested)
+            {
+                throw Cancelled(e, cancellation);
+            }
+            if (!more) yield break;
+            yield return call.ResponseStream.Current.FromProto();
+        }
+    }
+
+    /// <summary>
     /// The run's events with sequence &gt; <paramref name="afterSequence"/>, then live ones until the run ends. When the
     /// connection drops (silo restart, reset, UNAVAILABLE) it reconnects with backoff and asks for the events after the
     /// last one it yielded, so the caller sees every event once, in order. Gives up after

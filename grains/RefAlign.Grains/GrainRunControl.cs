@@ -124,6 +124,45 @@ public sealed class GrainRunControl(IGrainFactory grains, ISiloMetadataCache met
         }
     }
 
+    public async IAsyncEnumerable<RunEvalProgress> EvaluateRunAsync(RunEvalRequest request,
+        [EnumeratorCancellation] CancellationToken cancellation = default)
+    {
+        var run = await Known(request.RunId);
+        RunEvaluationRequests.Validate(request);
+        var summary = await run.GetSummary();
+        if (!summary.Status.IsFinal())
+            throw new InvalidOperationException($"run '{request.RunId}' is {summary.Status.ToString().ToLowerInvariant()}; evaluate it once it has stopped, completed or failed.");
+        var config = GrainCompute.Parse(summary.ConfigJson);
+        var (folders, labels) = RunEvaluationRequests.Resolve(request, summary, config, host);
+        var evaluation = grains.GetGrain<IRunEvaluationGrain>(EvaluationKeys.New(request.RunId));
+        await evaluation.Start(request, summary.ConfigJson, folders, labels);
+        var finished = false;
+        try
+        {
+            RunEvalProgress? last = null;
+            while (true)
+            {
+                var progress = await evaluation.Poll();
+                if (progress.Error is { } error) throw new InvalidOperationException($"the evaluation of run '{request.RunId}' failed: {error}");
+                finished = progress.Finished;
+                if (progress != last) yield return last = progress;
+                if (finished) yield break;
+                await Task.Delay(EvaluationPoll, cancellation);
+            }
+        }
+        finally
+        {
+            // A caller that went away takes its evaluation with it.
+            if (!finished)
+            {
+                try { await evaluation.Cancel(); }
+                catch (Exception e) when (ClusterFaults.IsTransient(e)) { }
+            }
+        }
+    }
+
+    static readonly TimeSpan EvaluationPoll = TimeSpan.FromMilliseconds(500);
+
     public async Task<ClusterInfo> GetClusterAsync(CancellationToken cancellation = default)
     {
         var management = grains.GetGrain<IManagementGrain>(0);

@@ -45,6 +45,19 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
         await Task.WhenAll(work);
     }
 
+    /// <summary>Loads a checkpoint's trainable tensors on the learner (an evaluation); the workers fetch them on their next call.</summary>
+    public async Task LoadCheckpointAsync(string folder) => _version = await Learner.LoadWeights(folder);
+
+    /// <summary>Frees the learner and every shard worker now (an evaluation's, done with its model).</summary>
+    public async Task UnloadAsync()
+    {
+        var work = new List<Task> { Learner.Unload() };
+        foreach (var key in ShardKeys)
+            work.Add(config.IsPreference ? grains.GetGrain<IReferenceScorerGrain>(key).Release() : grains.GetGrain<IRolloutGeneratorGrain>(key).Release());
+        try { await Task.WhenAll(work); }
+        catch (Exception e) when (ClusterFaults.IsTransient(e)) { }
+    }
+
     /// <summary>
     /// Shard i → the i-th active silo of <paramref name="role"/>, round robin: never two shards on one silo while another
     /// has none. Read afresh on every call (and every retry), so it follows the cluster as silos come and go.

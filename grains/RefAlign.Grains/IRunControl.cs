@@ -23,5 +23,12 @@ public interface IRunControl
     /// <summary>Events with sequence &gt; <paramref name="afterSequence"/>, then live ones until the run ends or the caller cancels.</summary>
     IAsyncEnumerable<RunEvent> WatchRunAsync(string runId, long afterSequence, CancellationToken cancellation = default);
 
+    /// <summary>
+    /// Evaluates a finished run's models through the cluster: progress updates, the last one with the result. Throws
+    /// <c>InvalidRunConfigException</c> (with the request field) for bad settings, <see cref="InvalidOperationException"/>
+    /// for a run that is still running or an evaluation that failed.
+    /// </summary>
+    IAsyncEnumerable<RunEvalProgress> EvaluateRunAsync(RunEvalRequest request, CancellationToken cancellation = default);
+
     Task<ClusterInfo> GetClusterAsync(CancellationToken cancellation = default);
 }

@@ -170,6 +170,22 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
         return Task.CompletedTask;
     }
 
+    public Task Unload()
+    {
+        DeactivateOnIdle();
+        return Task.CompletedTask;
+    }
+
+    public async Task<long> LoadWeights(string checkpointFolder)
+    {
+        var learner = Require();
+        // Version 1: above the model folder's 0, which the workers hold already and would not fetch again.
+        await executor.RunAsync(() => learner.LoadCheckpoint(checkpointFolder, weightVersion: 1));
+        _snapshots.Clear();
+        exchange.Remove(RunId);
+        return learner.WeightVersion;
+    }
+
     public async Task<WeightsManifest> GetWeights(long version)
     {
         var learner = Require();

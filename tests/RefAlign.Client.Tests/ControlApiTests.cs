@@ -209,6 +209,49 @@ public sealed class ControlApiTests
         Assert.False(k.IsAuthorized("ABC"));
     }
 
+    [Fact]
+    public async Task EvaluateRun_streams_progress_then_the_result_with_every_field_and_sends_the_settings()
+    {
+        var control = new InMemoryRunControl();
+        await using var silo = await TestSilo.StartAsync(control);
+        using var client = silo.Client();
+        var id = await client.StartRunAsync(ValidConfig);
+        var samples = new[]
+        {
+            new Server.RunEvalSample(3, 0, true, "an answer", 0.8, 0.91, true, 0.87, 12),
+            new Server.RunEvalSample(3, 1, false, "another", null, 0.42, false, 0.4, 7),
+        };
+        control.Evaluation = new Server.RunEvalResult(
+            [new Server.RunModelEvaluation("base", "/m/base", new Dictionary<string, double> { ["bertscore/f1"] = 0.5 }, [], null, null, []),
+             new Server.RunModelEvaluation("step-000004", "/m/step-000004", new Dictionary<string, double> { ["bertscore/f1"] = 0.665, ["calibration/ece"] = 0.1 },
+                 samples, 0.42, 0.91, ["AUROC is undefined"])],
+            [new Server.RunSideBySide("base", "step-000004", 0.75, 0.5, 1, 3, 0, 1)]);
+
+        var updates = new List<RunEvalUpdate>();
+        await foreach (var u in client.EvaluateRunAsync(new RunEvalRequest(id, ["base", "step-4"], Examples: 6, Seed: 9, Bootstrap: 200))) updates.Add(u);
+
+        Assert.Equal(new Server.RunEvalRequest(id, ["base", "step-4"], 6, null, 9, 0.9, 200) with { Models = control.LastEvaluation!.Models }, control.LastEvaluation);
+        Assert.Equal(["base", "step-4"], control.LastEvaluation.Models);
+        Assert.Equal([(0, 1, 2), (1, 1, 2), (1, 2, 2)], updates.Select(u => (u.ModelIndex, u.Done, u.Total)));
+        Assert.All(updates.SkipLast(1), u => Assert.Null(u.Result));
+        var result = updates[^1].Result!;
+        Assert.Equal(2, result.Models.Count);
+        var (a, b) = (result.Models[0], result.Models[1]);
+        Assert.Equal(("base", "/m/base", (double?)null, (double?)null), (a.Model, a.Path, a.F1Low, a.F1High));
+        Assert.Empty(a.Samples);
+        Assert.Equal((0.42, 0.91), (b.F1Low!.Value, b.F1High!.Value));
+        Assert.Equal(["AUROC is undefined"], b.Notes);
+        Assert.Equal(0.1, b.Metrics["calibration/ece"]);
+        Assert.Equal(samples.Select(s => new RunEvalSample(s.PromptId, s.Sample, s.Harmful, s.Answer, s.Confidence, s.F1, s.Correct, s.Reward, s.Length)), b.Samples);
+        Assert.Equal(new RunSideBySide("base", "step-000004", 0.75, 0.5, 1, 3, 0, 1), Assert.Single(result.SideBySide));
+
+        var missing = await Assert.ThrowsAsync<RpcException>(async () =>
+        {
+            await foreach (var _ in client.EvaluateRunAsync(new RunEvalRequest("nope", []))) { }
+        });
+        Assert.Equal(StatusCode.NotFound, missing.StatusCode);
+    }
+
     /// <summary>The server's record as the client should see it after the wire (same fields, the client's types).</summary>
     static RunSummary AsClient(Server.RunSummary s) => new(s.RunId, s.Name, s.Algorithm, (RunStatus)(int)s.Status, s.Step, s.TotalSteps,
         s.WeightVersion, s.LatestCheckpoint, s.CreatedAt, s.Error, s.LastMetrics, s.ConfigJson);

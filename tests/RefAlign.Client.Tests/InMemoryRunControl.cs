@@ -15,6 +15,8 @@ using RunStatus = RefAlign.Contracts.Control.RunStatus;
 using RunSummary = RefAlign.Contracts.Control.RunSummary;
 using SiloInfo = RefAlign.Contracts.Control.SiloInfo;
 using PlacementInfo = RefAlign.Contracts.Control.PlacementInfo;
+using RunEvalRequest = RefAlign.Contracts.Control.RunEvalRequest;
+using RunEvalResult = RefAlign.Contracts.Control.RunEvalResult;
 
 /// <summary>
 /// The API layer's test backend: runs kept in memory, events appended by the test (<see cref="Step"/>,
@@ -101,6 +103,22 @@ internal sealed class InMemoryRunControl : IRunControl
     }
 
     public Task<ClusterInfo> GetClusterAsync(CancellationToken cancellation = default) => Task.FromResult(Cluster);
+
+    /// <summary>The evaluation this backend answers with (a real one needs models and silos: the cluster and CLI tests).</summary>
+    public RunEvalResult Evaluation { get; set; } = new([], []);
+
+    /// <summary>The last evaluation request that reached the backend.</summary>
+    public RunEvalRequest? LastEvaluation { get; private set; }
+
+    public async IAsyncEnumerable<RunEvalProgress> EvaluateRunAsync(RunEvalRequest request,
+        [EnumeratorCancellation] CancellationToken cancellation = default)
+    {
+        await GetRunAsync(request.RunId, cancellation);
+        LastEvaluation = request;
+        var models = Evaluation.Models.Count;
+        for (var m = 0; m < models; m++) yield return new RunEvalProgress(Evaluation.Models[m].Model, m, models, 1, 2);
+        yield return new RunEvalProgress(models == 0 ? "" : Evaluation.Models[^1].Model, Math.Max(0, models - 1), models, 2, 2, Evaluation);
+    }
 
     public async IAsyncEnumerable<RunEvent> WatchRunAsync(string runId, long afterSequence,
         [EnumeratorCancellation] CancellationToken cancellation = default)

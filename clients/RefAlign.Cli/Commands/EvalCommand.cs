@@ -34,28 +34,27 @@ internal static class EvalCommand
         Directory.CreateDirectory(eval.OutputDir);
         var labels = Labels(eval.Models);
         var results = new List<ModelEvaluation>();
-        async Task EvaluateAll(Func<int, IProgress<(int Done, int Total)>> progressOf)
+        await EvalProgressView.RunAsync(json, async progressOf =>
         {
             for (var m = 0; m < eval.Models.Count; m++)
             {
                 var folder = eval.Models[m];
                 var modelConfig = EvalModels.ConfigFor(run, eval, folder, Path.Combine(eval.OutputDir, "work", labels[m]));
                 using var services = EvalModels.Open(modelConfig, folder, tokenizer, data);
-                results.Add(await Evaluator.EvaluateAsync(labels[m], folder, modelConfig, data, services, eval, progressOf(m), cancellation));
+                results.Add(await Evaluator.EvaluateAsync(labels[m], folder, modelConfig, data, services, eval, progressOf(m, eval.Models.Count, labels[m]), cancellation));
             }
-        }
-        if (json || Console.IsErrorRedirected || Console.IsOutputRedirected)
-            await EvaluateAll(m => new LineProgress($"[{m + 1}/{eval.Models.Count}] {labels[m]}"));
-        else
-            // No refresh timer: it competes with libtorch's workers on small machines; each report refreshes.
-            await AnsiConsole.Progress().AutoRefresh(false).AutoClear(false)
-                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
-                .StartAsync(ctx => EvaluateAll(m => new BarProgress(ctx, ctx.AddTask(Markup.Escape(labels[m])))));
+        });
         var sideBySide = run.IsPreference ? [] : results.Skip(1).Select(b => Evaluator.Compare(results[0], b, eval)).ToList();
         var files = EvalReportWriter.Write(eval, run, results, sideBySide);
+        Report(json, results, sideBySide, files);
+        return 0;
+    }
+
+    /// <summary>The outcome on stdout: JSON for scripts, else a metrics table, intervals and win rates.</summary>
+    internal static void Report(bool json, IReadOnlyList<ModelEvaluation> results, IReadOnlyList<SideBySide> sideBySide, IReadOnlyList<string> files)
+    {
         if (json) CliSupport.WriteJson(new { files, models = results.Select(r => new { model = r.Model, path = r.Path, metrics = r.Metrics, f1_interval = r.F1Interval, notes = r.Notes }), side_by_side = sideBySide });
         else Show(results, sideBySide, files);
-        return 0;
     }
 
     /// <summary>Short unique labels: a checkpoint is named by its run folder and step, a model folder by its name.</summary>
@@ -71,7 +70,7 @@ internal static class EvalCommand
         return [.. labels.Select((l, i) => labels.Count(x => x == l) > 1 ? $"{l}#{i}" : l)];
     }
 
-    static void Show(List<ModelEvaluation> results, List<SideBySide> sideBySide, IReadOnlyList<string> files)
+    static void Show(IReadOnlyList<ModelEvaluation> results, IReadOnlyList<SideBySide> sideBySide, IReadOnlyList<string> files)
     {
         var keys = results.SelectMany(r => r.Metrics.Keys).Distinct().ToList();
         var table = new Table().AddColumn("metric");
@@ -85,22 +84,5 @@ internal static class EvalCommand
             AnsiConsole.MarkupLineInterpolated($"{s.ModelB} vs {s.ModelA}: win rate {s.WinRate:F3} (95 % CI {s.Interval.Low:F3}–{s.Interval.High:F3}; {s.Wins} wins, {s.Ties} ties, {s.Losses} losses)");
         foreach (var note in results.SelectMany(r => r.Notes.Select(n => $"{r.Model}: {n}"))) AnsiConsole.MarkupLineInterpolated($"[yellow]{note}[/]");
         AnsiConsole.MarkupLineInterpolated($"[green]wrote[/] {string.Join(", ", files)}");
-    }
-
-    /// <summary>One stderr line per chunk of examples (scripts, --json, redirected output).</summary>
-    sealed class LineProgress(string prefix) : IProgress<(int Done, int Total)>
-    {
-        public void Report((int Done, int Total) p) => Console.Error.WriteLine($"{prefix}: {p.Done}/{p.Total} examples");
-    }
-
-    /// <summary>A progress bar per model on an interactive terminal.</summary>
-    sealed class BarProgress(ProgressContext context, ProgressTask task) : IProgress<(int Done, int Total)>
-    {
-        public void Report((int Done, int Total) p)
-        {
-            task.MaxValue = p.Total;
-            task.Value = p.Done;
-            context.Refresh();
-        }
     }
 }

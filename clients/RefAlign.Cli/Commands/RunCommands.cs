@@ -7,7 +7,7 @@ using Spectre.Console;
 namespace RefAlign.Cli.Commands;
 
 /// <summary>
-/// <c>refalign run start|watch|status|stop|resume|list</c>: runs on a silo, through the gRPC control API.
+/// <c>refalign run start|watch|status|stop|resume|list|eval</c>: runs on a silo, through the gRPC control API.
 /// </summary>
 internal static class RunCommands
 {
@@ -22,6 +22,7 @@ internal static class RunCommands
         run.Subcommands.Add(Steer("stop", "Ask a run to stop after its current step.", silo, apiKey, (c, id, ct) => c.StopRunAsync(id, ct)));
         run.Subcommands.Add(Steer("resume", "Resume a stopped run from its latest checkpoint.", silo, apiKey, (c, id, ct) => c.ResumeRunAsync(id, ct)));
         run.Subcommands.Add(List(silo, apiKey));
+        run.Subcommands.Add(RunEvalCommand.Create(silo, apiKey));
         return run;
     }
 

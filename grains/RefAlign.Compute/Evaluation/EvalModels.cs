@@ -46,6 +46,9 @@ public static class EvalModels
         }
     }
 
+    /// <summary>Whether <paramref name="folder"/> is a checkpoint of LoRA adapters (loaded into the run's base policy).</summary>
+    public static bool IsLoraCheckpoint(string folder) => Kind(folder) == FolderKind.LoraCheckpoint;
+
     enum FolderKind { HfModel, FullCheckpoint, LoraCheckpoint }
 
     static FolderKind Kind(string folder) =>

@@ -37,13 +37,22 @@ public interface ILearnerGrain : IGrainWithStringKey
     [ResponseTimeout("00:30:00")]
     Task<string> Checkpoint(CheckpointMessage manifest, IReadOnlyList<RolloutMessage>? prefetch);
 
-
     /// <summary>The version last published; answered while a step runs, so cluster views never wait on the learner.</summary>
     [Orleans.Concurrency.AlwaysInterleave]
     Task<long> WeightVersion();
 
     /// <summary>Frees the learner's memory once its run has ended (the state is in the checkpoints).</summary>
     Task Release();
+
+    /// <summary>Frees the learner's memory now: an evaluation's learner, whose weights are only read.</summary>
+    Task Unload();
+
+    /// <summary>
+    /// Loads the trainable tensors of a checkpoint folder (LoRA adapters or the full policy) for an evaluation and
+    /// publishes them as a new weight version, which it returns, so the shard workers fetch them.
+    /// </summary>
+    [ResponseTimeout("00:15:00")]
+    Task<long> LoadWeights(string checkpointFolder);
 
     /// <summary>
     /// The index of weight version <paramref name="version"/> (−1: the current one) — trainable tensors only: the full

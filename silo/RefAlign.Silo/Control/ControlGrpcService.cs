@@ -69,6 +69,19 @@ internal sealed partial class ControlGrpcService(IRunControl control) : Wire.Run
             return true;
         });
 
+    public override Task EvaluateRun(Wire.EvaluateRunRequest request, IServerStreamWriter<Wire.EvaluateRunUpdate> responseStream, ServerCallContext context) =>
+        Guard(context, async () =>
+        {
+            var eval = new RunEvalRequest(RunId(request.RunId), [.. request.Models],
+                request.HasExamples ? request.Examples : null, request.HasNumSamples ? request.NumSamples : null,
+                request.HasSeed ? request.Seed : 1, request.HasCorrectThreshold ? request.CorrectThreshold : 0.9,
+                request.HasBootstrap ? request.Bootstrap : 1000);
+            var ct = context.CancellationToken;
+            await foreach (var p in control.EvaluateRunAsync(eval, ct).WithCancellation(ct))
+                await responseStream.WriteAsync(p.ToProto(), ct);
+            return true;
+        });
+
     static string RunId(string id) =>
         string.IsNullOrWhiteSpace(id) ? throw Invalid("run_id", "field 'run_id' must be set.") : id;
 

@@ -81,4 +81,36 @@ internal static class ProtoMapping
             m.Placements.Add(new Wire.Placement { Kind = p.Kind, GrainKey = p.GrainKey, RunId = p.RunId, Silo = p.Silo, WeightVersion = p.WeightVersion });
         return m;
     }
+
+    public static Wire.EvaluateRunUpdate ToProto(this RunEvalProgress p)
+    {
+        var m = new Wire.EvaluateRunUpdate { Model = p.Model, ModelIndex = p.ModelIndex, Models = p.Models, Done = p.Done, Total = p.Total };
+        if (p.Result is not { } result) return m;
+        m.Result = new Wire.EvaluationResult();
+        foreach (var e in result.Models)
+        {
+            var model = new Wire.ModelEvaluation { Model = e.Model, Path = e.Path };
+            foreach (var (k, v) in e.Metrics) model.Metrics[k] = v;
+            if (e.F1Low is { } low) model.F1Low = low;
+            if (e.F1High is { } high) model.F1High = high;
+            model.Notes.Add(e.Notes);
+            foreach (var s in e.Samples)
+            {
+                var sample = new Wire.EvalSample
+                {
+                    PromptId = s.PromptId, Sample = s.Sample, Harmful = s.Harmful, Answer = s.Answer, F1 = s.F1,
+                    Correct = s.Correct, Reward = s.Reward, Length = s.Length,
+                };
+                if (s.Confidence is { } c) sample.Confidence = c;
+                model.Samples.Add(sample);
+            }
+            m.Result.Models.Add(model);
+        }
+        foreach (var s in result.SideBySide)
+            m.Result.SideBySide.Add(new Wire.SideBySide
+            {
+                ModelA = s.ModelA, ModelB = s.ModelB, WinRate = s.WinRate, Low = s.Low, High = s.High, Wins = s.Wins, Ties = s.Ties, Losses = s.Losses,
+            });
+        return m;
+    }
 }

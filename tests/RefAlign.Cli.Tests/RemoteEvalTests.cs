@@ -1,0 +1,128 @@
+using System.Text.Json.Nodes;
+
+namespace RefAlign.Cli.Tests;
+
+/// <summary>
+/// <c>refalign run eval</c> against a real silo process: the silo's generator, scorer, reference and learner grains
+/// evaluate a finished run's base policy and checkpoint, and the numbers equal <c>refalign eval</c> of the same folders in
+/// this process (generation and scoring batch differently across shards, so to ~1e-5, as training does).
+/// </summary>
+public sealed class RemoteEvalTests(RemoteSiloFixture fixture) : IClassFixture<RemoteSiloFixture>
+{
+    string Root => fixture.Workspace.Root;
+
+    Task<CliRunner.Result> Cli(params string[] args) =>
+        CliRunner.RunAsync([.. args, "--silo", fixture.Silo.GrpcAddress, "--api-key", RemoteSiloFixture.Key]);
+
+    /// <summary>Starts a run, follows it to its end; returns its id and its effective config (the silo's absolute paths).</summary>
+    async Task<(string Id, JsonNode Config)> Finished(string json)
+    {
+        var start = await Cli("run", "start", "--config", TinyRuns.Write(Root, json), "--json");
+        Assert.True(start.ExitCode == 0, start.Stderr);
+        var id = start.Json["run_id"]!.GetValue<string>();
+        var watch = await Cli("run", "watch", id);
+        Assert.True(watch.ExitCode == 0, watch.Stdout + watch.Stderr);
+        var status = await Cli("run", "status", id, "--json");
+        Assert.Equal("completed", status.Json["status"]!.GetValue<string>());
+        return (id, status.Json["config"]!);
+    }
+
+    /// <summary>The same evaluation in this process: eval.json over the run's config and the same folders.</summary>
+    JsonNode Local(JsonNode config, string[] models, string output, JsonObject settings)
+    {
+        var runConfig = Path.Combine(Root, $"run-config-{Guid.NewGuid():N}.json");
+        File.WriteAllText(runConfig, config.ToJsonString());
+        settings["run_config"] = runConfig;
+        settings["models"] = new JsonArray([.. models.Select(m => (JsonNode)m)]);
+        settings["output_dir"] = output;
+        var evalFile = Path.Combine(Root, $"eval-{Guid.NewGuid():N}.json");
+        File.WriteAllText(evalFile, settings.ToJsonString());
+        var r = CliRunner.Run("eval", "--config", evalFile, "--json");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        return JsonNode.Parse(File.ReadAllText(Path.Combine(output, "eval.json")))!;
+    }
+
+    static void AssertSameMetrics(JsonNode expected, JsonNode actual)
+    {
+        var (e, a) = (expected["models"]!.AsArray(), actual["models"]!.AsArray());
+        Assert.Equal(e.Count, a.Count);
+        for (var i = 0; i < e.Count; i++)
+        {
+            var (em, am) = (e[i]!["metrics"]!.AsObject(), a[i]!["metrics"]!.AsObject());
+            Assert.Equal(em.Select(kv => kv.Key).Order(), am.Select(kv => kv.Key).Order());
+            foreach (var (key, value) in em)
+                Assert.True(Math.Abs(value!.GetValue<double>() - am[key]!.GetValue<double>()) < 1e-5,
+                    $"model {i} {key}: local {value} cluster {am[key]}");
+        }
+    }
+
+    [Fact]
+    public async Task A_lora_runs_checkpoint_and_its_base_evaluated_through_the_cluster_equal_the_local_eval()
+    {
+        var (id, config) = await Finished(TinyRuns.RefAlign("cli-eval", steps: 4, checkpointEvery: 2, shards: 2)
+            .Replace("\"policy\": { \"model\": \"policy\" }", "\"policy\": { \"model\": \"policy\", \"lora\": { \"rank\": 4, \"alpha\": 16 } }", StringComparison.Ordinal)
+            .Replace("\"limit\": 24", "\"limit\": 24, \"eval_fraction\": 0.25", StringComparison.Ordinal));
+        var remoteOut = Path.Combine(Root, $"remote-eval-{id}");
+        var r = await Cli("run", "eval", id, "--model", "base", "--model", "latest", "--examples", "5", "--num-samples", "2", "--seed", "7",
+            "--correct-threshold", "0.5", "--bootstrap", "200", "--out", remoteOut, "--json");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Contains("[2/2] step-000004: 5/5 examples", r.Stderr); // progress lines from the silo's updates
+        Assert.Equal(["base", "step-000004"], r.Json["models"]!.AsArray().Select(m => m!["model"]!.GetValue<string>()));
+        var checkpoint = r.Json["models"]![1]!["path"]!.GetValue<string>();
+        Assert.True(Directory.Exists(Path.Combine(checkpoint, "adapter")), checkpoint);
+
+        var remote = JsonNode.Parse(File.ReadAllText(Path.Combine(remoteOut, "eval.json")))!;
+        var local = Local(config, [config["policy"]!["model"]!.GetValue<string>(), checkpoint], Path.Combine(Root, $"local-eval-{id}"),
+            new JsonObject { ["examples"] = 5, ["num_samples"] = 2, ["seed"] = 7, ["correct_threshold"] = 0.5, ["bootstrap"] = 200 });
+        AssertSameMetrics(local, remote);
+        Assert.Equal(2 * 5 * 2, File.ReadLines(Path.Combine(remoteOut, "samples.jsonl")).Count());
+        // The answers themselves: the trained adapters reached the generators (the checkpoint's differ from the base's).
+        static List<string> Answers(string folder, int model) => [.. File.ReadLines(Path.Combine(folder, "samples.jsonl"))
+            .Select(l => JsonNode.Parse(l)!).GroupBy(s => s["model"]!.GetValue<string>()).ElementAt(model)
+            .OrderBy(s => s["prompt_id"]!.GetValue<int>()).ThenBy(s => s["sample"]!.GetValue<int>()).Select(s => s["answer"]!.GetValue<string>())];
+        Assert.Equal(Answers(Path.Combine(Root, $"local-eval-{id}"), 1), Answers(remoteOut, 1));
+        Assert.NotEqual(Answers(remoteOut, 0), Answers(remoteOut, 1));
+        var side = Assert.Single(remote["side_by_side"]!.AsArray())!;
+        Assert.Equal(local["side_by_side"]![0]!["win_rate"]!.GetValue<double>(), side["win_rate"]!.GetValue<double>(), 9);
+        Assert.Contains("## Side by side", File.ReadAllText(Path.Combine(remoteOut, "report.md")));
+        // The evaluation cleaned up after itself: no eval work folder is left in the run's output.
+        Assert.Empty(Directory.GetDirectories(config["output_dir"]!.GetValue<string>(), "*.eval-*", SearchOption.AllDirectories));
+    }
+
+    [Fact]
+    public async Task A_preference_runs_checkpoint_through_the_cluster_equals_the_local_eval()
+    {
+        var (id, config) = await Finished(TinyRuns.SrDpo("cli-eval-pref", steps: 2, checkpointEvery: 2)
+            .Replace("\"limit\": 48", "\"limit\": 48, \"eval_fraction\": 0.2", StringComparison.Ordinal));
+        var remoteOut = Path.Combine(Root, $"remote-eval-{id}");
+        var r = await Cli("run", "eval", id, "--model", "step-2", "--out", remoteOut, "--json");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        var checkpoint = r.Json["models"]![0]!["path"]!.GetValue<string>();
+        var local = Local(config, [checkpoint], Path.Combine(Root, $"local-eval-{id}"), []);
+        var remote = JsonNode.Parse(File.ReadAllText(Path.Combine(remoteOut, "eval.json")))!;
+        AssertSameMetrics(local, remote);
+        Assert.NotNull(remote["models"]![0]!["metrics"]!["eval/refine/marginal"]);
+    }
+
+    [Fact]
+    public async Task Bad_requests_name_the_field_and_a_running_run_is_refused()
+    {
+        var (id, _) = await Finished(TinyRuns.RefAlign("cli-eval-bad", steps: 2, checkpointEvery: 2));
+        var noStep = await Cli("run", "eval", id, "--model", "step-99", "--out", Path.Combine(Root, "x"));
+        Assert.Equal(2, noStep.ExitCode);
+        Assert.Contains("field 'models[0]'", noStep.Stderr);
+        Assert.Contains("step-000002", noStep.Stderr); // what the run does have
+        var path = await Cli("run", "eval", id, "--model", "/etc", "--out", Path.Combine(Root, "x"));
+        Assert.Contains("error: invalid argument: field 'models[0]' is '/etc'", path.Stderr);
+        var samples = await Cli("run", "eval", id, "--num-samples", "0", "--out", Path.Combine(Root, "x"));
+        Assert.Contains("field 'num_samples'", samples.Stderr);
+
+        var start = await Cli("run", "start", "--config", TinyRuns.Write(Root, TinyRuns.RefAlign("cli-eval-busy", steps: 200)), "--json");
+        var busy = start.Json["run_id"]!.GetValue<string>();
+        var refused = await Cli("run", "eval", busy, "--out", Path.Combine(Root, "x"));
+        Assert.Equal(2, refused.ExitCode);
+        Assert.Contains("failed precondition", refused.Stderr);
+        Assert.Contains("evaluate it once it has stopped, completed or failed", refused.Stderr);
+        await Cli("run", "stop", busy);
+    }
+}
