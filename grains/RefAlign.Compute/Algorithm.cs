@@ -12,4 +12,7 @@ public enum Algorithm
     [JsonStringEnumMemberName("ipo")] Ipo,
     [JsonStringEnumMemberName("sr-dpo")] SrDpo,
     [JsonStringEnumMemberName("sr-ipo")] SrIpo,
+
+    /// <summary>Supervised fine-tuning: token cross-entropy on completions, the papers' first stage.</summary>
+    [JsonStringEnumMemberName("sft")] Sft,
 }

@@ -30,7 +30,8 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
 
     ILearnerGrain Learner => grains.GetGrain<ILearnerGrain>(runId);
 
-    public IReadOnlyList<string> ShardKeys => [.. Enumerable.Range(0, _shards).Select(s => $"{runId}/{s}")];
+    /// <summary>The run's shard workers (generators or reference scorers); an SFT run has none, its learner does all.</summary>
+    public IReadOnlyList<string> ShardKeys => config.IsSft ? [] : [.. Enumerable.Range(0, _shards).Select(s => $"{runId}/{s}")];
 
     /// <summary>Loads the model on the learner and on every shard worker of this run (in parallel).</summary>
     public async Task InitializeAsync(CancellationToken cancellation = default)
@@ -191,6 +192,12 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
         (_syncBytes, _syncSeconds) = (0, 0);
         return r with { Metrics = metrics };
     }
+
+    public async Task<StepResult> LearnSftAsync(int step, IReadOnlyList<SftSequence> rows, CancellationToken cancellation) =>
+        Track((await Learner.LearnSft(step, [.. rows.Select(r => r.ToMessage())])).ToCompute());
+
+    public Task<IReadOnlyDictionary<string, double>> EvaluateSftAsync(IReadOnlyList<SftSequence> rows, CancellationToken cancellation) =>
+        Learner.EvaluateSft([.. rows.Select(r => r.ToMessage())]);
 
     public Task<IReadOnlyDictionary<string, double>> EvaluatePreferenceAsync(IReadOnlyList<PreferenceRow> rows, CancellationToken cancellation) =>
         Learner.EvaluatePreference([.. rows.Select(r => r.ToMessage())]);

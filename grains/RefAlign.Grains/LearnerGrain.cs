@@ -109,6 +109,12 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
     public Task<StepResultMessage> LearnPreference(int step, IReadOnlyList<PreferenceRowMessage> rows) =>
         Learn(step, () => Require().PreferenceStep(step, [.. rows.Select(r => r.ToCompute())]));
 
+    public Task<StepResultMessage> LearnSft(int step, IReadOnlyList<SftSequenceMessage> rows) =>
+        Learn(step, () => Require().SftStep(step, [.. rows.Select(r => r.ToCompute())]));
+
+    public Task<IReadOnlyDictionary<string, double>> EvaluateSft(IReadOnlyList<SftSequenceMessage> rows) =>
+        executor.RunAsync(() => Require().EvaluateSft([.. rows.Select(r => r.ToCompute())]));
+
     async Task<StepResultMessage> Learn(int step, Func<StepResult> work)
     {
         if (_drained || drain.IsDraining) throw new SiloDrainingException($"learner {RunId}");

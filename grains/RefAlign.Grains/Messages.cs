@@ -25,6 +25,10 @@ public static class Messages
 
     public static RolloutRow ToCompute(this RolloutRowMessage m) => new(m.PromptId, m.SampleIndex, m.Prompt, m.Completion, m.Advantage);
 
+    public static SftSequenceMessage ToMessage(this SftSequence s) => new(s.Id, s.Prompt, s.Completion);
+
+    public static SftSequence ToCompute(this SftSequenceMessage m) => new(m.Id, m.Prompt, m.Completion);
+
     public static PreferencePairMessage ToMessage(this PreferencePair p) => new(p.Id, p.Prompt, p.Chosen, p.Rejected, p.PromptedPrompt);
 
     public static PreferencePair ToCompute(this PreferencePairMessage m) => new(m.Id, m.Prompt, m.Chosen, m.Rejected, m.PromptedPrompt);

@@ -1,3 +1,4 @@
+using RefAlign.Compute;
 using System.Text;
 using RefAlign.Compute.Models;
 using RefAlign.Compute.Training;
@@ -42,7 +43,7 @@ public sealed class RunAdmission(RunHostOptions host)
         AtMost(c.Data.MaxLength, l.MaxSequenceLength, "data.max_length", nameof(l.MaxSequenceLength));
         AtMost(c.Data.MaxPromptLength, l.MaxSequenceLength, "data.max_prompt_length", nameof(l.MaxSequenceLength));
         AtMost(c.Distributed.Shards, l.MaxShards, "distributed.shards", nameof(l.MaxShards));
-        if (!c.IsPreference)
+        if (c.Algorithm == Algorithm.RefAlign)
         {
             AtMost(c.RefAlign.NumSamples, l.MaxSamplesPerPrompt, "refalign.num_samples", nameof(l.MaxSamplesPerPrompt));
             AtMost(c.RefAlign.MaxNewTokens, l.MaxNewTokens, "refalign.max_new_tokens", nameof(l.MaxNewTokens));
@@ -95,7 +96,7 @@ public sealed class RunAdmission(RunHostOptions host)
                 ReferenceModel = c.Policy.ReferenceModel is { } r ? Read(r, "policy.reference_model", folder: true) : null,
             },
             Data = c.Data with { Path = Read(c.Data.Path, "data.path", folder: false) },
-            RefAlign = c.IsPreference ? c.RefAlign : c.RefAlign with { RewardModel = Read(c.RefAlign.RewardModel, "refalign.reward_model", folder: true) },
+            RefAlign = c.Algorithm != Algorithm.RefAlign ? c.RefAlign : c.RefAlign with { RewardModel = Read(c.RefAlign.RewardModel, "refalign.reward_model", folder: true) },
             OutputDir = output,
         };
     }

@@ -1,3 +1,4 @@
+using RefAlign.Compute;
 using Microsoft.Extensions.Logging;
 using RefAlign.Compute.Evaluation;
 using RefAlign.Compute.Tokenization;
@@ -88,7 +89,7 @@ public sealed class RunEvaluationGrain(ComputeExecutor executor, RoleDirectory r
                     Cleanup(config, key);
                 }
             }
-            var sideBySide = run.IsPreference ? [] : results.Skip(1).Select(b => Evaluator.Compare(results[0], b, eval)).ToList();
+            var sideBySide = run.Algorithm != Algorithm.RefAlign ? [] : results.Skip(1).Select(b => Evaluator.Compare(results[0], b, eval)).ToList();
             _progress = _progress with { Result = new RunEvalResult([.. results.Select(ToContract)], [.. sideBySide.Select(ToContract)]) };
         }
         catch (Exception e)

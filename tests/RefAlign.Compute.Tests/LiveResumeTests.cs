@@ -27,6 +27,8 @@ public sealed class LiveResumeTests : IDisposable
         public Task<StepResult> LearnRefAlignAsync(int step, IReadOnlyList<RolloutRow> rows, CancellationToken c) => inner.LearnRefAlignAsync(step, rows, c);
         public Task<StepResult> LearnPreferenceAsync(int step, IReadOnlyList<PreferenceRow> rows, CancellationToken c) => inner.LearnPreferenceAsync(step, rows, c);
         public Task<IReadOnlyDictionary<string, double>> EvaluatePreferenceAsync(IReadOnlyList<PreferenceRow> rows, CancellationToken c) => inner.EvaluatePreferenceAsync(rows, c);
+        public Task<StepResult> LearnSftAsync(int step, IReadOnlyList<SftSequence> rows, CancellationToken c) => inner.LearnSftAsync(step, rows, c);
+        public Task<IReadOnlyDictionary<string, double>> EvaluateSftAsync(IReadOnlyList<SftSequence> rows, CancellationToken c) => inner.EvaluateSftAsync(rows, c);
         public Task<string> CheckpointAsync(CheckpointManifest manifest, CancellationToken c) => inner.CheckpointAsync(manifest, c);
 
         public Task<CheckpointManifest?> RestoreLatestAsync(CancellationToken c) => Task.FromResult<CheckpointManifest?>(

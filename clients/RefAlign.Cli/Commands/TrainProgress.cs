@@ -1,3 +1,4 @@
+using RefAlign.Compute;
 using RefAlign.Compute.Training;
 using Spectre.Console;
 
@@ -15,7 +16,7 @@ internal sealed class TrainProgress(RunConfig config, bool quiet) : IRunObserver
     ProgressContext? _context;
     string? _lastCheckpoint;
 
-    string Headline => config.IsPreference ? "loss" : "reward/mean";
+    string Headline => config.Algorithm == Algorithm.RefAlign ? "reward/mean" : "loss";
 
     public async Task<int> RunAsync(int total, Func<Task<int>> run)
     {

@@ -36,18 +36,18 @@ public static class PreferenceDataset
     {
         var useSafer = (options ?? new DataLoadOptions()).PkuPreference == PkuPreference.Safer;
         return DatasetLoader.Load<PreferenceExample>(path, options, (first, location) =>
-        {
-            var resolved = layout == PreferenceLayout.Auto ? Detect(first, location) : layout;
-            return resolved switch
-            {
-                PreferenceLayout.Plain => ParsePlain,
-                PreferenceLayout.HhRlhf => ParseHhRlhf,
-                PreferenceLayout.UltraFeedback => ParseUltraFeedback,
-                PreferenceLayout.PkuSafeRlhf => (record, loc) => ParsePku(record, loc, useSafer),
-                _ => throw new ArgumentOutOfRangeException(nameof(layout), layout, "Unknown preference layout."),
-            };
-        });
+            Parser(layout == PreferenceLayout.Auto ? Detect(first, location) : layout, useSafer));
     }
+
+    /// <summary>The record parser of a (resolved) layout; also what the SFT loader reads preference files with.</summary>
+    internal static Func<JsonObject, string, RecordOutcome<PreferenceExample>> Parser(PreferenceLayout layout, bool useSafer) => layout switch
+    {
+        PreferenceLayout.Plain => ParsePlain,
+        PreferenceLayout.HhRlhf => ParseHhRlhf,
+        PreferenceLayout.UltraFeedback => ParseUltraFeedback,
+        PreferenceLayout.PkuSafeRlhf => (record, loc) => ParsePku(record, loc, useSafer),
+        _ => throw new ArgumentOutOfRangeException(nameof(layout), layout, "Unknown preference layout."),
+    };
 
     /// <summary>Picks the layout from the field names (and, for chosen, the JSON kind) of the first record.</summary>
     internal static PreferenceLayout Detect(JsonObject first, string location)

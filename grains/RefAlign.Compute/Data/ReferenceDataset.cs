@@ -45,16 +45,16 @@ public static class ReferenceDataset
     public static DataLoadResult<ReferenceExample> Load(
         string path, ReferenceLayout layout = ReferenceLayout.Auto, DataLoadOptions? options = null) =>
         DatasetLoader.Load<ReferenceExample>(path, options, (first, location) =>
-        {
-            var resolved = layout == ReferenceLayout.Auto ? Detect(first, location) : layout;
-            return resolved switch
-            {
-                ReferenceLayout.Plain => ParsePlain,
-                ReferenceLayout.Conqord => ParseConqord,
-                ReferenceLayout.PkuSafeRlhf => ParsePku,
-                _ => throw new ArgumentOutOfRangeException(nameof(layout), layout, "Unknown reference layout."),
-            };
-        });
+            Parser(layout == ReferenceLayout.Auto ? Detect(first, location) : layout));
+
+    /// <summary>The record parser of a (resolved) layout; also what the SFT loader reads reference files with.</summary>
+    internal static Func<JsonObject, string, RecordOutcome<ReferenceExample>> Parser(ReferenceLayout layout) => layout switch
+    {
+        ReferenceLayout.Plain => ParsePlain,
+        ReferenceLayout.Conqord => ParseConqord,
+        ReferenceLayout.PkuSafeRlhf => ParsePku,
+        _ => throw new ArgumentOutOfRangeException(nameof(layout), layout, "Unknown reference layout."),
+    };
 
     /// <summary>Picks the layout from the field names (and, for chosen, the JSON kind) of the first record.</summary>
     internal static ReferenceLayout Detect(JsonObject first, string location)

@@ -17,7 +17,8 @@ public sealed record SideBySide(string ModelA, string ModelB, double WinRate, In
 /// <summary>
 /// Evaluates one model through <see cref="ITrainingServices"/>, the interface the training loop uses, so the local
 /// evaluation and a cluster's run the same code: RefAlign data is sampled and scored with BERTScore against the
-/// references (with the confidence variant's calibration), preference data gets the held-out preference metrics.
+/// references (with the confidence variant's calibration), preference data gets the held-out preference metrics, SFT data
+/// the held-out loss and perplexity.
 /// </summary>
 public static class Evaluator
 {
@@ -30,6 +31,14 @@ public static class Evaluator
     public static async Task<ModelEvaluation> EvaluateAsync(string label, string path, RunConfig run, TrainingData data, ITrainingServices services,
         EvalConfig eval, IProgress<(int Done, int Total)>? progress = null, CancellationToken cancellation = default)
     {
+        if (run.IsSft)
+        {
+            var rows = data.EvalSequences.Take(eval.Examples ?? int.MaxValue).ToList();
+            if (rows.Count == 0) throw new InvalidRunConfigException("data.eval_fraction", $"{run.Data.Path}: the run's held-out split is empty.");
+            var sft = await services.EvaluateSftAsync(rows, cancellation);
+            progress?.Report((rows.Count, rows.Count));
+            return new ModelEvaluation(label, path, new Dictionary<string, double>(sft) { ["examples"] = rows.Count }, [], null, []);
+        }
         if (run.IsPreference)
         {
             var pairs = data.EvalPairs.Take(eval.Examples ?? int.MaxValue).ToList();

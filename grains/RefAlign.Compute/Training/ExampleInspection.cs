@@ -46,17 +46,25 @@ public static class ExampleInspection
             return new RemovedTokens(removed.Length, Text(removed));
         }
 
+        RemovedTokens CompletionCut(string text, int[] kept)
+        {
+            int[] full = [.. tokenizer.Encode(text, addSpecialTokens: false), tokenizer.EosIds[0]];
+            return new RemovedTokens(full.Length - kept.Length, Text(full[kept.Length..]));
+        }
+
+        if (config.IsSft)
+        {
+            // The completion shows where a preference pair's chosen answer does: it is what the model learns to write.
+            var e = Pick(SftDataset.Load(d.Path, d.Layout, opts).Examples, index, d.Path);
+            var (seq, split) = Find(data.TrainSequences, data.EvalSequences, s => s.Id, index, config.EvalExamples);
+            return new ExampleView(index, e.Source, split, Text(seq.Prompt), seq.Prompt, null, null, Text(seq.Completion), seq.Completion, null, null,
+                null, null, new TruncationReport(PromptCut(FullPrompt(e.Prompt), seq.Prompt), CompletionCut(e.Completion, seq.Completion), null));
+        }
         if (config.IsPreference)
         {
             var examples = PreferenceDataset.Load(d.Path, TrainingData.ParsePreferenceLayout(d.Layout), opts).Examples;
             var e = Pick(examples, index, d.Path);
             var (pair, split) = Find(data.TrainPairs, data.EvalPairs, p => p.Id, index, config.EvalExamples);
-            var eos = tokenizer.EosIds[0];
-            RemovedTokens CompletionCut(string text, int[] kept)
-            {
-                int[] full = [.. tokenizer.Encode(text, addSpecialTokens: false), eos];
-                return new RemovedTokens(full.Length - kept.Length, Text(full[kept.Length..]));
-            }
             return new ExampleView(index, e.Source, split, Text(pair.Prompt), pair.Prompt,
                 pair.PromptedPrompt is { } pp ? Text(pp) : null, pair.PromptedPrompt,
                 Text(pair.Chosen), pair.Chosen, Text(pair.Rejected), pair.Rejected, null, null,

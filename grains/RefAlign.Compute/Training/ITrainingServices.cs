@@ -22,6 +22,11 @@ public interface ITrainingServices
 
     Task<StepResult> LearnPreferenceAsync(int step, IReadOnlyList<PreferenceRow> rows, CancellationToken cancellation);
 
+    Task<StepResult> LearnSftAsync(int step, IReadOnlyList<SftSequence> rows, CancellationToken cancellation);
+
+    /// <summary>Held-out SFT loss and perplexity of the learner's current weights.</summary>
+    Task<IReadOnlyDictionary<string, double>> EvaluateSftAsync(IReadOnlyList<SftSequence> rows, CancellationToken cancellation);
+
     Task<IReadOnlyDictionary<string, double>> EvaluatePreferenceAsync(IReadOnlyList<PreferenceRow> rows, CancellationToken cancellation);
 
     /// <summary>Saves a checkpoint of the learner's state after <see cref="CheckpointManifest.Step"/> steps; returns its folder.</summary>

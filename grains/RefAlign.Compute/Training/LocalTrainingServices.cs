@@ -52,7 +52,7 @@ public sealed class LocalTrainingServices : ITrainingServices, IDisposable
                 _reference = new ReferenceScorer(_referenceModel, cache, _pad);
             }
         }
-        else
+        else if (!config.IsSft)
         {
             _scorer = BertScorer.FromPretrained(config.RefAlign.RewardModel, config.RefAlign.BertscoreLayers);
             _idfCorpus = config.RefAlign.Idf ? [.. data.TrainPrompts.Select(p => p.Reference)] : null;
@@ -82,6 +82,12 @@ public sealed class LocalTrainingServices : ITrainingServices, IDisposable
 
     public Task<StepResult> LearnPreferenceAsync(int step, IReadOnlyList<PreferenceRow> rows, CancellationToken cancellation) =>
         Task.FromResult(Learner.PreferenceStep(step, rows));
+
+    public Task<StepResult> LearnSftAsync(int step, IReadOnlyList<SftSequence> rows, CancellationToken cancellation) =>
+        Task.FromResult(Learner.SftStep(step, rows));
+
+    public Task<IReadOnlyDictionary<string, double>> EvaluateSftAsync(IReadOnlyList<SftSequence> rows, CancellationToken cancellation) =>
+        Task.FromResult(Learner.EvaluateSft(rows));
 
     public Task<IReadOnlyDictionary<string, double>> EvaluatePreferenceAsync(IReadOnlyList<PreferenceRow> rows, CancellationToken cancellation) =>
         Task.FromResult(Learner.EvaluatePreference(rows));

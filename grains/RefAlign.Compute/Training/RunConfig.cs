@@ -42,7 +42,8 @@ public sealed record RunConfig
     [JsonPropertyName("refalign")] public RefAlignSection RefAlign { get; init; } = new();
     public DistributedSection Distributed { get; init; } = new();
 
-    [JsonIgnore] public bool IsPreference => Algorithm != Algorithm.RefAlign;
+    [JsonIgnore] public bool IsPreference => Algorithm is Algorithm.Dpo or Algorithm.CDpo or Algorithm.Ipo or Algorithm.SrDpo or Algorithm.SrIpo;
+    [JsonIgnore] public bool IsSft => Algorithm == Algorithm.Sft;
     [JsonIgnore] public bool IsSelfRefined => Algorithm is Algorithm.SrDpo or Algorithm.SrIpo;
 
     public static readonly JsonSerializerOptions Json = new()

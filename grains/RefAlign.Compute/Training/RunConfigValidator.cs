@@ -10,7 +10,7 @@ internal static class RunConfigValidator
     {
         Check(!string.IsNullOrWhiteSpace(c.Name) && c.Name.All(ch => char.IsLetterOrDigit(ch) || ch is '-' or '_' or '.'),
             "name", "must be non-empty and use only letters, digits, '-', '_' and '.'");
-        Check(Enum.IsDefined(c.Algorithm), "algorithm", "must be one of refalign, dpo, cdpo, ipo, sr-dpo, sr-ipo");
+        Check(Enum.IsDefined(c.Algorithm), "algorithm", "must be one of refalign, dpo, cdpo, ipo, sr-dpo, sr-ipo, sft");
         Check(c.BatchSize >= 1, "batch_size", "must be ≥ 1");
         Check(c.MicroBatchSize >= 1, "micro_batch_size", "must be ≥ 1");
         Check(c.Epochs >= 1, "epochs", "must be ≥ 1");
@@ -49,8 +49,8 @@ internal static class RunConfigValidator
             Check(!string.IsNullOrWhiteSpace(d.Path), "data.path", "must name a JSONL or Parquet file");
             Check(File.Exists(d.Path), "data.path", $"file '{d.Path}' does not exist");
         }
-        DataLayout[] layouts = c.IsPreference
-            ? [DataLayout.Auto, DataLayout.Plain, DataLayout.HhRlhf, DataLayout.UltraFeedback, DataLayout.PkuSafeRlhf]
+        DataLayout[] layouts = c.IsSft ? Enum.GetValues<DataLayout>()
+            : c.IsPreference ? [DataLayout.Auto, DataLayout.Plain, DataLayout.HhRlhf, DataLayout.UltraFeedback, DataLayout.PkuSafeRlhf]
             : [DataLayout.Auto, DataLayout.Plain, DataLayout.Conqord, DataLayout.PkuSafeRlhf];
         Check(layouts.Contains(d.Layout), "data.layout",
             $"must be one of {string.Join(", ", layouts.Select(SnakeCaseEnumConverter<DataLayout>.NameOf))} for {SnakeCaseEnumConverter<Algorithm>.NameOf(c.Algorithm)}");
@@ -78,7 +78,7 @@ internal static class RunConfigValidator
             Check(pr.RefinementPrompt is null || pr.RefinementPrompt.Trim().Length > 0, "preference.refinement_prompt", "must not be blank");
             Check(Enum.IsDefined(pr.LogpReduction), "preference.logp_reduction", "must be sum or mean");
         }
-        else
+        else if (!c.IsSft)
         {
             var r = c.RefAlign;
             if (requirePaths)

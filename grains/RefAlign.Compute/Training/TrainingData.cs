@@ -9,6 +9,9 @@ namespace RefAlign.Compute.Training;
 /// and for Sr-* the prompted query p ⊕ x.</summary>
 public sealed record PreferencePair(int Id, int[] Prompt, int[] Chosen, int[] Rejected, int[]? PromptedPrompt);
 
+/// <summary>One SFT example as token ids: the prompt (masked out of the loss) and the completion, ending with EOS.</summary>
+public sealed record SftSequence(int Id, int[] Prompt, int[] Completion);
+
 /// <summary>One RefAlign prompt with its reference answer.</summary>
 public sealed record ReferencePrompt(int Id, int[] Prompt, string PromptText, string Reference, bool Harmful);
 
@@ -22,10 +25,12 @@ public sealed class TrainingData
     public IReadOnlyList<PreferencePair> EvalPairs { get; private init; } = [];
     public IReadOnlyList<ReferencePrompt> TrainPrompts { get; private init; } = [];
     public IReadOnlyList<ReferencePrompt> EvalPrompts { get; private init; } = [];
+    public IReadOnlyList<SftSequence> TrainSequences { get; private init; } = [];
+    public IReadOnlyList<SftSequence> EvalSequences { get; private init; } = [];
     public int Skipped { get; private init; }
     public IReadOnlyList<string> SkippedReasons { get; private init; } = [];
 
-    public int TrainCount => TrainPairs.Count + TrainPrompts.Count;
+    public int TrainCount => TrainPairs.Count + TrainPrompts.Count + TrainSequences.Count;
 
     public static TrainingData Load(RunConfig config, TextTokenizer tokenizer)
     {
@@ -38,6 +43,19 @@ public sealed class TrainingData
         int[] EncodePrompt(string text) => TemplatedPrompt(tokenizer, template, text);
         int[] EncodeCompletion(string text) => [.. tokenizer.Encode(text, addSpecialTokens: false), eos];
 
+        if (config.IsSft)
+        {
+            var res = SftDataset.Load(d.Path, d.Layout, opts);
+            if (res.Examples.Count < 2) throw new InvalidRunConfigException("data.path", $"{d.Path}: needs at least 2 usable examples, found {res.Examples.Count}.");
+            // Truncated as the DPO reference code truncates its SFT batches: the prompt keeps its end, the completion its start.
+            var sequences = res.Examples.Select((e, i) =>
+            {
+                var (prompt, completion, _) = Truncate(EncodePrompt(e.Prompt), EncodeCompletion(e.Completion), [], d.MaxLength, d.MaxPromptLength, bos);
+                return new SftSequence(i, prompt, completion);
+            }).ToList();
+            var (train, eval) = Split(sequences, config);
+            return new TrainingData { TrainSequences = train, EvalSequences = eval, Skipped = res.Skipped, SkippedReasons = res.SkippedReasons };
+        }
         if (config.IsPreference)
         {
             var res = PreferenceDataset.Load(d.Path, ParsePreferenceLayout(d.Layout), opts);

@@ -48,7 +48,7 @@ public interface IRunObserver
 /// <summary>
 /// A run's loop, written once for every orchestration: pick the step's batch (a pure function of seed and step),
 /// then for RefAlign sample → score → shape → learn, or for the preference losses reference → learn; evaluate and
-/// checkpoint on schedule. Every phase is an Activity with the run id, step and weight version.
+/// checkpoint on schedule. SFT steps go data → learn. Every phase is an Activity with the run id, step and weight version.
 /// </summary>
 public sealed class TrainingRun(string runId, RunConfig config, TrainingData data, ITrainingServices services, IRunObserver? observer = null)
 {
@@ -111,7 +111,13 @@ public sealed class TrainingRun(string runId, RunConfig config, TrainingData dat
         var indices = data.BatchIndices(step, config.BatchSize, config.Seed, config.Data.Shuffle);
         StepResult result;
         double tokens;
-        if (config.IsPreference)
+        if (config.IsSft)
+        {
+            var rows = indices.Select(i => data.TrainSequences[i]).ToList();
+            result = await Timed(phases, TrainingTelemetry.Phases.Learn, step, version, () => services.LearnSftAsync(step, rows, cancellation));
+            tokens = rows.Sum(r => (double)r.Prompt.Length + r.Completion.Length);
+        }
+        else if (config.IsPreference)
         {
             var pairs = indices.Select(i => data.TrainPairs[i]).ToList();
             var refs = await Timed(phases, TrainingTelemetry.Phases.Reference, step, version, () => services.ReferenceAsync(pairs, config.IsSelfRefined, cancellation));
@@ -130,7 +136,7 @@ public sealed class TrainingRun(string runId, RunConfig config, TrainingData dat
         }
         var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
         phases["step"] = seconds;
-        var tokensPerSecond = config.IsPreference ? tokens / seconds : tokens;
+        var tokensPerSecond = config.IsPreference || config.IsSft ? tokens / seconds : tokens;
         Record(seconds, tokensPerSecond, phases, result.Metrics);
         if (observer is not null) await observer.OnStepAsync(new StepReport(step, TotalSteps, result.WeightVersion, result.Metrics, phases, tokensPerSecond));
         return result;
@@ -169,6 +175,8 @@ public sealed class TrainingRun(string runId, RunConfig config, TrainingData dat
     public async Task<IReadOnlyDictionary<string, double>> EvaluateAsync(int step, long version, CancellationToken cancellation = default)
     {
         using var activity = Phase(TrainingTelemetry.Phases.Eval, step, version);
+        if (config.IsSft)
+            return data.EvalSequences.Count == 0 ? new Dictionary<string, double>() : await services.EvaluateSftAsync(data.EvalSequences, cancellation);
         if (config.IsPreference)
         {
             if (data.EvalPairs.Count == 0) return new Dictionary<string, double>();

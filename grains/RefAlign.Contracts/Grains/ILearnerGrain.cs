@@ -31,6 +31,12 @@ public interface ILearnerGrain : IGrainWithStringKey
     Task<StepResultMessage> LearnPreference(int step, IReadOnlyList<PreferenceRowMessage> rows);
 
     [ResponseTimeout("00:30:00")]
+    Task<StepResultMessage> LearnSft(int step, IReadOnlyList<SftSequenceMessage> rows);
+
+    [ResponseTimeout("00:30:00")]
+    Task<IReadOnlyDictionary<string, double>> EvaluateSft(IReadOnlyList<SftSequenceMessage> rows);
+
+    [ResponseTimeout("00:30:00")]
     Task<IReadOnlyDictionary<string, double>> EvaluatePreference(IReadOnlyList<PreferenceRowMessage> rows);
 
     /// <summary>Saves a checkpoint (with a pipelined run's prefetched rollouts of the next step, when given); returns its folder.</summary>

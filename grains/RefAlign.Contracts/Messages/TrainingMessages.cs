@@ -41,6 +41,13 @@ public sealed record PreferencePairMessage(
     [property: Id(3)] int[] Rejected,
     [property: Id(4)] int[]? PromptedPrompt);
 
+/// <summary>A tokenized SFT example: the prompt (masked out of the loss) and the completion.</summary>
+[GenerateSerializer, Immutable]
+public sealed record SftSequenceMessage(
+    [property: Id(0)] int Id,
+    [property: Id(1)] int[] Prompt,
+    [property: Id(2)] int[] Completion);
+
 /// <summary>Frozen-reference log-probs of one pair, plain and (NaN when absent) prompted.</summary>
 [GenerateSerializer, Immutable]
 public sealed record ReferenceLogProbsMessage(
