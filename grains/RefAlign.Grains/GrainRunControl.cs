@@ -21,7 +21,8 @@ public sealed class GrainRunControl(IGrainFactory grains, ISiloMetadataCache met
     public async Task<string> StartRunAsync(string configJson, CancellationToken cancellation = default)
     {
         // Limits and roots first: nothing a remote caller sends reaches a grain before it passed them.
-        var config = new RunAdmission(host).Admit(configJson);
+        var chained = await ChainedRunsAsync(configJson);
+        var config = new RunAdmission(host).Admit(configJson, (id, field) => chained[id]);
         CheckMemory(config);
         await CheckCapacityAsync();
         var runId = $"{config.Name}-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Guid.NewGuid().ToString("N")[..6]}";
@@ -33,6 +34,31 @@ public sealed class GrainRunControl(IGrainFactory grains, ISiloMetadataCache met
     }
 
     ITrainingRunGrain Run(string runId) => grains.GetGrain<ITrainingRunGrain>(runId);
+
+    /// <summary>
+    /// The final checkpoints of the runs a config chains from (<c>"model": "run:&lt;id&gt;"</c>), by id: each must be a run
+    /// of this cluster that completed. A config that does not parse is left to the admission to report.
+    /// </summary>
+    async Task<Dictionary<string, string>> ChainedRunsAsync(string configJson)
+    {
+        var found = new Dictionary<string, string>(StringComparer.Ordinal);
+        if (!configJson.Contains(ModelReferences.RunPrefix, StringComparison.Ordinal)) return found;
+        RunConfig parsed;
+        try { parsed = RunConfig.Parse(configJson, "config_json"); }
+        catch (InvalidRunConfigException) { return found; }
+        foreach (var (value, field) in new[] { (parsed.Policy.Model, "policy.model"), (parsed.Policy.ReferenceModel, "policy.reference_model") })
+        {
+            if (value is null || !ModelReferences.IsRun(value, out var id) || found.ContainsKey(id)) continue;
+            if (!(await grains.GetGrain<IRunRegistryGrain>(0).List()).Contains(id))
+                throw new InvalidRunConfigException(field, $"field '{field}' names run '{id}', which this cluster does not know.");
+            var run = await Run(id).GetSummary();
+            if (run.Status != RunStatus.Completed || run.LatestCheckpoint is null)
+                throw new InvalidRunConfigException(field,
+                    $"field '{field}' names run '{id}', which is {run.Status.ToString().ToLowerInvariant()}; a stage chains from a completed run's final checkpoint.");
+            found[id] = run.LatestCheckpoint;
+        }
+        return found;
+    }
 
     async Task<ITrainingRunGrain> Known(string runId)
     {

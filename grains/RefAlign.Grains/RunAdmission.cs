@@ -17,16 +17,22 @@ public sealed class RunAdmission(RunHostOptions host)
 {
     static void Refuse(string field, string message) => throw new InvalidRunConfigException(field, $"field '{field}' {message}.");
 
-    /// <summary>The config, parsed, limited, with canonical absolute paths inside the roots; throws for the first problem.</summary>
-    public RunConfig Admit(string configJson)
+    /// <summary>
+    /// The config, parsed, limited, with canonical absolute paths inside the roots; throws for the first problem. Models
+    /// named as earlier stages' outputs resolve to HF folders (<see cref="ModelReferences"/>): <c>run:&lt;id&gt;</c> by
+    /// <paramref name="runCheckpoint"/> (id, field → that run's final checkpoint), checkpoints anywhere a model may be read.
+    /// </summary>
+    public RunConfig Admit(string configJson, Func<string, string, string>? runCheckpoint = null)
     {
         var limits = host.Limits;
         var bytes = Encoding.UTF8.GetByteCount(configJson);
         if (bytes > limits.MaxConfigBytes) Refuse("config_json", $"is {bytes} bytes, over the limit of {limits.MaxConfigBytes} (Limits:MaxConfigBytes)");
         var config = RunConfig.Parse(configJson, "config_json");
         CheckLimits(config, limits);
-        config = Confine(config);
-        return config.Validate();
+        config = ModelReferences.ResolveRuns(config, runCheckpoint ?? ((id, field) => throw new InvalidRunConfigException(field,
+            $"field '{field}' names run '{id}', which this silo cannot look up.")));
+        // Checkpoints and run folders (under the output or checkpoint root) become the HF folders they stand for, once confined.
+        return ModelReferences.ToModelFolders(Confine(config)).Validate();
     }
 
     static void CheckLimits(RunConfig c, RunLimits l)
@@ -53,14 +59,17 @@ public sealed class RunAdmission(RunHostOptions host)
     /// <summary>Reads under the data roots (relative: under the first), writes under the output root.</summary>
     RunConfig Confine(RunConfig c)
     {
-        var readRoots = host.DataRoots.Select(UnixPaths.Canonical).ToList();
+        var dataRoots = host.DataRoots.Select(UnixPaths.Canonical).ToList();
         var outputRoot = UnixPaths.Canonical(host.OutputRoot);
-        string Read(string path, string field, bool folder)
+        // A model may also be an earlier run's checkpoint: the cluster's own outputs are readable as models.
+        List<string> modelRoots = [.. dataRoots, outputRoot, .. host.CheckpointRoot is { } cr ? [UnixPaths.Canonical(cr)] : Array.Empty<string>()];
+        string Read(string path, string field, bool folder, bool model = false)
         {
             if (string.IsNullOrWhiteSpace(path)) return path;
+            var readRoots = model ? modelRoots : dataRoots;
             var canonical = UnixPaths.Canonical(Path.IsPathRooted(path) ? path : Path.Combine(host.DataRoots[0], path));
             if (!readRoots.Any(r => UnixPaths.IsUnder(canonical, r)))
-                Refuse(field, $"'{path}' is outside the silo's data roots (Silo:DataRoots)");
+                Refuse(field, $"'{path}' is outside the silo's data roots (Silo:DataRoots{(model ? ", or its output and checkpoint roots for a checkpoint" : "")})");
             var kind = UnixPaths.KindOf(canonical);
             if (folder)
             {
@@ -92,8 +101,8 @@ public sealed class RunAdmission(RunHostOptions host)
         {
             Policy = c.Policy with
             {
-                Model = Read(c.Policy.Model, "policy.model", folder: true),
-                ReferenceModel = c.Policy.ReferenceModel is { } r ? Read(r, "policy.reference_model", folder: true) : null,
+                Model = Read(c.Policy.Model, "policy.model", folder: true, model: true),
+                ReferenceModel = c.Policy.ReferenceModel is { } r ? Read(r, "policy.reference_model", folder: true, model: true) : null,
             },
             Data = c.Data with { Path = Read(c.Data.Path, "data.path", folder: false) },
             RefAlign = c.Algorithm != Algorithm.RefAlign ? c.RefAlign : c.RefAlign with { RewardModel = Read(c.RefAlign.RewardModel, "refalign.reward_model", folder: true) },

@@ -45,7 +45,7 @@ internal static class DataCommand
         };
         cmd.SetAction(r => CliSupport.Run(() =>
         {
-            var cfg = RunConfig.Load(r.GetValue(config)!).Validate();
+            var cfg = RunConfig.LoadLocal(r.GetValue(config)!).Validate();
             var view = ExampleInspection.Inspect(cfg, TextTokenizer.Load(cfg.Policy.Model), r.GetValue(index));
             if (r.GetValue(json)) CliSupport.WriteJson(view);
             else Show(view);

@@ -28,7 +28,7 @@ internal static class EvalCommand
     static async Task<int> RunAsync(string configPath, bool json, CancellationToken cancellation)
     {
         var eval = EvalConfig.Load(configPath);
-        var run = RunConfig.Load(eval.RunConfig).Validate();
+        var run = RunConfig.LoadLocal(eval.RunConfig).Validate();
         var tokenizer = TextTokenizer.Load(run.Policy.Model);
         // Every held-out example the eval asks for, whatever the run evaluated during training.
         var data = TrainingData.Load(run with { EvalExamples = eval.Examples ?? run.EvalExamples }, tokenizer);

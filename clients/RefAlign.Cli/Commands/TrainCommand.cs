@@ -34,7 +34,7 @@ internal static class TrainCommand
         RunConfig cfg;
         try
         {
-            cfg = RunConfig.Load(configPath);
+            cfg = RunConfig.LoadLocal(configPath);
             cfg = cfg with { MaxSteps = maxSteps ?? cfg.MaxSteps, OutputDir = outputDir ?? cfg.OutputDir };
             cfg.Validate();
             if (cfg.Distributed.Mode == DistributedMode.Pipelined)

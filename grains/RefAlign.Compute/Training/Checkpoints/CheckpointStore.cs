@@ -30,6 +30,17 @@ public sealed partial class CheckpointStore
         CleanTemporaries();
     }
 
+    /// <summary>A view that only reads (no folder created, no leftovers removed): another writer may own the root.</summary>
+    CheckpointStore(string root)
+    {
+        _root = Path.GetFullPath(root);
+        _keepLast = 1;
+    }
+
+    /// <summary>The latest complete checkpoint under <paramref name="root"/> (as <see cref="Latest"/>), read without touching the store.</summary>
+    public static (CheckpointManifest Manifest, string Folder)? LatestIn(string root) =>
+        Directory.Exists(root) ? new CheckpointStore(root).Latest() : null;
+
     public string Root => _root;
 
     /// <summary>
