@@ -118,9 +118,11 @@ public sealed class RunAdmission(RunHostOptions host)
     {
         var m = CausalLmConfig.Load(config.Policy.Model);
         long h = m.HiddenSize, kv = (long)m.NumKeyValueHeads * m.HeadDim, q = (long)m.NumAttentionHeads * m.HeadDim;
-        var perLayer = h * q + 2 * h * kv + q * h + 3 * h * m.IntermediateSize + 2 * h;
+        // NeoX: two MLP projections (no gate) and four adaptable projections per layer instead of seven.
+        long mlpMatrices = m.IsGptNeoX ? 2 : 3, adapted = m.IsGptNeoX ? 4 : 7;
+        var perLayer = h * q + 2 * h * kv + q * h + mlpMatrices * h * m.IntermediateSize + 2 * h;
         var parameters = m.VocabSize * h * (m.TieWordEmbeddings ? 1 : 2) + m.NumHiddenLayers * perLayer + h;
-        var trainable = config.Policy.Lora is { } lora ? m.NumHiddenLayers * 7L * 2 * lora.Rank * Math.Max(h, m.IntermediateSize) : parameters;
+        var trainable = config.Policy.Lora is { } lora ? m.NumHiddenLayers * adapted * 2 * lora.Rank * Math.Max(h, m.IntermediateSize) : parameters;
         var weightBytes = config.Policy.Dtype == ModelDType.Float32 ? 4 : 2;
         var optimizerSlots = config.Optimizer.Kind == Compute.Training.Optimization.OptimizerKind.AdamW ? 2 : 1;
         var tokens = (long)config.MicroBatchSize * 2 * config.Data.MaxLength; // chosen and rejected (or K samples) rows

@@ -20,6 +20,7 @@ public sealed class LocalVerbTests : IDisposable
     [Theory]
     [InlineData("llama")]
     [InlineData("qwen2")]
+    [InlineData("gpt-neox")]
     public void GenerateReturnsKSamplesPerPromptReproducibly(string arch)
     {
         var dir = InitModel(arch);

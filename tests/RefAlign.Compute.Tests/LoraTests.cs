@@ -186,7 +186,7 @@ public sealed class LoraTests : IDisposable
         Assert.Equal(4, cfg["r"]!.GetValue<int>());
         Assert.Equal(32, cfg["lora_alpha"]!.GetValue<double>());
         Assert.Equal(0.05, cfg["lora_dropout"]!.GetValue<double>());
-        Assert.Equal(LoraConfig.KnownTargets, cfg["target_modules"]!.AsArray().Select(n => n!.GetValue<string>()));
+        Assert.Equal(LoraConfig.LlamaTargets, cfg["target_modules"]!.AsArray().Select(n => n!.GetValue<string>()));
 
         // Same base, different A draw and alpha: loading restores the saved adapter exactly (alpha from the file).
         using var model2 = TinyModels.Create();

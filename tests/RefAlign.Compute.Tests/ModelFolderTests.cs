@@ -32,6 +32,7 @@ public sealed class ModelFolderTests : IDisposable
     [InlineData("llama", "LlamaForCausalLM", "tokenizer.model")]
     [InlineData("mistral", "MistralForCausalLM", "tokenizer.model")]
     [InlineData("qwen2", "Qwen2ForCausalLM", "tokenizer.json")]
+    [InlineData("gpt-neox", "GPTNeoXForCausalLM", "tokenizer.json")]
     public void InitWritesCompleteHfFolderThatLoads(string arch, string architecture, string tokenizerFile)
     {
         var dir = Init(arch);

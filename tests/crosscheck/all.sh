@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every cross-check at once, in two halves for two machines:
-#   tests/crosscheck/all.sh prepare DIR   # here (.NET): tiny llama/mistral/qwen2 and bert/roberta/bart folders, our numbers
+#   tests/crosscheck/all.sh prepare DIR   # here (.NET): tiny llama/mistral/qwen2/gpt-neox and bert/roberta/bart folders, our numbers
 #   tests/crosscheck/all.sh check DIR     # there (torch + transformers): theirs on cuda (if present) and cpu, compared
 # Exit status of check: 0 when every comparison is within tolerance.
 set -uo pipefail
@@ -11,7 +11,7 @@ case "$cmd" in
   prepare)
     refalign="${REFALIGN:-$here/../../refalign}"
     mkdir -p "$dir" && cd "$dir" || exit 2
-    for a in llama mistral qwen2; do
+    for a in llama mistral qwen2 gpt-neox; do
       "$refalign" model init --preset tiny --arch $a --out m-$a --seed 3 >/dev/null
       "$refalign" logprobs --model m-$a --prompt "$prompt" --completion "$completion" --json > ours-$a.json
     done
@@ -26,7 +26,7 @@ case "$cmd" in
     devices="cpu"; python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" && devices="cuda cpu"
     rc=0
     for dev in $devices; do
-      for a in llama mistral qwen2; do
+      for a in llama mistral qwen2 gpt-neox; do
         echo "== logprobs $a on $dev (our ids)"
         python "$here/compare_transformers.py" --model m-$a --ours ours-$a.json --device $dev || rc=1
         echo "== token ids $a (AutoTokenizer)"

@@ -17,7 +17,7 @@ internal static class ModelCommand
             DefaultValueFactory = _ => "tiny",
         };
         preset.AcceptOnlyFromAmong([.. ModelPresets.Names, .. EncoderPresets.Names]);
-        var arch = new Option<string>("--arch") { Description = "llama, mistral or qwen2.", DefaultValueFactory = _ => "llama" };
+        var arch = new Option<string>("--arch") { Description = "Decoder architecture: llama, mistral, qwen2 or gpt-neox (Pythia-style GPTNeoXForCausalLM).", DefaultValueFactory = _ => "llama" };
         arch.AcceptOnlyFromAmong([.. ModelPresets.Architectures]);
         var output = new Option<string>("--out") { Description = "Folder to write.", Required = true };
         var seed = new Option<long>("--seed") { Description = "Seed of the random weights.", DefaultValueFactory = _ => 0 };

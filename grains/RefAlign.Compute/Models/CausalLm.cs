@@ -7,13 +7,18 @@ using static TorchSharp.torch;
 namespace RefAlign.Compute.Models;
 
 /// <summary>
-/// Llama-family decoder (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM). Parameter names equal the HF
-/// names (<c>model.layers.0.self_attn.q_proj.weight</c>, …) so loading and saving are direct.
+/// Decoder-only causal LM: the Llama family (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM) or GPT-NeoX
+/// (GPTNeoXForCausalLM, Pythia), chosen by <see cref="CausalLmConfig.Architecture"/>. Parameter names equal the HF names
+/// (<c>model.layers.0.self_attn.q_proj.weight</c>, <c>gpt_neox.layers.0.attention.query_key_value.weight</c>, …) so
+/// loading and saving are direct.
 /// </summary>
 public sealed class CausalLm : nn.Module
 {
-    readonly DecoderBody model;
+    // Exactly one body and at most one head are set, under their HF names; TorchSharp skips the null fields.
+    readonly DecoderBody? model;
+    readonly GptNeoXBody? gpt_neox;
     readonly Linear? lm_head;
+    readonly Linear? embed_out;
     // Plain floats, not a Tensor field: TorchSharp would register a Tensor field as a persistent buffer.
     readonly float[] _invFreq;
 
@@ -22,18 +27,46 @@ public sealed class CausalLm : nn.Module
     public CausalLm(CausalLmConfig config) : base(config.Architecture)
     {
         Config = config;
-        model = new DecoderBody(config);
-        register_module("model", model);
-        if (!config.TieWordEmbeddings)
+        var head = config.TieWordEmbeddings ? null : nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false);
+        if (config.IsGptNeoX)
         {
-            lm_head = nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false);
-            register_module("lm_head", lm_head);
+            if (config.NumKeyValueHeads != config.NumAttentionHeads || config.RotaryDims < 2 || config.RotaryDims % 2 != 0)
+                throw new ArgumentException(
+                    $"GPTNeoXForCausalLM needs kv heads = heads ({config.NumKeyValueHeads} vs {config.NumAttentionHeads}) and an even rotary dim count (got {config.RotaryDims}).",
+                    nameof(config));
+            gpt_neox = new GptNeoXBody(config);
+            register_module("gpt_neox", gpt_neox);
+            embed_out = head;
+            if (embed_out is not null) register_module("embed_out", embed_out);
+        }
+        else
+        {
+            model = new DecoderBody(config);
+            register_module("model", model);
+            lm_head = head;
+            if (lm_head is not null) register_module("lm_head", lm_head);
         }
         _invFreq = RotaryEmbedding.InverseFrequencies(config);
     }
 
-    public Device Device => model.EmbedWeight.device;
-    public ScalarType DType => model.EmbedWeight.dtype;
+    IDecoderBody Body => (IDecoderBody?)model ?? gpt_neox!;
+    Linear? Head => lm_head ?? embed_out;
+
+    /// <summary>HF name of the output projection (absent when tied): <c>lm_head.weight</c>, NeoX <c>embed_out.weight</c>.</summary>
+    public string OutputWeightName => Config.IsGptNeoX ? "embed_out.weight" : "lm_head.weight";
+
+    /// <summary>
+    /// A checkpoint tensor this model may ignore: non-persistent buffers older transformers saved (rotary inv_freq,
+    /// NeoX's causal-mask <c>attention.bias</c> / <c>attention.masked_bias</c>) and a tied output projection.
+    /// </summary>
+    public bool IsIgnorableCheckpointTensor(string name) =>
+        name.EndsWith("rotary_emb.inv_freq", StringComparison.Ordinal)
+        || (Config.IsGptNeoX && (name.EndsWith(".attention.bias", StringComparison.Ordinal)
+                                 || name.EndsWith(".attention.masked_bias", StringComparison.Ordinal)))
+        || (Config.TieWordEmbeddings && name == OutputWeightName);
+
+    public Device Device => Body.EmbedWeight.device;
+    public ScalarType DType => Body.EmbedWeight.dtype;
 
     /// <summary>
     /// Logits for <paramref name="inputIds"/> [B, T]. <paramref name="attentionMask"/> [B, S] marks real (1) and
@@ -55,9 +88,9 @@ public sealed class CausalLm : nn.Module
         var positions = (maskLong.cumsum(1) - 1).clamp_min(0).narrow(1, past, t);
         var (cos, sin) = RotaryEmbedding.CosSin(tensor(_invFreq, device: Device), positions, DType);
         var mask = BuildMask(maskLong, t, s);
-        var h = model.Forward(inputIds, cos, sin, mask, cache);
+        var h = Body.Forward(inputIds, cos, sin, mask, cache);
         if (lastOnly) h = h.narrow(1, t - 1, 1);
-        var logits = lm_head is not null ? lm_head.forward(h) : nn.functional.linear(h, model.EmbedWeight);
+        var logits = Head is { } head ? head.forward(h) : nn.functional.linear(h, Body.EmbedWeight);
         return logits.MoveToOuterDisposeScope();
     }
 
@@ -112,8 +145,7 @@ public sealed class CausalLm : nn.Module
         var model = new CausalLm(config);
         if (dtype != ScalarType.Float32) model.to(dtype);
         var unexpected = ModelWeights.LoadInto(model, folder);
-        var extra = unexpected.Where(n => !n.EndsWith("rotary_emb.inv_freq", StringComparison.Ordinal)
-                                          && !(config.TieWordEmbeddings && n == "lm_head.weight")).ToList();
+        var extra = unexpected.Where(n => !model.IsIgnorableCheckpointTensor(n)).ToList();
         if (extra.Count > 0)
             throw new ModelFormatException(
                 $"{folder}: weights contain tensors that {config.Architecture} with this config.json does not have: {string.Join(", ", extra.Take(5))}{(extra.Count > 5 ? ", …" : "")}.");
@@ -146,8 +178,18 @@ public sealed class CausalLm : nn.Module
 
 }
 
+/// <summary>What <see cref="CausalLm"/> needs of its body (Llama-family <c>model</c> or NeoX <c>gpt_neox</c>).</summary>
+public interface IDecoderBody
+{
+    /// <summary>The input embedding table [vocab, hidden] (also the output projection when tied).</summary>
+    Tensor EmbedWeight { get; }
+
+    /// <summary>Final-normed hidden states [B, T, hidden] for <paramref name="inputIds"/> [B, T].</summary>
+    Tensor Forward(Tensor inputIds, Tensor cos, Tensor sin, Tensor mask, KvCache? cache);
+}
+
 /// <summary>The <c>model.</c> prefix of HF checkpoints: embeddings, layers, final norm.</summary>
-public sealed class DecoderBody : nn.Module
+public sealed class DecoderBody : nn.Module, IDecoderBody
 {
     readonly Embedding embed_tokens;
     readonly ModuleList<DecoderLayer> layers;

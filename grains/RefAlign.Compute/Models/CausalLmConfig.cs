@@ -10,13 +10,19 @@ public sealed record RopeScaling(string Type, double Factor, double LowFreqFacto
     int OriginalMaxPositionEmbeddings = 8192);
 
 /// <summary>
-/// The decoder-only configuration shared by LlamaForCausalLM, MistralForCausalLM and Qwen2ForCausalLM, read from and
-/// written to HF <c>config.json</c> with the same field names, so our folders load in <c>transformers</c> and theirs here.
+/// The decoder-only configuration of LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM and GPTNeoXForCausalLM
+/// (Pythia), read from and written to HF <c>config.json</c> with the same field names, so our folders load in
+/// <c>transformers</c> and theirs here.
 /// </summary>
 public sealed record CausalLmConfig
 {
+    public const string GptNeoXArchitecture = "GPTNeoXForCausalLM";
+
     public static readonly IReadOnlyList<string> SupportedArchitectures =
-        ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"];
+        ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", GptNeoXArchitecture];
+
+    /// <summary>The feed-forward activations GPT-NeoX configs may name: exact (erf) GELU and its tanh approximations.</summary>
+    public static readonly IReadOnlyList<string> GptNeoXActivations = ["gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh"];
 
     public string Architecture { get; init; } = "LlamaForCausalLM";
     public int VocabSize { get; init; }
@@ -44,6 +50,20 @@ public sealed record CausalLmConfig
     public double InitializerRange { get; init; } = 0.02;
     public string TorchDtype { get; init; } = "float32";
 
+    /// <summary>HF <c>hidden_act</c>: "silu" for the Llama family; one of <see cref="GptNeoXActivations"/> for NeoX.</summary>
+    public string HiddenAct { get; init; } = "silu";
+    /// <summary>NeoX <c>rotary_pct</c>: the leading fraction of each head's dims that gets rotary positions.</summary>
+    public double RotaryPct { get; init; } = 1.0;
+    /// <summary>NeoX <c>use_parallel_residual</c>: x + attn(ln1(x)) + mlp(ln2(x)) instead of two sequential residuals.</summary>
+    public bool UseParallelResidual { get; init; } = true;
+    /// <summary>NeoX <c>layer_norm_eps</c> (LayerNorm with bias; the Llama family uses <see cref="RmsNormEps"/>).</summary>
+    public double LayerNormEps { get; init; } = 1e-5;
+
+    public bool IsGptNeoX => Architecture == GptNeoXArchitecture;
+
+    /// <summary>Rotated dims per head: <c>int(head_dim * rotary_pct)</c> for NeoX, all of them otherwise.</summary>
+    public int RotaryDims => IsGptNeoX ? (int)(HeadDim * RotaryPct) : HeadDim;
+
     public int KeyValueGroups => NumAttentionHeads / NumKeyValueHeads;
 
     public static CausalLmConfig Load(string folder)
@@ -59,6 +79,7 @@ public sealed record CausalLmConfig
         if (!SupportedArchitectures.Contains(arch))
             throw new ModelFormatException(
                 $"{path}: field 'architectures' is '{arch}'; supported: {string.Join(", ", SupportedArchitectures)}.");
+        if (arch == GptNeoXArchitecture) return ParseGptNeoX(j, path);
         var act = Str(j, "hidden_act", null) ?? "silu";
         if (act != "silu") throw new ModelFormatException($"{path}: field 'hidden_act' is '{act}'; only 'silu' is supported.");
 
@@ -119,6 +140,7 @@ public sealed record CausalLmConfig
 
     public JsonObject ToJson()
     {
+        if (IsGptNeoX) return GptNeoXJson();
         var isQwen = Architecture == "Qwen2ForCausalLM";
         var j = new JsonObject
         {
@@ -158,6 +180,98 @@ public sealed record CausalLmConfig
         if (BosTokenId is int b) j["bos_token_id"] = b;
         if (EosTokenIds.Count == 1) j["eos_token_id"] = EosTokenIds[0];
         else if (EosTokenIds.Count > 1) j["eos_token_id"] = new JsonArray([.. EosTokenIds.Select(e => (JsonNode)e)]);
+        if (PadTokenId is int p) j["pad_token_id"] = p;
+        return j;
+    }
+
+    // GPTNeoXConfig's fields and defaults (transformers); newer configs nest rope_theta and partial_rotary_factor in
+    // rope_parameters, which wins over the legacy rotary_emb_base / rotary_pct as it does there.
+    static CausalLmConfig ParseGptNeoX(JsonObject j, string path)
+    {
+        var act = Str(j, "hidden_act", null) ?? "gelu";
+        if (!GptNeoXActivations.Contains(act))
+            throw new ModelFormatException(
+                $"{path}: field 'hidden_act' is '{act}'; GPTNeoXForCausalLM supports {string.Join(", ", GptNeoXActivations)}.");
+        int Req(string f) => Int(j, f, path) ?? throw new ModelFormatException($"{path}: required field '{f}' is missing.");
+        var heads = Req("num_attention_heads");
+        var hidden = Req("hidden_size");
+        if (heads <= 0 || hidden % heads != 0)
+            throw new ModelFormatException($"{path}: field 'hidden_size' ({hidden}) must be a multiple of num_attention_heads ({heads}).");
+        var headDim = hidden / heads;
+        var rope = j["rope_parameters"] as JsonObject;
+        double? Num(JsonObject? o, string f) => o?[f] is JsonValue v && v.TryGetValue<double>(out var d) ? d : null;
+        var pct = Num(rope, "partial_rotary_factor") ?? Num(j, "rotary_pct") ?? Num(j, "partial_rotary_factor") ?? 0.25;
+        var rotary = (int)(headDim * pct);
+        if (!(pct > 0 && pct <= 1) || rotary < 2 || rotary % 2 != 0)
+            throw new ModelFormatException(
+                $"{path}: field 'rotary_pct' ({pct}) must give an even number of rotary dims of head_dim {headDim} (got {rotary}).");
+        var attnBias = Bool(j, "attention_bias", true);
+        var eos = IntList(j["eos_token_id"]);
+        return new CausalLmConfig
+        {
+            Architecture = GptNeoXArchitecture,
+            VocabSize = Req("vocab_size"),
+            HiddenSize = hidden,
+            IntermediateSize = Req("intermediate_size"),
+            NumHiddenLayers = Req("num_hidden_layers"),
+            NumAttentionHeads = heads,
+            NumKeyValueHeads = heads,
+            HeadDim = headDim,
+            MaxPositionEmbeddings = Int(j, "max_position_embeddings", path) ?? 2048,
+            LayerNormEps = Dbl(j, "layer_norm_eps", 1e-5),
+            RopeTheta = Num(rope, "rope_theta") ?? Num(j, "rotary_emb_base") ?? Num(j, "rope_theta") ?? 10000,
+            RopeScaling = ParseRopeScaling(j["rope_scaling"] as JsonObject ?? rope, path),
+            RotaryPct = pct,
+            UseParallelResidual = Bool(j, "use_parallel_residual", true),
+            HiddenAct = act,
+            TieWordEmbeddings = Bool(j, "tie_word_embeddings", false),
+            QkvBias = attnBias,
+            OutputBias = attnBias,
+            MlpBias = true,
+            BosTokenId = j.ContainsKey("bos_token_id") ? Int(j, "bos_token_id", path) : 0,
+            EosTokenIds = j.ContainsKey("eos_token_id") ? eos : [2],
+            PadTokenId = Int(j, "pad_token_id", path),
+            InitializerRange = Dbl(j, "initializer_range", 0.02),
+            TorchDtype = Str(j, "torch_dtype", null) ?? "float32",
+        };
+    }
+
+    // The legacy rope names (rotary_emb_base, rotary_pct) are the ones transformers 4 reads; 5 still accepts them.
+    JsonObject GptNeoXJson()
+    {
+        var j = new JsonObject
+        {
+            ["architectures"] = new JsonArray(Architecture),
+            ["model_type"] = "gpt_neox",
+            ["vocab_size"] = VocabSize,
+            ["hidden_size"] = HiddenSize,
+            ["intermediate_size"] = IntermediateSize,
+            ["num_hidden_layers"] = NumHiddenLayers,
+            ["num_attention_heads"] = NumAttentionHeads,
+            ["hidden_act"] = HiddenAct,
+            ["rotary_pct"] = HfJsonFloat.Of(RotaryPct),
+            ["rotary_emb_base"] = HfJsonFloat.Of(RopeTheta),
+            ["max_position_embeddings"] = MaxPositionEmbeddings,
+            ["layer_norm_eps"] = HfJsonFloat.Of(LayerNormEps),
+            ["use_parallel_residual"] = UseParallelResidual,
+            ["attention_bias"] = QkvBias,
+            ["tie_word_embeddings"] = TieWordEmbeddings,
+            ["initializer_range"] = HfJsonFloat.Of(InitializerRange),
+            ["torch_dtype"] = TorchDtype,
+            ["use_cache"] = true,
+            ["attention_dropout"] = HfJsonFloat.Of(0.0),
+            ["hidden_dropout"] = HfJsonFloat.Of(0.0),
+        };
+        if (RopeScaling is { } rs)
+            j["rope_scaling"] = new JsonObject { ["rope_type"] = rs.Type, ["type"] = rs.Type, ["factor"] = HfJsonFloat.Of(rs.Factor) };
+        // Absent ids would mean GPTNeoXConfig's defaults (0 and 2) in transformers, so null is written explicitly.
+        j["bos_token_id"] = BosTokenId;
+        j["eos_token_id"] = EosTokenIds.Count switch
+        {
+            0 => null,
+            1 => EosTokenIds[0],
+            _ => new JsonArray([.. EosTokenIds.Select(e => (JsonNode)e)]),
+        };
         if (PadTokenId is int p) j["pad_token_id"] = p;
         return j;
     }

@@ -6,12 +6,16 @@ namespace RefAlign.Compute.Models;
 /// <summary>Rotary position embedding in HF's "rotate half" layout, with the linear and llama3 frequency scalings.</summary>
 public static class RotaryEmbedding
 {
-    /// <summary>Inverse frequencies (head_dim/2 values), computed in double and rounded once to float32.</summary>
+    /// <summary>
+    /// Inverse frequencies (rotary_dims/2 values; rotary_dims = head_dim except for NeoX's partial rotary), computed in
+    /// double and rounded once to float32.
+    /// </summary>
     public static float[] InverseFrequencies(CausalLmConfig c)
     {
-        var half = c.HeadDim / 2;
+        var dims = c.RotaryDims;
+        var half = dims / 2;
         var inv = new double[half];
-        for (var i = 0; i < half; i++) inv[i] = 1.0 / Math.Pow(c.RopeTheta, 2.0 * i / c.HeadDim);
+        for (var i = 0; i < half; i++) inv[i] = 1.0 / Math.Pow(c.RopeTheta, 2.0 * i / dims);
         if (c.RopeScaling is { Type: "linear" } lin)
             for (var i = 0; i < half; i++) inv[i] /= lin.Factor;
         else if (c.RopeScaling is { Type: "llama3" } s)
@@ -46,6 +50,19 @@ public static class RotaryEmbedding
         var freqs = positionIds.to(ScalarType.Float32).unsqueeze(-1) * invFreq.to(positionIds.device).view(1, 1, -1);
         var emb = cat([freqs, freqs], -1).unsqueeze(1);
         return (emb.cos().to(dtype).MoveToOuterDisposeScope(), emb.sin().to(dtype).MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// NeoX's partial rotary: the first cos.shape[-1] dims of each head are rotated (rotate-half within them), the
+    /// rest pass through unchanged.
+    /// </summary>
+    public static Tensor ApplyPartial(Tensor x, Tensor cos, Tensor sin)
+    {
+        long d = x.shape[^1], r = cos.shape[^1];
+        if (r == d) return Apply(x, cos, sin);
+        using var scope = NewDisposeScope();
+        var rotated = Apply(x.narrow(-1, 0, r), cos, sin);
+        return cat([rotated, x.narrow(-1, r, d - r)], -1).MoveToOuterDisposeScope();
     }
 
     public static Tensor Apply(Tensor x, Tensor cos, Tensor sin)

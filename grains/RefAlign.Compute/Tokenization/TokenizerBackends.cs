@@ -52,10 +52,12 @@ internal sealed class ByteLevelBackend : ITokenizerBackend
 {
     private readonly BpeTokenizer tokenizer;
     private readonly Dictionary<string, int> vocab;
+    private readonly bool nfc;
 
-    private ByteLevelBackend(Dictionary<string, int> vocab, IReadOnlyList<string> merges, Regex pattern, string file)
+    private ByteLevelBackend(Dictionary<string, int> vocab, IReadOnlyList<string> merges, Regex pattern, string file, bool nfc = false)
     {
         this.vocab = vocab;
+        this.nfc = nfc;
         VocabSize = vocab.Values.DefaultIfEmpty(-1).Max() + 1;
         try
         {
@@ -81,7 +83,8 @@ internal sealed class ByteLevelBackend : ITokenizerBackend
     public string? DefaultUnk => null;
 
     public int? TokenToId(string token) => vocab.TryGetValue(token, out var id) ? id : null;
-    public IReadOnlyList<int> Encode(string text) => tokenizer.EncodeToIds(text);
+    // GPT-NeoX's tokenizer.json normalizes to NFC before pre-tokenizing; Qwen2's does too.
+    public IReadOnlyList<int> Encode(string text) => tokenizer.EncodeToIds(nfc ? UnicodeNormalization.ComposeNfc(text) : text);
     public string Decode(IReadOnlyList<int> ids) => tokenizer.Decode(ids, considerSpecialTokens: false);
 
     /// <summary>HF tokenizer.json with model.type BPE; its Split regex (Qwen2) or GPT-2's pattern pre-tokenizes.</summary>
@@ -107,8 +110,16 @@ internal sealed class ByteLevelBackend : ITokenizerBackend
             JsonArray { Count: 2 } pair => $"{Json.Str(pair[0], file, "model.merges")} {Json.Str(pair[1], file, "model.merges")}",
             _ => Json.Str(m, file, "model.merges"),
         }).ToList();
-        return new(vocab, merges, PatternOf(json["pre_tokenizer"]), path);
+        return new(vocab, merges, PatternOf(json["pre_tokenizer"]), path, IsNfc(json["normalizer"]));
     }
+
+    /// <summary>
+    /// True when the normalizer is NFC (alone or inside a Sequence), as GPT-NeoX's and Qwen2's are. Other normalizers
+    /// are not applied (nor were they before); NFC has its own table because the project runs with invariant
+    /// globalization, where string.Normalize does nothing.
+    /// </summary>
+    private static bool IsNfc(JsonNode? normalizer) => Nodes(normalizer).Any(n =>
+        n["type"] is JsonValue t && t.GetValueKind() == JsonValueKind.String && t.GetValue<string>() == "NFC");
 
     /// <summary>vocab.json + merges.txt (GPT-2 layout): GPT-2's pre-tokenizer pattern.</summary>
     public static ByteLevelBackend FromVocabAndMerges(string vocabPath, string mergesPath)
@@ -153,7 +164,7 @@ internal sealed class ByteLevelBackend : ITokenizerBackend
     {
         if (node is not JsonObject o) yield break;
         yield return o;
-        foreach (var key in new[] { "pretokenizers", "decoders" })
+        foreach (var key in new[] { "pretokenizers", "decoders", "normalizers" })
             if (o[key] is JsonArray children)
                 foreach (var child in children.OfType<JsonObject>()) yield return child;
     }

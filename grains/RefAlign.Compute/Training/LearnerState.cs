@@ -33,8 +33,8 @@ public sealed partial class Learner
         if (Lora is not null) Lora.LoadAdapter(Path.Combine(folder, AdapterFolder));
         else
         {
-            var extra = ModelWeights.LoadInto(Policy, Path.Combine(folder, PolicyFolder));
-            if (extra.Count > 0 && !(Policy.Config.TieWordEmbeddings && extra.All(e => e == "lm_head.weight")))
+            var extra = ModelWeights.LoadInto(Policy, Path.Combine(folder, PolicyFolder)).Where(n => !Policy.IsIgnorableCheckpointTensor(n)).ToList();
+            if (extra.Count > 0)
                 throw new ModelFormatException($"{Path.Combine(folder, PolicyFolder)}: unexpected tensors {string.Join(", ", extra.Take(3))}.");
         }
         _optimizer.LoadState(Path.Combine(folder, OptimizerFile));

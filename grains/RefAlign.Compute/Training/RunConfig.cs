@@ -126,7 +126,9 @@ public sealed record LoraSection
     public int Rank { get; init; } = 8;
     public double Alpha { get; init; } = 16;
     public double Dropout { get; init; }
-    public IReadOnlyList<string> TargetModules { get; init; } = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+    /// <summary>Projection names (Llama family: q_proj … down_proj; NeoX: query_key_value, dense, dense_h_to_4h,
+    /// dense_4h_to_h), or PEFT's <c>all-linear</c>: every projection of the policy's architecture.</summary>
+    public IReadOnlyList<string> TargetModules { get; init; } = [Models.Lora.LoraConfig.AllLinear];
 }
 
 public sealed record DataSection

@@ -1,4 +1,5 @@
 using RefAlign.Compute.Data;
+using RefAlign.Compute.Models.Lora;
 using RefAlign.Compute.Tokenization;
 
 namespace RefAlign.Compute.Training;
@@ -38,7 +39,7 @@ internal static class RunConfigValidator
             Check(l.Rank >= 1, "policy.lora.rank", "must be ≥ 1");
             Check(l.Alpha > 0 && double.IsFinite(l.Alpha), "policy.lora.alpha", "must be > 0");
             Check(l.Dropout >= 0 && l.Dropout < 1, "policy.lora.dropout", "must be in [0, 1)");
-            string[] known = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+            string[] known = [.. LoraConfig.KnownTargets, LoraConfig.AllLinear];
             Check(l.TargetModules.Count > 0 && l.TargetModules.All(known.Contains), "policy.lora.target_modules",
                 $"must list projections among {string.Join(", ", known)}");
         }

@@ -14,7 +14,7 @@ namespace RefAlign.Presets;
 public static class ModelPresets
 {
     public static IReadOnlyList<string> Names { get; } = ["tiny", "small"];
-    public static IReadOnlyList<string> Architectures { get; } = ["llama", "mistral", "qwen2"];
+    public static IReadOnlyList<string> Architectures { get; } = ["llama", "mistral", "qwen2", "gpt-neox"];
 
     /// <summary>Shape of a preset; the vocabulary size is the tokenizer's target and may end smaller.</summary>
     public static CausalLmConfig Shape(string preset) => preset switch
@@ -57,6 +57,18 @@ public static class ModelPresets
                 {
                     Architecture = "Qwen2ForCausalLM", QkvBias = true, TieWordEmbeddings = true, RopeTheta = 1_000_000,
                     EosTokenIds = tok.EosIds, PadTokenId = tok.PadId, BosTokenId = null,
+                };
+                break;
+            case "gpt-neox":
+                // Pythia's layout: specials at ids 0/1, untied embed_out, parallel residual, rotary on a quarter of
+                // each head (so partial rotary is exercised), 4·hidden MLP.
+                vocab = TokenizerWriter.WriteGptNeoXBpe(folder, DemoCorpus.Sentences, shape.VocabSize);
+                config = shape with
+                {
+                    Architecture = CausalLmConfig.GptNeoXArchitecture, NumKeyValueHeads = shape.NumAttentionHeads,
+                    IntermediateSize = 4 * shape.HiddenSize, HiddenAct = "gelu", RotaryPct = 0.25, UseParallelResidual = true,
+                    LayerNormEps = 1e-5, QkvBias = true, OutputBias = true, MlpBias = true, TieWordEmbeddings = false,
+                    BosTokenId = 0, EosTokenIds = [0],
                 };
                 break;
             default:

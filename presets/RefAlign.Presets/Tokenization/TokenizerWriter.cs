@@ -78,6 +78,22 @@ public static class TokenizerWriter
         return vocab.Count + ByteLevelBpeWriter.SpecialTokens.Length;
     }
 
+    /// <summary>
+    /// GPT-NeoX (Pythia) style byte-level BPE folder: tokenizer.json (specials at ids 0 and 1 inside the model vocab),
+    /// tokenizer_config.json, special_tokens_map.json. Returns the vocabulary size.
+    /// </summary>
+    public static int WriteGptNeoXBpe(string folder, IEnumerable<string> corpus, int vocabSize)
+    {
+        ArgumentNullException.ThrowIfNull(corpus);
+        ArgumentOutOfRangeException.ThrowIfLessThan(vocabSize, 256 + GptNeoXBpeWriter.SpecialTokens.Length, nameof(vocabSize));
+        Directory.CreateDirectory(folder);
+        var (vocab, merges) = GptNeoXBpeWriter.Build(corpus, vocabSize);
+        WriteJson(folder, "tokenizer.json", GptNeoXBpeWriter.TokenizerJson(vocab, merges));
+        WriteJson(folder, "tokenizer_config.json", GptNeoXBpeWriter.TokenizerConfig());
+        WriteJson(folder, "special_tokens_map.json", GptNeoXBpeWriter.SpecialTokensMap());
+        return vocab.Count;
+    }
+
     private static void WriteJson(string folder, string name, JsonNode node) =>
         File.WriteAllText(Path.Combine(folder, name), node.ToJsonString(JsonOptions));
 }

@@ -58,7 +58,7 @@ internal static class BenchSupport
     public static double ForwardFlopsPerToken(CausalLmConfig c)
     {
         double attnWidth = c.NumAttentionHeads * c.HeadDim, kvWidth = c.NumKeyValueHeads * c.HeadDim;
-        var perLayer = c.HiddenSize * (2 * attnWidth + 2 * kvWidth) + 3.0 * c.HiddenSize * c.IntermediateSize;
+        var perLayer = c.HiddenSize * (2 * attnWidth + 2 * kvWidth) + (c.IsGptNeoX ? 2.0 : 3.0) * c.HiddenSize * c.IntermediateSize;
         return 2 * (c.NumHiddenLayers * perLayer + (double)c.HiddenSize * c.VocabSize);
     }
 

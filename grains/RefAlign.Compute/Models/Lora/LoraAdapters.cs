@@ -10,7 +10,8 @@ namespace RefAlign.Compute.Models.Lora;
 /// LoRA adapters on a <see cref="CausalLm"/>: every targeted projection computes
 /// <c>W·x + (alpha / r) · B·A·dropout(x)</c>. This module owns every <c>lora_A</c>/<c>lora_B</c> parameter, named as
 /// PEFT names them in <c>adapter_model.safetensors</c>
-/// (<c>base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight</c> [r, in], <c>…lora_B.weight</c> [out, r]).
+/// (<c>base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight</c> [r, in], <c>…lora_B.weight</c> [out, r];
+/// NeoX: <c>base_model.model.gpt_neox.layers.0.attention.query_key_value.lora_A.weight</c>).
 /// The adapters reach the model only through the <see cref="AdapterSlot"/> hooks of its blocks, so the model's own
 /// parameters and state_dict() are untouched and still load/save as a plain HF folder.
 /// </summary>
@@ -57,7 +58,8 @@ public sealed class LoraAdapters : nn.Module
     internal CausalLm Model => _model.Model;
 
     /// <summary>
-    /// Hooks fresh adapters into every projection named by <see cref="LoraConfig.TargetModules"/>: A drawn like PEFT
+    /// Hooks fresh adapters into every projection named by <see cref="LoraConfig.TargetModules"/> (<c>all-linear</c>: every
+    /// projection of the model's architecture): A drawn like PEFT
     /// (kaiming-uniform with a = √5, i.e. U(±1/√in)) from <paramref name="seed"/>, B = 0, so the adapted model
     /// computes exactly the base function until B is trained. Every base parameter gets requires_grad = false
     /// (restored by <see cref="Detach"/>); the adapter parameters require grad.
@@ -66,6 +68,7 @@ public sealed class LoraAdapters : nn.Module
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(config);
+        config = config with { TargetModules = LoraConfig.ResolveTargets(config.TargetModules, model.Config) };
         config.Validate();
         var weights = model.named_parameters().ToDictionary(p => p.name, p => p.parameter, StringComparer.Ordinal);
         var targets = new List<(string Name, AdapterSlot Slot, Parameter Weight)>();
@@ -75,6 +78,8 @@ public sealed class LoraAdapters : nn.Module
             {
                 SelfAttention a => a.AdapterSlots,
                 GatedMlp m => m.AdapterSlots,
+                GptNeoXAttention a => a.AdapterSlots,
+                GptNeoXMlp m => m.AdapterSlots,
                 _ => null,
             };
             if (slots is null) continue;
@@ -91,7 +96,10 @@ public sealed class LoraAdapters : nn.Module
             throw new ArgumentException(
                 $"none of the target modules ({string.Join(", ", config.TargetModules)}) exist in the model.", nameof(config));
 
-        var adapters = new LoraAdapters(model, config);
+        // As PEFT: names that match no module of this architecture are ignored as long as one matches; the adapter
+        // records the ones it adapted, so its adapter_config.json lists only projections the model has.
+        var found = targets.Select(t => t.Name[(t.Name.LastIndexOf('.') + 1)..]).ToHashSet(StringComparer.Ordinal);
+        var adapters = new LoraAdapters(model, config with { TargetModules = [.. config.TargetModules.Where(found.Contains)] });
         try
         {
             using var gen = new Generator((ulong)seed);

@@ -12,14 +12,32 @@ public sealed record LoraConfig
 {
     public const string FileName = "adapter_config.json";
 
-    /// <summary>The projections of a Llama-family decoder that can carry an adapter.</summary>
-    public static readonly IReadOnlyList<string> KnownTargets =
+    /// <summary>PEFT's name for "every linear projection of the decoder layers".</summary>
+    public const string AllLinear = "all-linear";
+
+    /// <summary>The projections of a Llama-family decoder layer.</summary>
+    public static readonly IReadOnlyList<string> LlamaTargets =
         ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+    /// <summary>The projections of a GPT-NeoX layer (fused q/k/v, attention output, the two MLP projections).</summary>
+    public static readonly IReadOnlyList<string> GptNeoXTargets =
+        ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"];
+
+    /// <summary>Every projection name that can carry an adapter, over all supported architectures.</summary>
+    public static readonly IReadOnlyList<string> KnownTargets = [.. LlamaTargets, .. GptNeoXTargets];
 
     public int Rank { get; init; } = 8;
     public double Alpha { get; init; } = 16;
     public double Dropout { get; init; }
-    public IReadOnlyList<string> TargetModules { get; init; } = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+    public IReadOnlyList<string> TargetModules { get; init; } = LlamaTargets;
+
+    /// <summary>Every adaptable projection of <paramref name="model"/>'s architecture.</summary>
+    public static IReadOnlyList<string> AllLinearTargets(CausalLmConfig model) =>
+        model.IsGptNeoX ? GptNeoXTargets : LlamaTargets;
+
+    /// <summary>Target names as a run config gives them, with <c>all-linear</c> expanded for <paramref name="model"/>.</summary>
+    public static IReadOnlyList<string> ResolveTargets(IReadOnlyList<string> targets, CausalLmConfig model) =>
+        targets.Contains(AllLinear, StringComparer.Ordinal) ? AllLinearTargets(model) : targets;
 
     /// <summary>Written to <c>base_model_name_or_path</c>; informational only.</summary>
     public string? BaseModelNameOrPath { get; init; }
@@ -143,7 +161,8 @@ public sealed record LoraConfig
             case null:
                 throw new ModelFormatException($"{path}: has no 'target_modules'.");
             case JsonValue v when v.TryGetValue<string>(out var s):
-                if (s == "all-linear") return KnownTargets;
+                // Narrowed to the model's own projections when the adapter is attached.
+                if (s == AllLinear) return KnownTargets;
                 if (KnownTargets.Contains(s, StringComparer.Ordinal)) return [s];
                 throw new ModelFormatException(
                     $"{path}: field 'target_modules' is the pattern '{s}'; only a list of projection names or 'all-linear' is supported.");
