@@ -125,4 +125,33 @@ public sealed class RemoteEvalTests(RemoteSiloFixture fixture) : IClassFixture<R
         Assert.Contains("evaluate it once it has stopped, completed or failed", refused.Stderr);
         await Cli("run", "stop", busy);
     }
+
+    [Fact]
+    public async Task Sft_then_sr_dpo_chained_by_run_id_on_the_cluster()
+    {
+        var sft = TinyRuns.SrDpo("cli-sft", steps: 4, checkpointEvery: 2)
+            .Replace("\"sr-dpo\"", "\"sft\"", StringComparison.Ordinal)
+            .Replace("\"preference\": { \"beta\": 0.1, \"lambda\": 0.5 },", "", StringComparison.Ordinal)
+            .Replace("\"limit\": 48", "\"limit\": 48, \"eval_fraction\": 0.2", StringComparison.Ordinal);
+        var (sftId, _) = await Finished(sft);
+        // The SFT stage evaluated through the cluster: its held-out loss fell below the base model's.
+        var evalOut = Path.Combine(Root, $"remote-eval-{sftId}");
+        var eval = await Cli("run", "eval", sftId, "--model", "base", "--model", "latest", "--out", evalOut, "--json");
+        Assert.True(eval.ExitCode == 0, eval.Stderr);
+        var losses = eval.Json["models"]!.AsArray().Select(m => m!["metrics"]!["eval/loss"]!.GetValue<double>()).ToList();
+        Assert.True(losses[1] < losses[0], $"held-out loss base {losses[0]:F4}, SFT {losses[1]:F4}");
+        var sftCheckpoint = eval.Json["models"]![1]!["path"]!.GetValue<string>();
+
+        var (id, config) = await Finished(TinyRuns.SrDpo("cli-chained", steps: 2)
+            .Replace("\"model\": \"policy\"", $"\"model\": \"run:{sftId}\"", StringComparison.Ordinal));
+        Assert.Equal(Path.Combine(sftCheckpoint, "policy"), config["policy"]!["model"]!.GetValue<string>());
+        var steps = (await Cli("run", "watch", id, "--json")).JsonLines.Where(e => e["kind"]!.GetValue<string>() == "step").ToList();
+        // Policy = reference = the SFT model at the first step: the loss is log 2.
+        Assert.Equal(Math.Log(2), steps[0]["metrics"]!["loss"]!.GetValue<double>(), 4);
+
+        var unknown = await Cli("run", "start", "--config", TinyRuns.Write(Root, TinyRuns.SrDpo("cli-chained-bad", steps: 2)
+            .Replace("\"model\": \"policy\"", "\"model\": \"run:nope\"", StringComparison.Ordinal)));
+        Assert.Equal(2, unknown.ExitCode);
+        Assert.Contains("field 'policy.model' names run 'nope', which this cluster does not know", unknown.Stderr);
+    }
 }
