@@ -11,7 +11,8 @@ namespace RefAlign.Cli.Commands.Bench;
 
 /// <summary>
 /// <c>refalign bench learner</c>: the time of a Sr-DPO step over a DPO step on the same batch with the reference cache
-/// warm (the paper reports 1.24), and the DPO learner step's achieved FLOP/s over the measured matmul FLOP/s.
+/// warm (the paper reports 1.24), an SFT step on the same tokens (each pair's two sequences as SFT examples), and the DPO
+/// learner step's achieved FLOP/s over the measured matmul FLOP/s.
 /// </summary>
 internal static class LearnerBench
 {
@@ -24,7 +25,7 @@ internal static class LearnerBench
         var completionTokens = new Option<int>("--completion-tokens") { DefaultValueFactory = _ => 96 };
         var runs = new Option<int>("--runs") { DefaultValueFactory = _ => 3 };
         var json = CliSupport.JsonOption();
-        var cmd = new Command("learner", "Sr-DPO vs DPO step time (reference cache warm) and learner FLOP efficiency.")
+        var cmd = new Command("learner", "Sr-DPO vs DPO vs SFT step time on the same tokens (reference cache warm) and learner FLOP efficiency.")
         {
             preset, pairs, promptTokens, completionTokens, runs, json,
         };
@@ -38,6 +39,8 @@ internal static class LearnerBench
                 ("DPO step", $"{res.DpoSeconds:F3} s"),
                 ("Sr-DPO step", $"{res.SrDpoSeconds:F3} s"),
                 ("Sr-DPO ÷ DPO (paper 1.24; goal ≤ 1.15)", $"{res.SrDpoOverDpo:F3}"),
+                ("SFT step (same tokens)", $"{res.SftSeconds:F3} s"),
+                ("SFT ÷ DPO", $"{res.SftOverDpo:F3}"),
                 ("matmul peak", $"{res.MatmulGflops:F1} GFLOP/s"),
                 ("DPO step achieved", $"{res.DpoGflops:F1} GFLOP/s"),
                 ("learner FLOP/s ÷ matmul FLOP/s", $"{res.LearnerToMatmul:F2}"),
@@ -48,7 +51,8 @@ internal static class LearnerBench
     }
 
     internal sealed record Result(string Preset, int Threads, int Pairs, int PromptTokens, int RefinementTokens, int CompletionTokens,
-        double DpoSeconds, double SrDpoSeconds, double SrDpoOverDpo, double MatmulGflops, double DpoGflops, double LearnerToMatmul);
+        double DpoSeconds, double SrDpoSeconds, double SrDpoOverDpo, double SftSeconds, double SftOverDpo, double MatmulGflops, double DpoGflops,
+        double LearnerToMatmul);
 
     static Result Run(string preset, int pairCount, int promptTokens, int completionTokens, int runs, bool quiet)
     {
@@ -81,13 +85,30 @@ internal static class LearnerBench
             });
         }
 
-        double dpo = 0, sr = 0, matmul = 0;
+        // SFT on the same tokens: each pair's prompt ⊕ chosen and prompt ⊕ rejected as two examples.
+        double MeasureSft()
+        {
+            var cfg = new RunConfig
+            {
+                Algorithm = Algorithm.Sft, BatchSize = 2 * pairCount, MicroBatchSize = 2 * pairCount,
+                Optimizer = new OptimizerSection { Kind = OptimizerKind.AdamW, LearningRate = 1e-5, WarmupSteps = 0 },
+            };
+            using var policy = new CausalLm(shape);
+            policy.InitializeWeights(0);
+            using var learner = new Learner(cfg, policy, padId: 0, totalSteps: 100);
+            List<SftSequence> rows = [.. pairs.SelectMany(p => new[] { new SftSequence(2 * p.Id, p.Prompt, p.Chosen), new SftSequence(2 * p.Id + 1, p.Prompt, p.Rejected) })];
+            var step = 0;
+            return BenchSupport.Median(runs, () => learner.SftStep(step++, rows));
+        }
+
+        double dpo = 0, sr = 0, sft = 0, matmul = 0;
         BenchSupport.Step(quiet, "DPO steps", () => dpo = Measure(Algorithm.Dpo));
         BenchSupport.Step(quiet, "Sr-DPO steps", () => sr = Measure(Algorithm.SrDpo));
+        BenchSupport.Step(quiet, "SFT steps", () => sft = MeasureSft());
         var seq = promptTokens + completionTokens;
         BenchSupport.Step(quiet, "matmul peak", () => matmul = BenchSupport.MatmulFlops(shape, 2 * pairCount * seq));
         var dpoFlops = 3 * (BenchSupport.ForwardFlopsPerToken(shape) * 2 * pairCount * seq + BenchSupport.AttentionFlops(shape, 2 * pairCount, seq));
-        return new Result(preset, get_num_threads(), pairCount, promptTokens, refinementTokens, completionTokens, dpo, sr, sr / dpo,
+        return new Result(preset, get_num_threads(), pairCount, promptTokens, refinementTokens, completionTokens, dpo, sr, sr / dpo, sft, sft / dpo,
             matmul / 1e9, dpoFlops / dpo / 1e9, dpoFlops / dpo / matmul);
     }
 }
