@@ -137,6 +137,46 @@ public sealed class SftTests : IDisposable
         Assert.Equal(a.Steps.Select(s => s.Metrics["grad_norm"]), b1.Steps.Concat(b2.Steps).Select(s => s.Metrics["grad_norm"]));
     }
 
+    [Theory]
+    [InlineData("llama")]
+    [InlineData("mistral")]
+    [InlineData("gpt-neox")]
+    public void A_packed_row_computes_each_example_as_it_would_alone(string arch)
+    {
+        var dir = Path.Combine(_root, arch);
+        ModelPresets.Initialize(dir, "tiny", arch, seed: 3);
+        using var model = CausalLm.FromPretrained(dir);
+        int[][] examples = [[5, 9, 17, 4, 22], [7, 3], [11, 12, 13, 14, 15, 16, 8], [30, 31, 32]];
+        var batch = Scoring.SequenceCollator.Pack([.. examples.Select(e => (e[..1], e[1..]))], maxLength: 12, padId: 0);
+        Assert.Equal(2, batch.Rows); // 5 + 2 fit in 12; 7 + 3 fit in the next row
+        using var _ = no_grad();
+        using var packed = model.ForwardPacked(tensor(batch.InputIds, [batch.Rows, batch.Length]), tensor(batch.AttentionMask, [batch.Rows, batch.Length]));
+        var offsets = new[] { (0, 0), (0, 5), (1, 0), (1, 7) };
+        for (var i = 0; i < examples.Length; i++)
+        {
+            using var alone = model.Forward(tensor(examples[i].Select(x => (long)x).ToArray(), [1, examples[i].Length]));
+            var (row, at) = offsets[i];
+            using var slice = packed.narrow(0, row, 1).narrow(1, at, examples[i].Length);
+            Assert.True(slice.allclose(alone, rtol: 1e-4, atol: 1e-5), $"{arch}: example {i}, max |Δ| {(slice - alone).abs().max().item<float>()}");
+        }
+    }
+
+    [Fact]
+    public void Packing_gives_the_same_steps_with_fewer_rows()
+    {
+        var (plain, s1, _) = Run(Sft("unpacked", steps: 3) with { EvalEvery = 3 });
+        using var w1 = s1;
+        var packedConfig = Sft("packed", steps: 3) with { EvalEvery = 3 };
+        var (packed, s2, _) = Run(packedConfig with { Data = packedConfig.Data with { Packing = true } });
+        using var w2 = s2;
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.Equal(plain.Steps[i].Metrics["loss"], packed.Steps[i].Metrics["loss"], 4);
+            Assert.Equal(1, packed.Steps[i].Metrics["grad_norm"] / plain.Steps[i].Metrics["grad_norm"], 3);
+        }
+        Assert.Equal(plain.Evals[^1]["eval/loss"], packed.Evals[^1]["eval/loss"], 3);
+    }
+
     string Jsonl(string name, params JsonObject[] records)
     {
         var path = Path.Combine(_root, name);

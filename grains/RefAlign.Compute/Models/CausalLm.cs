@@ -94,19 +94,51 @@ public sealed class CausalLm : nn.Module
         return logits.MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// Logits of packed rows (SFT packing): <paramref name="segmentIds"/> [B, T] numbers the examples of each row 1, 2, …
+    /// (0: padding). A token attends only to earlier tokens of its own example and counts its position from that
+    /// example's start, so every example computes exactly what it would alone.
+    /// </summary>
+    public Tensor ForwardPacked(Tensor inputIds, Tensor segmentIds)
+    {
+        using var scope = NewDisposeScope();
+        long b = inputIds.shape[0], t = inputIds.shape[1];
+        var seg = segmentIds.to(ScalarType.Int64);
+        var index = arange(t, dtype: ScalarType.Int64, device: Device).unsqueeze(0).expand(b, t);
+        // Each token's position is its distance from the first token of its segment.
+        var starts = cat([ones([b, 1], ScalarType.Bool, Device), seg.narrow(1, 1, t - 1) != seg.narrow(1, 0, t - 1)], 1);
+        var positions = index - where(starts, index, zeros_like(index)).cummax(1).values;
+        if (positions.max().item<long>() >= Config.MaxPositionEmbeddings)
+            throw new ArgumentException($"a packed example exceeds the model context (config.json field 'max_position_embeddings' = {Config.MaxPositionEmbeddings}).");
+        var (cos, sin) = RotaryEmbedding.CosSin(tensor(_invFreq, device: Device), positions, DType);
+        var causal = CausalAllowed(t, t, Device).unsqueeze(0);
+        var sameExample = (seg.unsqueeze(2) == seg.unsqueeze(1)) & (seg.unsqueeze(1) > 0);
+        var mask = MaskFrom((causal & sameExample).unsqueeze(1));
+        var h = Body.Forward(inputIds, cos, sin, mask, null);
+        var logits = Head is { } head ? head.forward(h) : nn.functional.linear(h, Body.EmbedWeight);
+        return logits.MoveToOuterDisposeScope();
+    }
+
     /// <summary>Full pass with no cache: mask [B, T] over the inputs themselves.</summary>
     public Tensor Forward(Tensor inputIds) => Forward(inputIds, ones_like(inputIds));
 
-    Tensor BuildMask(Tensor attentionMask, long t, long s)
+    Tensor BuildMask(Tensor attentionMask, long t, long s) =>
+        MaskFrom(CausalAllowed(t, s, attentionMask.device).unsqueeze(0).unsqueeze(0) & attentionMask.to(ScalarType.Bool).unsqueeze(1).unsqueeze(1));
+
+    /// <summary>[T, S]: query i (the last T of S positions) may see key j — causal, within the sliding window if any.</summary>
+    Tensor CausalAllowed(long t, long s, Device dev)
     {
-        var dev = attentionMask.device;
         var qpos = arange(s - t, s, dtype: ScalarType.Int64, device: dev).unsqueeze(1);
         var kpos = arange(0, s, dtype: ScalarType.Int64, device: dev).unsqueeze(0);
         var allowed = kpos <= qpos;
-        if (Config.SlidingWindow is int w) allowed = allowed & (qpos - kpos < w);
-        allowed = allowed.unsqueeze(0).unsqueeze(0) & attentionMask.to(ScalarType.Bool).unsqueeze(1).unsqueeze(1);
+        return Config.SlidingWindow is int w ? allowed & (qpos - kpos < w) : allowed;
+    }
+
+    /// <summary>The additive attention mask of <paramref name="allowed"/> [B, 1, T, S].</summary>
+    Tensor MaskFrom(Tensor allowed)
+    {
         // A large finite negative (as HF does) keeps fully masked padding rows finite instead of NaN.
-        var mask = zeros(allowed.shape, DType, dev).masked_fill(allowed.logical_not(), MinValue(DType));
+        var mask = zeros(allowed.shape, DType, allowed.device).masked_fill(allowed.logical_not(), MinValue(DType));
         // Tiled once here for the grouped-query layout every layer uses.
         return Config.KeyValueGroups > 1 ? mask.repeat(1, 1, Config.KeyValueGroups, 1) : mask;
     }

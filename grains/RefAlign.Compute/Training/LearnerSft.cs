@@ -64,12 +64,19 @@ public sealed partial class Learner
     };
 
     /// <summary>Σ −log π over the completion tokens of <paramref name="rows"/> (a scalar, with a graph when gradients are on).</summary>
+    /// <remarks>
+    /// With <c>data.packing</c> the examples are laid end to end in rows of up to <c>data.max_length</c> tokens, attention
+    /// kept inside each example: less padding, the same per-token values (so the same loss, up to float rounding).
+    /// </remarks>
     Tensor CompletionNll(IReadOnlyList<SftSequence> rows)
     {
-        var batch = SequenceCollator.Collate([.. rows.Select(r => (r.Prompt, r.Completion))], _padId, PaddingSide.Right);
+        var examples = rows.Select(r => (r.Prompt, r.Completion)).ToList();
+        var packed = _config.Data.Packing;
+        var batch = packed ? SequenceCollator.Pack(examples, _config.Data.MaxLength, _padId) : SequenceCollator.Collate(examples, _padId, PaddingSide.Right);
         var dev = Policy.Device;
         var ids = tensor(batch.InputIds, [batch.Rows, batch.Length], device: dev);
-        var logits = Policy.Forward(ids, tensor(batch.AttentionMask, [batch.Rows, batch.Length], device: dev)).to(ScalarType.Float32);
+        var mask = tensor(batch.AttentionMask, [batch.Rows, batch.Length], device: dev);
+        var logits = (packed ? Policy.ForwardPacked(ids, mask) : Policy.Forward(ids, mask)).to(ScalarType.Float32);
         using var lp = SequenceLogProbs.FromLogits(logits, ids, tensor(batch.CompletionMask, [batch.Rows, batch.Length], device: dev));
         return lp.Sum.sum().neg();
     }

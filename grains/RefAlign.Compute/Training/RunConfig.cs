@@ -142,6 +142,9 @@ public sealed record DataSection
     public int? Limit { get; init; }
     public PkuPreference PkuPreference { get; init; } = PkuPreference.Better;
     public bool Shuffle { get; init; } = true;
+
+    /// <summary>SFT: lay short examples end to end in rows of up to <see cref="MaxLength"/> tokens (attention stays inside each).</summary>
+    public bool Packing { get; init; }
 }
 
 public sealed record OptimizerSection

@@ -60,6 +60,7 @@ internal static class RunConfigValidator
         Check(d.MaxLength > d.MaxPromptLength, "data.max_length", "must exceed data.max_prompt_length");
         Check(d.Limit is null or >= 1, "data.limit", "must be ≥ 1 when set");
         Check(Enum.IsDefined(d.PkuPreference), "data.pku_preference", "must be better or safer");
+        Check(!d.Packing || c.IsSft, "data.packing", "is only used by sft");
 
         var o = c.Optimizer;
         Check(Enum.IsDefined(o.Kind), "optimizer.kind", "must be rmsprop or adamw");
