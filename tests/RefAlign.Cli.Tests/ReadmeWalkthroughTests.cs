@@ -71,4 +71,18 @@ public sealed class ReadmeWalkthroughTests : IDisposable
             }
         }
     }
+
+    [Theory]
+    [InlineData("pythia-hh-sft.json", "pythia-hh-srdpo.json")]
+    [InlineData("zephyr-conqord-sft.json", "zephyr-conqord-refalign.json")]
+    public void The_two_stage_recipes_validate_and_chain_the_second_stage_to_the_first(string first, string second)
+    {
+        var folder = Path.Combine(BuiltTools.RepositoryRoot, "examples", "recipes");
+        var sft = RefAlign.Compute.Training.RunConfig.Load(Path.Combine(folder, first)).Validate(requirePaths: false);
+        var next = RefAlign.Compute.Training.RunConfig.Load(Path.Combine(folder, second)).Validate(requirePaths: false);
+        Assert.True(sft.IsSft);
+        Assert.Equal($"run:{sft.OutputDir}", next.Policy.Model);
+        Assert.Null(next.Policy.ReferenceModel); // the reference is the SFT model too
+        Assert.Contains($"examples/recipes/{first}", File.ReadAllText(Path.Combine(BuiltTools.RepositoryRoot, "README.md")));
+    }
 }

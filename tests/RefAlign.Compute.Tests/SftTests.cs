@@ -177,6 +177,15 @@ public sealed class SftTests : IDisposable
         Assert.Equal(plain.Evals[^1]["eval/loss"], packed.Evals[^1]["eval/loss"], 3);
     }
 
+    [Fact]
+    public void Packing_is_refused_outside_sft_and_sft_takes_every_layout()
+    {
+        var sft = Sft("layouts", steps: 1);
+        var e = Assert.Throws<InvalidRunConfigException>(() => (sft with { Algorithm = Algorithm.Dpo, Data = sft.Data with { Packing = true } }).Validate());
+        Assert.Equal("data.packing", e.Field);
+        foreach (var layout in Enum.GetValues<DataLayout>()) (sft with { Data = sft.Data with { Layout = layout } }).Validate();
+    }
+
     string Jsonl(string name, params JsonObject[] records)
     {
         var path = Path.Combine(_root, name);
