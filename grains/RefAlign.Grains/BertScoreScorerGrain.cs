@@ -16,7 +16,7 @@ public sealed class BertScoreScorerGrain(ComputeExecutor executor, EncoderCache 
         ? Task.FromException<IReadOnlyList<double>>(new SiloDrainingException("BERTScore worker"))
         : executor.RunAsync<IReadOnlyList<double>>(() =>
     {
-        var scorer = encoders.Get(request.RewardModel, request.Layers);
+        var scorer = encoders.Get(request.RewardModel, request.Layers, executor.TensorDevice);
         var scores = scorer.Score(request.Candidates, request.References,
             new BertScoreOptions { Idf = request.Idf, IdfReferences = request.IdfReferences });
         return [.. scores.Select(s => s.F1)];
@@ -30,12 +30,12 @@ public sealed class EncoderCache : IDisposable
     readonly Lock _lock = new();
 
     /// <summary>Called on a compute thread (loading is tensor work).</summary>
-    public BertScorer Get(string folder, int? layers)
+    public BertScorer Get(string folder, int? layers, TorchSharp.torch.Device device)
     {
         lock (_lock)
         {
             if (!_scorers.TryGetValue((folder, layers), out var s))
-                _scorers[(folder, layers)] = s = BertScorer.FromPretrained(folder, layers);
+                _scorers[(folder, layers)] = s = BertScorer.FromPretrained(folder, layers, device: device);
             return s;
         }
     }

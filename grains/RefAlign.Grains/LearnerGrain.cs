@@ -64,7 +64,7 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
             // Same seeding as the local trainer, so LoRA dropout draws match.
             TorchSharp.torch.manual_seed(config.Seed);
             var tok = TextTokenizer.Load(config.Policy.Model);
-            var policy = CausalLm.FromPretrained(config.Policy.Model, config.Policy.Dtype.ToScalarType());
+            var policy = CausalLm.FromPretrained(config.Policy.Model, config.Policy.Dtype.ToScalarType(), executor.TensorDevice);
             var (_, pad) = PolicySetup.SpecialIds(tok, policy);
             return new Learner(config, policy, pad, totalSteps);
         });

@@ -26,7 +26,7 @@ public sealed class ReferenceScorerGrain(ComputeExecutor executor, SiloDrain dra
         (_model, _scorer) = await executor.RunAsync(() =>
         {
             var path = config.Policy.ReferenceModel ?? config.Policy.Model;
-            var model = CausalLm.FromPretrained(path, config.Policy.Dtype.ToScalarType());
+            var model = CausalLm.FromPretrained(path, config.Policy.Dtype.ToScalarType(), executor.TensorDevice);
             var (_, pad) = PolicySetup.SpecialIds(TextTokenizer.Load(config.Policy.Model), model);
             var cache = new ReferenceLogProbCache(Path.Combine(config.OutputDir, "reference_cache", $"shard-{shard}"));
             return (model, new ReferenceScorer(model, cache, pad));

@@ -36,7 +36,7 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, WeightExchan
         (_policy, _lora, _tokenizer, _eos, _pad) = await executor.RunAsync(() =>
         {
             var tok = TextTokenizer.Load(config.Policy.Model);
-            var policy = CausalLm.FromPretrained(config.Policy.Model, config.Policy.Dtype.ToScalarType());
+            var policy = CausalLm.FromPretrained(config.Policy.Model, config.Policy.Dtype.ToScalarType(), executor.TensorDevice);
             // Mirror the learner's structure so its trainable tensors (adapters or full weights) map one to one.
             var lora = PolicySetup.AttachLora(policy, config);
             var (eos, pad) = PolicySetup.SpecialIds(tok, policy);

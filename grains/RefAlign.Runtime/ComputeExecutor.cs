@@ -40,6 +40,14 @@ public sealed class ComputeExecutor : IDisposable
     /// <summary>The device this executor's threads drive, e.g. <c>cpu</c> or <c>cuda:0</c>.</summary>
     public string Device { get; }
 
+    /// <summary>
+    /// <see cref="Device"/> as the tensor device every model, batch and optimizer state of this silo lives on: the one
+    /// place a grain's tensors get their device. Checked against the loaded libtorch on first use.
+    /// </summary>
+    public TorchSharp.torch.Device TensorDevice => _tensorDevice ??= Compute.ComputeDevices.Resolve(Device, "Silo:Device");
+
+    private TorchSharp.torch.Device? _tensorDevice;
+
     public string Name { get; }
 
     public int ThreadCount => _threads.Length;

@@ -10,9 +10,11 @@ namespace RefAlign.Runtime;
 /// in the request context) wins when it names a compatible silo with the role: that is how a run spreads its shards
 /// over the silos of a role. Otherwise a random compatible silo with the role, preferring accelerators when the
 /// strategy asks. With no silo of the role, the learner waits (<see cref="NoSiloForRoleException"/>: it must never train
-/// on a silo not meant for it); other roles go to any compatible silo, with a warning.
+/// on a silo not meant for it); other roles go to any compatible silo, with a warning. With
+/// <see cref="LearnerPlacementOptions.RequireAccelerator"/> a learner never lands on a CPU silo: while no accelerator
+/// learner silo is active it waits, visibly, instead of silently training on the CPU.
 /// </summary>
-internal sealed class RolePlacementDirector(ISiloMetadataCache metadata, ILogger<RolePlacementDirector> logger) : IPlacementDirector
+internal sealed class RolePlacementDirector(ISiloMetadataCache metadata, LearnerPlacementOptions learner, ILogger<RolePlacementDirector> logger) : IPlacementDirector
 {
     private readonly ConcurrentDictionary<string, DateTime> _lastWarning = new(StringComparer.Ordinal);
 
@@ -32,7 +34,7 @@ internal sealed class RolePlacementDirector(ISiloMetadataCache metadata, ILogger
             return Task.FromResult(hinted);
         }
 
-        var chosen = Choose(placement.Role, placement.PreferAccelerator, candidates, Random.Shared, out var fellBack);
+        var chosen = Choose(placement.Role, placement.PreferAccelerator, candidates, Random.Shared, out var fellBack, learner.RequireAccelerator);
         if (fellBack)
         {
             WarnFallback(placement.Role, target, chosen);
@@ -42,7 +44,8 @@ internal sealed class RolePlacementDirector(ISiloMetadataCache metadata, ILogger
     }
 
     /// <summary>The placement rule on its own, so it can be tested without a cluster.</summary>
-    internal static SiloAddress Choose(string role, bool preferAccelerator, IReadOnlyList<Candidate> candidates, Random random, out bool fellBack)
+    internal static SiloAddress Choose(string role, bool preferAccelerator, IReadOnlyList<Candidate> candidates, Random random, out bool fellBack,
+        bool learnerRequiresAccelerator = false)
     {
         var withRole = candidates.Where(c => c.HasRole(role)).ToArray();
         fellBack = withRole.Length == 0;
@@ -50,9 +53,18 @@ internal sealed class RolePlacementDirector(ISiloMetadataCache metadata, ILogger
         {
             throw new NoSiloForRoleException(role);
         }
+        if (role == SiloRoles.Learner && learnerRequiresAccelerator)
+        {
+            withRole = [.. withRole.Where(c => c.IsAccelerator)];
+            if (withRole.Length == 0)
+            {
+                throw new NoSiloForRoleException(role,
+                    "no active learner silo has an accelerator and Silo:LearnerRequiresAccelerator is set; start one with --Silo:Roles=learner --Silo:Device=cuda:0 (the run waits for it).");
+            }
+        }
 
         var pool = fellBack ? candidates.ToArray() : withRole;
-        if (preferAccelerator && pool.Where(c => SiloMetadataKeys.IsAccelerator(c.Metadata.GetValueOrDefault(SiloMetadataKeys.Device))).ToArray() is { Length: > 0 } accelerated)
+        if (preferAccelerator && pool.Where(c => c.IsAccelerator).ToArray() is { Length: > 0 } accelerated)
         {
             pool = accelerated;
         }
@@ -79,13 +91,15 @@ internal sealed class RolePlacementDirector(ISiloMetadataCache metadata, ILogger
     {
         public bool HasRole(string role) =>
             SiloMetadataKeys.ParseRoles(Metadata.GetValueOrDefault(SiloMetadataKeys.Roles)).Contains(role, StringComparer.Ordinal);
+
+        public bool IsAccelerator => SiloMetadataKeys.IsAccelerator(Metadata.GetValueOrDefault(SiloMetadataKeys.Device));
     }
 }
 
 /// <summary>No active silo has the role (e.g. the learner's silo was lost and no other learner silo exists yet).</summary>
 [GenerateSerializer]
-public sealed class NoSiloForRoleException(string role)
-    : OrleansException($"no active silo has the role '{role}'; start one with --Silo:Roles={role} (the run waits for it).")
+public sealed class NoSiloForRoleException(string role, string? why = null)
+    : OrleansException(why ?? $"no active silo has the role '{role}'; start one with --Silo:Roles={role} (the run waits for it).")
 {
     [Id(0)] public string Role { get; } = role;
 }

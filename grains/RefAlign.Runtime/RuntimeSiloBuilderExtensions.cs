@@ -8,9 +8,11 @@ namespace RefAlign.Runtime;
 /// the <see cref="RolePlacement"/> director that reads them.</summary>
 public static class RuntimeSiloBuilderExtensions
 {
-    public static ISiloBuilder AddRefAlignRuntime(this ISiloBuilder silo, IReadOnlyList<string> roles, string device, int computeThreads)
+    public static ISiloBuilder AddRefAlignRuntime(this ISiloBuilder silo, IReadOnlyList<string> roles, string device, int computeThreads,
+        bool learnerRequiresAccelerator = false)
     {
         silo.UseSiloMetadata(Metadata(roles, device, computeThreads));
+        silo.Services.AddSingleton(new LearnerPlacementOptions(learnerRequiresAccelerator));
         // Transient: Orleans initializes one strategy instance per grain type with that type's role.
         silo.Services.AddPlacementDirector<RolePlacement, RolePlacementDirector>(ServiceLifetime.Transient);
         silo.Services.AddSingleton<RoleDirectory>();
@@ -27,3 +29,9 @@ public static class RuntimeSiloBuilderExtensions
         [SiloMetadataKeys.MemoryBytes] = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes.ToString(CultureInfo.InvariantCulture),
     };
 }
+
+/// <summary>
+/// Where learners may go (<c>Silo:LearnerRequiresAccelerator</c>; set it alike on every silo): with
+/// <paramref name="RequireAccelerator"/> only on a learner silo with a GPU device, never on a CPU one.
+/// </summary>
+public sealed record LearnerPlacementOptions(bool RequireAccelerator);

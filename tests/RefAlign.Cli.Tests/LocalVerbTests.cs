@@ -91,6 +91,32 @@ public sealed class LocalVerbTests : IDisposable
     }
 
     [Fact]
+    public void A_gpu_device_on_this_cpu_build_fails_every_local_verb_with_the_option_named()
+    {
+        var dir = InitModel();
+        var lines = Path.Combine(_root, "lines.txt");
+        File.WriteAllText(lines, "a line\n");
+        string[][] verbs =
+        [
+            ["generate", "--model", dir, "--prompt", "x", "--device", "cuda"],
+            ["logprobs", "--model", dir, "--prompt", "x", "--completion", "y", "--device", "cuda:0"],
+            ["bertscore", "--model", dir, "-c", lines, "-r", lines, "--device", "cuda:1"],
+            ["train", "--config", Path.Combine(_root, "absent.json"), "--device", "cuda"],
+            ["eval", "--config", Path.Combine(_root, "absent.json"), "--device", "cuda"],
+        ];
+        foreach (var args in verbs)
+        {
+            var r = CliRunner.Run(args);
+            Assert.Equal(2, r.ExitCode);
+            Assert.StartsWith($"error: --device is '{args[^1]}', but the loaded libtorch is a CPU build", r.Stderr.Trim());
+            Assert.DoesNotContain("   at ", r.Stderr);
+        }
+        var bad = CliRunner.Run("generate", "--model", dir, "--prompt", "x", "--device", "tpu");
+        Assert.Equal(2, bad.ExitCode);
+        Assert.Contains("'tpu', which is not a device", bad.Stderr);
+    }
+
+    [Fact]
     public void PromptLongerThanContextNamesTheField()
     {
         var dir = InitModel();

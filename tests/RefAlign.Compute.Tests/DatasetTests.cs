@@ -445,4 +445,26 @@ public sealed class DatasetTests : IDisposable
         Assert.Equal(prefs.Examples, PreferenceDataset.Load(Path.Combine(folder, "preferences.jsonl")).Examples);
         Assert.Equal(refs.Examples, ReferenceDataset.Load(Path.Combine(folder, "references.jsonl")).Examples);
     }
+
+    public sealed class SftRow
+    {
+        public string prompt { get; set; } = "";
+        public string completion { get; set; } = "";
+    }
+
+    [Fact]
+    public void Sft_Parquet_PromptCompletionRowsAndUltraFeedbackChosen()
+    {
+        var path = WriteParquet("sft.parquet", new[] { new SftRow { prompt = "2+2?", completion = "4" }, new SftRow { prompt = "Sky?", completion = "Blue." } });
+        Assert.Equal([new SftExample("2+2?", "4", $"{path}:row 1"), new SftExample("Sky?", "Blue.", $"{path}:row 2")], SftDataset.Load(path).Examples);
+        var uf = WriteParquet("uf-sft.parquet", new[]
+        {
+            new UfRow { prompt = "2+2?", prompt_id = "x", chosen = Turn("2+2?", "4"), rejected = Turn("2+2?", "5"), messages = Turn("2+2?", "4"), score_chosen = 9, score_rejected = 1 },
+        });
+        Assert.Equal([new SftExample("2+2?", "4", $"{uf}:row 1")], SftDataset.Load(uf).Examples);
+        var empty = WriteParquet("sft-empty.parquet", new[] { new SftRow { prompt = "Q", completion = "A" }, new SftRow { prompt = "Q", completion = "" } });
+        var e = Assert.Throws<ModelFormatException>(() => SftDataset.Load(empty));
+        Assert.Contains($"{empty}:row 2", e.Message);
+        Assert.Equal(1, SftDataset.Load(empty, options: new DataLoadOptions { SkipMalformed = true }).Skipped);
+    }
 }

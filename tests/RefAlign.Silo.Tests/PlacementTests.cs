@@ -87,5 +87,13 @@ public sealed class PlacementTests(RoleClusterFixture fixture) : IClassFixture<R
         Assert.Equal(cpuLearner.Silo, RolePlacementDirector.Choose("learner", true, [cpuLearner, generator], random, out _));
         Assert.Contains(RolePlacementDirector.Choose("scorer", false, all, random, out var fallback), all.Select(c => c.Silo));
         Assert.True(fallback);
+
+        // Silo:LearnerRequiresAccelerator: a GPU learner silo only; with none active the learner waits, never goes to a CPU one.
+        Assert.Equal(gpuLearner.Silo, RolePlacementDirector.Choose("learner", false, all, random, out _, learnerRequiresAccelerator: true));
+        var waits = Assert.Throws<NoSiloForRoleException>(() =>
+            RolePlacementDirector.Choose("learner", true, [cpuLearner, generator], random, out _, learnerRequiresAccelerator: true));
+        Assert.Contains("no active learner silo has an accelerator", waits.Message);
+        Assert.Contains("the run waits for it", waits.Message);
+        Assert.Equal(generator.Silo, RolePlacementDirector.Choose("generator", false, [cpuLearner, generator], random, out _, learnerRequiresAccelerator: true));
     }
 }

@@ -22,6 +22,9 @@ public sealed class SiloHostTests(SiloHostFixture silo) : IClassFixture<SiloHost
         var checks = body.RootElement.GetProperty("checks");
         Assert.Equal("Active", checks.GetProperty("silo").GetProperty("data").GetProperty("status").GetString());
         Assert.Equal(2, checks.GetProperty("compute").GetProperty("data").GetProperty("threads").GetInt32());
+        // The device in use and what the loaded libtorch can drive (this machine: the CPU build).
+        Assert.Equal("cpu", checks.GetProperty("compute").GetProperty("data").GetProperty("device").GetString());
+        Assert.Equal("cpu", checks.GetProperty("compute").GetProperty("data").GetProperty("libtorch").GetString());
     }
 
     [Fact]

@@ -42,4 +42,16 @@ public sealed class StartupTests
         Assert.Equal(2, code);
         Assert.Equal("refalign-silo: Invalid setting 'Silo:SupervisionPeriod': 00:00:00.1000000 is shorter than 00:00:01.", stderr.Trim());
     }
+
+    [Fact]
+    public async Task A_gpu_device_on_a_cpu_build_stops_the_silo_with_one_line_naming_the_setting()
+    {
+        // This machine's libtorch is the CPU build: the silo must not start and attract the learner to train on the CPU.
+        Assert.False(TorchSharp.torch.cuda.is_available());
+        var (code, stderr) = await RunSiloAsync("--Silo:Device=cuda:0");
+        Assert.Equal(2, code);
+        var line = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        Assert.StartsWith("refalign-silo: Invalid setting 'Silo:Device': Silo:Device is 'cuda:0', but the loaded libtorch is a CPU build", line);
+        Assert.Contains("-p:TorchBackend=cuda", line);
+    }
 }

@@ -27,12 +27,14 @@ internal static class BertScoreCommand
         };
         multi.AcceptOnlyFromAmong("best-f", "elementwise");
         var json = CliSupport.JsonOption();
+        var device = CliSupport.DeviceOption();
         var cmd = new Command("bertscore", "BERTScore of candidates against references (mean P/R/F, or per pair with --json).")
         {
-            model, cands, refs, idf, layers, baseline, batch, multi, json,
+            model, cands, refs, idf, layers, baseline, batch, multi, device, json,
         };
         cmd.SetAction(r => CliSupport.Run(() =>
         {
+            var target = CliSupport.Device(r.GetValue(device)!);
             var candidates = ReadLines(r.GetValue(cands)!);
             var refFiles = r.GetValue(refs)!;
             var refLines = refFiles.Select(ReadLines).ToList();
@@ -40,7 +42,7 @@ internal static class BertScoreCommand
                 if (refLines[i].Count != candidates.Count)
                     throw new ArgumentException(
                         $"{refFiles[i]} has {refLines[i].Count} lines but {r.GetValue(cands)} has {candidates.Count}; each reference file needs one line per candidate.");
-            using var scorer = BertScorer.FromPretrained(r.GetValue(model)!, r.GetValue(layers));
+            using var scorer = BertScorer.FromPretrained(r.GetValue(model)!, r.GetValue(layers), device: target);
             var options = new BertScoreOptions
             {
                 Idf = r.GetValue(idf), BatchSize = r.GetValue(batch),

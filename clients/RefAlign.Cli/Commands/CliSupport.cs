@@ -27,6 +27,15 @@ internal static class CliSupport
         Required = true,
     };
 
+    public static Option<string> DeviceOption() => new("--device")
+    {
+        Description = "cpu, cuda or cuda:N: where the models and every tensor live (a GPU needs the CUDA build; see README, GPU builds).",
+        DefaultValueFactory = _ => "cpu",
+    };
+
+    /// <summary>The <c>--device</c> after checking this process can use it (a CPU build asked for cuda fails here, with why).</summary>
+    public static TorchSharp.torch.Device Device(string name) => ComputeDevices.Resolve(name, "--device");
+
     public static void WriteJson<T>(T value) => Console.Out.WriteLine(JsonSerializer.Serialize(value, Json));
 
     /// <summary>Runs a verb; bad input becomes one clear line on stderr and exit code 2, never a stack trace.</summary>
@@ -40,18 +49,19 @@ internal static class CliSupport
             return await body();
         }
         catch (Exception e) when (e is ModelFormatException or ArgumentException or IOException or UnauthorizedAccessException
-                                      or InvalidRunConfigException)
+                                      or InvalidRunConfigException or DeviceUnavailableException)
         {
             Console.Error.WriteLine($"error: {e.Message}");
             return 2;
         }
     }
 
-    public static (CausalLm Model, TextTokenizer Tokenizer) Load(string folder)
+    public static (CausalLm Model, TextTokenizer Tokenizer) Load(string folder, string device = "cpu")
     {
+        var target = Device(device);
         if (!Directory.Exists(folder)) throw new ModelFormatException($"model folder '{folder}' does not exist.");
         var tokenizer = TextTokenizer.Load(folder);
-        var model = CausalLm.FromPretrained(folder);
+        var model = CausalLm.FromPretrained(folder, device: target);
         if (tokenizer.VocabSize > model.Config.VocabSize)
             throw new ModelFormatException(
                 $"{Path.Combine(folder, "config.json")}: field 'vocab_size' ({model.Config.VocabSize}) is smaller than the tokenizer's vocabulary ({tokenizer.VocabSize}).");

@@ -17,16 +17,18 @@ internal static class EvalCommand
     {
         var config = new Option<string>("--config") { Description = "Eval config (JSON): run_config, models, output_dir, examples, num_samples, seed, correct_threshold, bootstrap.", Required = true };
         var json = CliSupport.JsonOption();
+        var device = CliSupport.DeviceOption();
         var cmd = new Command("eval", "Evaluate checkpoints on a run's held-out data: BERTScore F1 with a bootstrap interval, calibration (ECE, AUROC), preference accuracies, side-by-side win rates; writes eval.json, samples.jsonl and report.md.")
         {
-            config, json,
+            config, device, json,
         };
-        cmd.SetAction(async (r, ct) => await CliSupport.RunAsync(() => RunAsync(r.GetValue(config)!, r.GetValue(json), ct)));
+        cmd.SetAction(async (r, ct) => await CliSupport.RunAsync(() => RunAsync(r.GetValue(config)!, r.GetValue(device)!, r.GetValue(json), ct)));
         return cmd;
     }
 
-    static async Task<int> RunAsync(string configPath, bool json, CancellationToken cancellation)
+    static async Task<int> RunAsync(string configPath, string device, bool json, CancellationToken cancellation)
     {
+        var target = CliSupport.Device(device);
         var eval = EvalConfig.Load(configPath);
         var run = RunConfig.LoadLocal(eval.RunConfig).Validate();
         var tokenizer = TextTokenizer.Load(run.Policy.Model);
@@ -41,7 +43,7 @@ internal static class EvalCommand
             {
                 var folder = eval.Models[m];
                 var modelConfig = EvalModels.ConfigFor(run, eval, folder, Path.Combine(eval.OutputDir, "work", labels[m]));
-                using var services = EvalModels.Open(modelConfig, folder, tokenizer, data);
+                using var services = EvalModels.Open(modelConfig, folder, tokenizer, data, target);
                 results.Add(await Evaluator.EvaluateAsync(labels[m], folder, modelConfig, data, services, eval, progressOf(m, eval.Models.Count, labels[m]), cancellation));
             }
         });

@@ -21,13 +21,14 @@ internal static class GenerateCommand
         var template = new Option<string>("--chat-template") { DefaultValueFactory = _ => "none" };
         template.AcceptOnlyFromAmong([.. ChatTemplates.Names]);
         var json = CliSupport.JsonOption();
+        var device = CliSupport.DeviceOption();
         var cmd = new Command("generate", "Sample completions from a model folder.")
         {
-            model, prompt, samples, maxNew, temperature, topP, topK, seed, template, json,
+            model, prompt, samples, maxNew, temperature, topP, topK, seed, template, device, json,
         };
         cmd.SetAction(r => CliSupport.Run(() =>
         {
-            var (lm, tok) = CliSupport.Load(r.GetValue(model)!);
+            var (lm, tok) = CliSupport.Load(r.GetValue(model)!, r.GetValue(device)!);
             using var _ = lm;
             var prompts = r.GetValue(prompt)!;
             var ids = prompts.Select(p => tok.Encode(ChatTemplates.Apply(r.GetValue(template)!, p)).ToArray()).ToList();

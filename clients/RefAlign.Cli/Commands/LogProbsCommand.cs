@@ -18,13 +18,14 @@ internal static class LogProbsCommand
         template.AcceptOnlyFromAmong([.. ChatTemplates.Names]);
         var noEos = new Option<bool>("--no-eos") { Description = "Do not append EOS to the completion." };
         var json = CliSupport.JsonOption();
+        var device = CliSupport.DeviceOption();
         var cmd = new Command("logprobs", "Log-probability of a completion given a prompt.")
         {
-            model, prompt, completion, template, noEos, json,
+            model, prompt, completion, template, noEos, device, json,
         };
         cmd.SetAction(r => CliSupport.Run(() =>
         {
-            var (lm, tok) = CliSupport.Load(r.GetValue(model)!);
+            var (lm, tok) = CliSupport.Load(r.GetValue(model)!, r.GetValue(device)!);
             using var _ = lm;
             var promptIds = tok.Encode(ChatTemplates.Apply(r.GetValue(template)!, r.GetValue(prompt)!)).ToArray();
             var completionIds = tok.Encode(r.GetValue(completion)!, addSpecialTokens: false).ToList();

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using RefAlign.Compute;
 using RefAlign.Compute.Tokenization;
 using RefAlign.Compute.Training;
 using Spectre.Console;
@@ -19,28 +20,31 @@ internal static class TrainCommand
         var maxSteps = new Option<int?>("--max-steps") { Description = "Override max_steps." };
         var outputDir = new Option<string?>("--output-dir") { Description = "Override output_dir." };
         var json = CliSupport.JsonOption();
-        var cmd = new Command("train", "Train a policy with RefAlign, DPO, cDPO, IPO, Sr-DPO or Sr-IPO in this process.")
+        var device = CliSupport.DeviceOption();
+        var cmd = new Command("train", "Train a policy with RefAlign, DPO, cDPO, IPO, Sr-DPO, Sr-IPO or SFT in this process.")
         {
-            config, resume, precompute, maxSteps, outputDir, json,
+            config, resume, precompute, maxSteps, outputDir, device, json,
         };
         cmd.SetAction(async (r, ct) => await RunAsync(r.GetValue(config)!, r.GetValue(resume), r.GetValue(precompute),
-            r.GetValue(maxSteps), r.GetValue(outputDir), r.GetValue(json), ct));
+            r.GetValue(maxSteps), r.GetValue(outputDir), r.GetValue(device)!, r.GetValue(json), ct));
         return cmd;
     }
 
-    static async Task<int> RunAsync(string configPath, bool resume, bool precompute, int? maxSteps, string? outputDir, bool json,
+    static async Task<int> RunAsync(string configPath, bool resume, bool precompute, int? maxSteps, string? outputDir, string device, bool json,
         CancellationToken cancellation)
     {
         RunConfig cfg;
+        TorchSharp.torch.Device target;
         try
         {
+            target = CliSupport.Device(device);
             cfg = RunConfig.LoadLocal(configPath);
             cfg = cfg with { MaxSteps = maxSteps ?? cfg.MaxSteps, OutputDir = outputDir ?? cfg.OutputDir };
             cfg.Validate();
             if (cfg.Distributed.Mode == DistributedMode.Pipelined)
                 throw new InvalidRunConfigException("distributed.mode", "field 'distributed.mode' pipelined needs a cluster run; refalign train is strictly on-policy (sync).");
         }
-        catch (InvalidRunConfigException e)
+        catch (Exception e) when (e is InvalidRunConfigException or DeviceUnavailableException)
         {
             Console.Error.WriteLine($"error: {e.Message}");
             return 2;
@@ -57,7 +61,7 @@ internal static class TrainCommand
             // stderr in --json mode too (stdout stays one JSON document); the summary also carries the count.
             if (data.Skipped > 0)
                 Console.Error.WriteLine($"skipped {data.Skipped} lines of {cfg.Data.Path} (first: {data.SkippedReasons.FirstOrDefault()})");
-            using var services = new LocalTrainingServices(cfg, tokenizer, data);
+            using var services = new LocalTrainingServices(cfg, tokenizer, data, target);
             if (precompute && cfg.IsPreference)
                 CliSupport.Status(json, $"precomputing reference log-probs for {data.TrainPairs.Count + data.EvalPairs.Count} pairs",
                     () => services.PrecomputeReference(data));

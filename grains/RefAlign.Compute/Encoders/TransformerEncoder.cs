@@ -142,8 +142,9 @@ public sealed class TransformerEncoder : nn.Module
         try
         {
             if (dtype != ScalarType.Float32) model.to(dtype);
-            EncoderWeights.LoadInto(model, folder);
+            // On the device first: each tensor is read straight into its parameter there.
             if (device is not null) model.to(device);
+            EncoderWeights.LoadInto(model, folder);
             model.eval();
             return model;
         }

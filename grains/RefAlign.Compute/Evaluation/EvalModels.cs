@@ -26,9 +26,9 @@ public static class EvalModels
     }
 
     /// <summary>Services over <paramref name="folder"/>'s weights; a LoRA checkpoint's adapters are loaded into the run's base policy.</summary>
-    public static LocalTrainingServices Open(RunConfig config, string folder, TextTokenizer tokenizer, TrainingData data)
+    public static LocalTrainingServices Open(RunConfig config, string folder, TextTokenizer tokenizer, TrainingData data, TorchSharp.torch.Device? device = null)
     {
-        var services = new LocalTrainingServices(config, tokenizer, data);
+        var services = new LocalTrainingServices(config, tokenizer, data, device);
         try
         {
             if (Kind(folder) == FolderKind.LoraCheckpoint)

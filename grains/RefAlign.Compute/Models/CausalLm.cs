@@ -170,18 +170,22 @@ public sealed class CausalLm : nn.Module
         }
     }
 
-    /// <summary>Loads an HF folder: config.json + model.safetensors (or sharded index), checked tensor by tensor.</summary>
+    /// <summary>
+    /// Loads an HF folder: config.json + model.safetensors (or sharded index), checked tensor by tensor. The model is
+    /// moved to <paramref name="device"/> first and each tensor is read straight into its parameter there, so no full
+    /// host copy of the weights is kept.
+    /// </summary>
     public static CausalLm FromPretrained(string folder, ScalarType dtype = ScalarType.Float32, Device? device = null)
     {
         var config = CausalLmConfig.Load(folder);
         var model = new CausalLm(config);
         if (dtype != ScalarType.Float32) model.to(dtype);
+        if (device is not null) model.to(device);
         var unexpected = ModelWeights.LoadInto(model, folder);
         var extra = unexpected.Where(n => !model.IsIgnorableCheckpointTensor(n)).ToList();
         if (extra.Count > 0)
             throw new ModelFormatException(
                 $"{folder}: weights contain tensors that {config.Architecture} with this config.json does not have: {string.Join(", ", extra.Take(5))}{(extra.Count > 5 ? ", …" : "")}.");
-        if (device is not null) model.to(device);
         model.eval();
         return model;
     }

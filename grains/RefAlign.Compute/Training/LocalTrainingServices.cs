@@ -31,13 +31,14 @@ public sealed class LocalTrainingServices : ITrainingServices, IDisposable
     /// <summary>Reference passes run so far (the cache makes repeats free).</summary>
     public ReferenceLogProbCache? ReferenceCache => _reference?.Cache;
 
-    public LocalTrainingServices(RunConfig config, TextTokenizer tokenizer, TrainingData data)
+    /// <param name="device">Where every model, batch and optimizer state lives (null: the CPU).</param>
+    public LocalTrainingServices(RunConfig config, TextTokenizer tokenizer, TrainingData data, TorchSharp.torch.Device? device = null)
     {
         _config = config;
         _tokenizer = tokenizer;
         TorchSharp.torch.manual_seed(config.Seed);
         var dtype = config.Policy.Dtype.ToScalarType();
-        var policy = CausalLm.FromPretrained(config.Policy.Model, dtype);
+        var policy = CausalLm.FromPretrained(config.Policy.Model, dtype, device);
         (_eos, _pad) = PolicySetup.SpecialIds(tokenizer, policy);
         Learner = new Learner(config, policy, _pad, data.TotalSteps(config));
         if (config.IsPreference)
@@ -48,13 +49,13 @@ public sealed class LocalTrainingServices : ITrainingServices, IDisposable
                 _reference = new ReferenceScorer(policy, cache, _pad, lora.Disable);
             else
             {
-                _referenceModel = CausalLm.FromPretrained(config.Policy.ReferenceModel ?? config.Policy.Model, dtype);
+                _referenceModel = CausalLm.FromPretrained(config.Policy.ReferenceModel ?? config.Policy.Model, dtype, device);
                 _reference = new ReferenceScorer(_referenceModel, cache, _pad);
             }
         }
         else if (!config.IsSft)
         {
-            _scorer = BertScorer.FromPretrained(config.RefAlign.RewardModel, config.RefAlign.BertscoreLayers);
+            _scorer = BertScorer.FromPretrained(config.RefAlign.RewardModel, config.RefAlign.BertscoreLayers, device: device);
             _idfCorpus = config.RefAlign.Idf ? [.. data.TrainPrompts.Select(p => p.Reference)] : null;
         }
         _store = new CheckpointStore(Path.Combine(config.OutputDir, "checkpoints"), config.KeepCheckpoints);

@@ -1,3 +1,4 @@
+using RefAlign.Compute;
 using System.Text.Json;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
@@ -34,6 +35,8 @@ internal sealed class ComputeHealthCheck(ComputeExecutor executor, ShutdownState
         var data = new Dictionary<string, object>
         {
             ["device"] = executor.Device,
+            // What the loaded libtorch drives (cpu, or cuda with its device count). TorchSharp exposes no CUDA memory query.
+            ["libtorch"] = ComputeDevices.Build,
             ["threads"] = executor.ThreadCount,
             ["queued"] = executor.QueueLength,
             ["running"] = executor.Running,

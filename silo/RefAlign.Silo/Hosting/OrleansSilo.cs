@@ -80,7 +80,7 @@ public static class OrleansSilo
 
     /// <summary>Roles, device and placement from the runtime; the silo's options supply the values.</summary>
     public static ISiloBuilder AddRefAlignRuntime(this ISiloBuilder silo, SiloOptions options) =>
-        RuntimeSiloBuilderExtensions.AddRefAlignRuntime(silo, options.Roles, options.Device, options.ComputeThreads);
+        RuntimeSiloBuilderExtensions.AddRefAlignRuntime(silo, options.Roles, options.Device, options.ComputeThreads, options.LearnerRequiresAccelerator);
 
     /// <summary>
     /// Silo-to-silo and gateway connections over TLS, both ends authenticated with the silo certificate: a peer must

@@ -1,6 +1,7 @@
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Options;
 using RefAlign.Runtime;
+using RefAlign.Compute;
 using RefAlign.Silo.Telemetry;
 
 namespace RefAlign.Silo.Hosting;
@@ -32,6 +33,7 @@ public static partial class SiloHost
     public static WebApplication Build(string[] args, SiloHostOverrides? overrides = null)
     {
         var builder = CreateBuilder(args, overrides);
+        RequireDevice(SiloOptionsReader.Read(builder.Configuration));
         RequireRedis(OrleansSettings.Read(builder.Configuration));
         var app = builder.Build();
         MapEndpoints(app);
@@ -163,6 +165,16 @@ public static partial class SiloHost
                 throw new SiloConfigurationException(key, $"Redis at {string.Join(", ", options.EndPoints)} is unreachable ({e.Message.Split('\n')[0].Trim()}).");
             }
         }
+    }
+
+    /// <summary>
+    /// A silo configured for a GPU it cannot use (a CPU build of libtorch, no such device) does not start: it would
+    /// otherwise attract the learner and train on the CPU without a word.
+    /// </summary>
+    private static void RequireDevice(SiloOptions options)
+    {
+        try { ComputeDevices.Resolve(options.Device, "Silo:Device"); }
+        catch (DeviceUnavailableException e) { throw new SiloConfigurationException("Silo:Device", e.Message); }
     }
 
     private static ComputeExecutor CreateExecutor(SiloOptions options)

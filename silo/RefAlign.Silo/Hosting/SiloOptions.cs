@@ -34,6 +34,9 @@ public sealed record SiloOptions
     /// <summary><c>cpu</c> or <c>cuda</c>/<c>cuda:N</c>.</summary>
     public string Device { get; init; } = "cpu";
 
+    /// <summary>A learner goes only to a learner silo with a GPU device; with none active, runs wait (set it alike on every silo).</summary>
+    public bool LearnerRequiresAccelerator { get; init; }
+
     /// <summary>Events each run keeps in memory for watchers; a watcher asking for older ones is told the oldest kept.</summary>
     public int EventLogCapacity { get; init; } = RunHostOptions.DefaultEventLogCapacity;
 
@@ -89,6 +92,7 @@ public static class SiloOptionsReader
             AdvertisedIP = Address(section, nameof(SiloOptions.AdvertisedIP)),
             Roles = Roles(section, nameof(SiloOptions.Roles), defaults.Roles),
             Device = Device(section, nameof(SiloOptions.Device), defaults.Device),
+            LearnerRequiresAccelerator = Flag(section, nameof(SiloOptions.LearnerRequiresAccelerator), defaults.LearnerRequiresAccelerator),
             CheckpointRoot = Optional(section, nameof(SiloOptions.CheckpointRoot)) is { } checkpoints ? Path.GetFullPath(checkpoints) : null,
             SupervisionPeriod = AtLeast(Duration(section, nameof(SiloOptions.SupervisionPeriod), defaults.SupervisionPeriod), TimeSpan.FromSeconds(1), nameof(SiloOptions.SupervisionPeriod)),
             EventLogCapacity = Int(section, nameof(SiloOptions.EventLogCapacity), defaults.EventLogCapacity, 16, 1 << 20),
@@ -137,6 +141,11 @@ public static class SiloOptionsReader
             ? throw new SiloConfigurationException(Key(name), "must not be empty.")
             : value.Trim();
     }
+
+    private static bool Flag(IConfigurationSection section, string name, bool fallback) =>
+        Optional(section, name) is not { } value ? fallback
+        : bool.TryParse(value, out var b) ? b
+        : throw new SiloConfigurationException(Key(name), $"'{value}' is not true or false.");
 
     private static int Int(IConfigurationSection section, string name, int fallback, int min, int max)
     {
@@ -233,9 +242,14 @@ public static class SiloOptionsReader
             return fallback;
         }
 
-        if (value is "cpu" or "cuda")
+        if (value is "cpu")
         {
             return value;
+        }
+
+        if (value is "cuda")
+        {
+            return "cuda:0"; // the device it is, as metadata and cluster status report it
         }
 
         return value.StartsWith("cuda:", StringComparison.Ordinal) && int.TryParse(value.AsSpan(5), NumberStyles.None, CultureInfo.InvariantCulture, out _)
