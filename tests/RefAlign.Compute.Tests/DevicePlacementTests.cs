@@ -1,7 +1,8 @@
-using RefAlign.Compute.BertScore;
+using RefAlign.Compute.Data;
 using RefAlign.Compute.Models;
-using RefAlign.Compute.Models.Lora;
-using RefAlign.Compute.Scoring;
+using RefAlign.Compute.Tokenization;
+using RefAlign.Compute.Training;
+using RefAlign.Compute.Training.Optimization;
 using RefAlign.Presets;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -9,12 +10,14 @@ using static TorchSharp.torch;
 namespace RefAlign.Compute.Tests;
 
 /// <summary>
-/// The device reaches every tensor, proved without a GPU: models loaded onto PyTorch's <c>meta</c> device (shapes, no
-/// data) run a forward, a packed forward, a log-prob pass, a LoRA forward and a BERTScore pass with every input there
-/// too. A tensor the code created on the CPU instead of the model's device would meet a meta tensor in some op and
-/// raise a device-mismatch error (the first test shows that it does). And a GPU this build cannot use fails at once,
-/// naming the setting.
+/// The device reaches every tensor, proved without a GPU. The models and inputs live on the CPU while the default
+/// device of new tensors is PyTorch's <c>meta</c> (shapes, no data): a tensor the code creates without naming the
+/// model's device lands on meta, and the first op that mixes it with the model's tensors, or reads it, fails. Whole
+/// runs (generation with a KV cache, BERTScore, reward shaping, the learner's steps with LoRA, clipping and the
+/// optimizer, evaluation, checkpoints, SFT packing) pass under it. (Models cannot live on meta here: the C++ libtorch
+/// lacks meta kernels for embedding lookups.) And a GPU this build cannot use fails at once, naming the setting.
 /// </summary>
+[Collection(nameof(DefaultGeneratorCollection))] // the default device is process-wide: nothing runs beside these tests
 public sealed class DevicePlacementTests : IDisposable
 {
     static readonly Device Meta = device("meta");
@@ -23,71 +26,76 @@ public sealed class DevicePlacementTests : IDisposable
 
     public void Dispose() => Directory.Delete(_root, recursive: true);
 
-    static Tensor OnMeta(long[] values, params long[] shape) => tensor(values, shape, device: Meta);
+    /// <summary>Runs <paramref name="work"/> with new tensors defaulting to the meta device.</summary>
+    static T UnderMetaDefault<T>(Func<T> work)
+    {
+        var previous = get_default_device();
+        set_default_device(Meta);
+        try { return work(); }
+        finally { set_default_device(previous); }
+    }
 
     [Fact]
-    public void A_cpu_tensor_meeting_a_meta_model_is_a_device_mismatch()
+    public void A_tensor_created_without_the_models_device_fails_under_the_meta_default()
     {
         using var model = TinyModels.Create();
-        model.to(Meta);
-        var e = Assert.ThrowsAny<Exception>(() => model.Forward(tensor(new long[] { 1, 5, 7 }, [1, 3])));
-        Assert.Contains("device", e.Message, StringComparison.OrdinalIgnoreCase);
+        var e = Assert.ThrowsAny<Exception>(() => UnderMetaDefault(() => model.Forward(tensor(new long[] { 1, 5, 7 }, [1, 3]))));
+        Assert.Contains("meta", e.Message, StringComparison.OrdinalIgnoreCase);
+        // The same call with the input on the model's device computes.
+        using var logits = UnderMetaDefault(() => model.Forward(tensor(new long[] { 1, 5, 7 }, [1, 3], device: model.Device)));
+        Assert.Equal(DeviceType.CPU, logits.device_type);
+    }
+
+    string Data()
+    {
+        var dir = Path.Combine(_root, "data");
+        if (!Directory.Exists(dir)) DemoData.WriteTo(dir);
+        return dir;
+    }
+
+    RunConfig Config(string arch, Algorithm algorithm)
+    {
+        var model = Path.Combine(_root, arch);
+        if (!Directory.Exists(model)) ModelPresets.Initialize(model, "tiny", arch, seed: 1);
+        var encoder = Path.Combine(_root, "encoder");
+        if (!Directory.Exists(encoder)) EncoderPresets.Initialize(encoder, "tiny-roberta", seed: 2);
+        var refalign = algorithm == Algorithm.RefAlign;
+        return new RunConfig
+        {
+            Name = "device", Algorithm = algorithm, Seed = 2, OutputDir = Path.Combine(_root, $"out-{arch}-{algorithm}"),
+            Policy = new PolicySection { Model = model, Lora = algorithm == Algorithm.SrDpo ? new LoraSection { Rank = 4, Alpha = 8, Dropout = 0.1 } : null },
+            Data = new DataSection
+            {
+                Path = Path.Combine(Data(), refalign ? DemoData.ReferencesFileName : DemoData.PreferencesFileName),
+                MaxLength = 96, MaxPromptLength = 48, EvalFraction = 0.1, Limit = 40, Packing = algorithm == Algorithm.Sft,
+            },
+            Optimizer = new OptimizerSection { Kind = OptimizerKind.AdamW, LearningRate = 1e-3, WarmupSteps = 1, MaxGradNorm = 1 },
+            RefAlign = new RefAlignSection { RewardModel = encoder, NumSamples = 2, MaxNewTokens = 6, TopK = 20, TopP = 0.9, Confidence = true },
+            BatchSize = 4, MicroBatchSize = 2, MaxSteps = 2, EvalEvery = 2, EvalExamples = 4, CheckpointEvery = 1,
+        }.Validate();
     }
 
     [Theory]
-    [InlineData("llama")]
-    [InlineData("qwen2")]
-    [InlineData("gpt-neox")]
-    public void A_model_loaded_onto_the_meta_device_runs_forward_packed_and_log_prob_passes_there(string arch)
+    [InlineData("llama", Algorithm.RefAlign)]
+    [InlineData("qwen2", Algorithm.SrDpo)]
+    [InlineData("gpt-neox", Algorithm.Sft)]
+    [InlineData("mistral", Algorithm.Ipo)]
+    public async Task A_whole_run_creates_every_tensor_on_its_models_device(string arch, Algorithm algorithm)
     {
-        var dir = Path.Combine(_root, arch);
-        ModelPresets.Initialize(dir, "tiny", arch, seed: 1);
-        using var model = CausalLm.FromPretrained(dir, device: Meta);
-        Assert.All(model.parameters(), p => Assert.Equal(DeviceType.META, p.device_type));
-
-        using var _ = no_grad();
-        // Left padding, as generation batches: positions and masks are built on the model's device.
-        using var logits = model.Forward(OnMeta([0, 0, 4, 9, 11, 3, 8, 6, 5, 7], 2, 5), OnMeta([0, 0, 1, 1, 1, 1, 1, 1, 1, 1], 2, 5));
-        Assert.Equal(DeviceType.META, logits.device_type);
-        Assert.Equal([2L, 5, model.Config.VocabSize], logits.shape);
-
-        var packed = SequenceCollator.Pack([([4, 9], [11, 3]), ([8], [6, 5])], maxLength: 16, padId: 0);
-        using var packedLogits = model.ForwardPacked(OnMeta(packed.InputIds, packed.Rows, packed.Length), OnMeta(packed.AttentionMask, packed.Rows, packed.Length));
-        Assert.Equal(DeviceType.META, packedLogits.device_type);
-
-        var batch = SequenceCollator.ConcatenatedPreference([[4, 9], [8]], [[11, 3], [6]], [[5], [7, 7]], padId: 0);
-        using var lp = SequenceLogProbs.Compute(model, batch);
-        Assert.Equal(DeviceType.META, lp.Sum.device_type);
-        Assert.Equal([4L], lp.Sum.shape);
-
-        using var cache = model.NewCache(2, 8);
-        using var step = model.Forward(OnMeta([4, 9, 8, 6], 2, 2), OnMeta([1, 1, 1, 1], 2, 2), cache, lastOnly: true);
-        Assert.Equal(DeviceType.META, step.device_type);
-    }
-
-    [Fact]
-    public void Lora_adapters_follow_their_model_onto_its_device()
-    {
-        var dir = Path.Combine(_root, "lora");
-        ModelPresets.Initialize(dir, "tiny", "llama", seed: 1);
-        using var model = CausalLm.FromPretrained(dir, device: Meta);
-        using var lora = LoraAdapters.Attach(model, new LoraConfig { Rank = 4, Alpha = 8 }, seed: 3);
-        Assert.All(lora.parameters(), p => Assert.Equal(DeviceType.META, p.device_type));
-        using var logits = model.Forward(OnMeta([4, 9, 11], 1, 3));
-        Assert.Equal(DeviceType.META, logits.device_type);
-    }
-
-    [Fact]
-    public void A_bertscore_pass_on_the_meta_device_reaches_the_score_readout_without_a_device_mismatch()
-    {
-        var dir = Path.Combine(_root, "encoder");
-        EncoderPresets.Initialize(dir, "tiny-roberta", seed: 2);
-        using var scorer = BertScorer.FromPretrained(dir, device: Meta);
-        // Every tensor op of the pass runs on meta; only reading the scores back to the host fails (a meta tensor has no data).
-        var e = Assert.ThrowsAny<Exception>(() => scorer.Score(["a cat sat on the mat"], ["the cat is on the mat"]));
-        Assert.True(scorer.EncoderPasses > 0, "the encoder pass did not run");
-        Assert.DoesNotContain("same device", e.Message, StringComparison.OrdinalIgnoreCase);
-        Assert.Contains("meta", e.Message, StringComparison.OrdinalIgnoreCase);
+        var config = Config(arch, algorithm);
+        var tok = TextTokenizer.Load(config.Policy.Model);
+        var data = TrainingData.Load(config, tok);
+        using var services = new LocalTrainingServices(config, tok, data, CPU);
+        var rec = new RunRecorder();
+        var previous = get_default_device();
+        set_default_device(Meta);
+        try { await new TrainingRun(config.Name, config, data, services, rec).RunAsync(); }
+        finally { set_default_device(previous); }
+        Assert.Equal(2, rec.Steps.Count);
+        Assert.All(rec.Steps, s => Assert.True(double.IsFinite(s.Metrics["loss"])));
+        Assert.NotEmpty(rec.Evals[^1]);
+        Assert.Equal(2, rec.Checkpoints.Count);
+        Assert.All(services.Learner.Policy.parameters(), p => Assert.Equal(DeviceType.CPU, p.device_type));
     }
 
     [Theory]

@@ -176,8 +176,8 @@ public sealed class BertScorer(TransformerEncoder encoder, EncoderTokenizer toke
             var rf = packed.index_select(0, tensor(refRows, device: dev)).view(batch.Count, lr, hidden);
             var sim = hyp.bmm(rf.transpose(1, 2));
             // −2 is below every cosine, so padded positions never win a max.
-            var precisionPerToken = sim.masked_fill(tensor(refMask, [batch.Count, 1, lr], device: dev).logical_not(), -2.0).max(2).values;
-            var recallPerToken = sim.masked_fill(tensor(hypMask, [batch.Count, lh, 1], device: dev).logical_not(), -2.0).max(1).values;
+            var precisionPerToken = sim.masked_fill(tensor(Not(refMask), [batch.Count, 1, lr], device: dev), -2.0).max(2).values;
+            var recallPerToken = sim.masked_fill(tensor(Not(hypMask), [batch.Count, lh, 1], device: dev), -2.0).max(1).values;
             var wh = tensor(hypW, [batch.Count, lh], device: dev);
             var wr = tensor(refW, [batch.Count, lr], device: dev);
             var p = ((precisionPerToken * wh).sum(1) / wh.sum(1)).to(ScalarType.Float64).cpu().data<double>().ToArray();
@@ -198,6 +198,9 @@ public sealed class BertScorer(TransformerEncoder encoder, EncoderTokenizer toke
         }
         return results;
     }
+
+    /// <summary>The padding positions of a mask, negated on the host (one op fewer on the device).</summary>
+    static bool[] Not(bool[] mask) => [.. mask.Select(m => !m)];
 
     public void Dispose() => encoder.Dispose();
 }

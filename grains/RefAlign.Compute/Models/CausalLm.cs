@@ -138,7 +138,8 @@ public sealed class CausalLm : nn.Module
     Tensor MaskFrom(Tensor allowed)
     {
         // A large finite negative (as HF does) keeps fully masked padding rows finite instead of NaN.
-        var mask = zeros(allowed.shape, DType, allowed.device).masked_fill(allowed.logical_not(), MinValue(DType));
+        // (Filled, then cleared where allowed: ops every device has kernels for, PyTorch's meta device included.)
+        var mask = full(allowed.shape, MinValue(DType), DType, allowed.device).masked_fill(allowed, 0.0);
         // Tiled once here for the grouped-query layout every layer uses.
         return Config.KeyValueGroups > 1 ? mask.repeat(1, 1, Config.KeyValueGroups, 1) : mask;
     }

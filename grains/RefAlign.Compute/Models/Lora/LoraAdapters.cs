@@ -111,7 +111,7 @@ public sealed class LoraAdapters : nn.Module
                     long outF = w.shape[0], inF = w.shape[1];
                     var bound = 1.0 / Math.Sqrt(inF);
                     // Drawn on the CPU so the values depend on the seed only, not on the device.
-                    var a0 = empty([config.Rank, inF], ScalarType.Float32);
+                    var a0 = empty([config.Rank, inF], ScalarType.Float32, CPU);
                     a0.uniform_(-bound, bound, gen);
                     var a = new Parameter(a0.to(w.device, copy: true), requires_grad: true);
                     a.DetachFromDisposeScope();

@@ -27,7 +27,7 @@ public static class RngState
             throw new ArgumentException(
                 $"generator state has {state.Length} bytes but this generator's state has {current.NumberOfElements} (not a state of this generator kind).",
                 nameof(state));
-        using var t = tensor(state, ScalarType.Byte);
+        using var t = tensor(state, ScalarType.Byte, device: CPU);
         generator.set_state(t);
     }
 
@@ -45,7 +45,7 @@ public static class RngState
         if (current.NumberOfElements != state.Length)
             throw new ArgumentException(
                 $"generator state has {state.Length} bytes but the default generator's state has {current.NumberOfElements}.", nameof(state));
-        using var t = tensor(state, ScalarType.Byte);
+        using var t = tensor(state, ScalarType.Byte, device: CPU);
         random.set_rng_state(t);
     }
 
@@ -54,7 +54,7 @@ public static class RngState
     {
         ArgumentNullException.ThrowIfNull(states);
         using var scope = NewDisposeScope();
-        var tensors = states.ToDictionary(kv => kv.Key, kv => tensor(kv.Value, ScalarType.Byte), StringComparer.Ordinal);
+        var tensors = states.ToDictionary(kv => kv.Key, kv => tensor(kv.Value, ScalarType.Byte, device: CPU), StringComparer.Ordinal);
         SafeTensors.SaveFile(file, tensors, new Dictionary<string, string> { ["refalign_rng_state"] = "1" });
     }
 

@@ -204,7 +204,7 @@ public sealed class PolicyOptimizer : IDisposable
         for (var i = 0; i < states.Count; i++)
         {
             var (step, buffers) = Read(states[i]);
-            tensors[$"{_names[i]}.step"] = tensor(step);
+            tensors[$"{_names[i]}.step"] = tensor(step, device: CPU); // host-side, for the file
             foreach (var (suffix, t) in buffers.Concat(Master(i)))
                 tensors[$"{_names[i]}.{suffix}"] = t;
         }
