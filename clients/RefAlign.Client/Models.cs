@@ -56,7 +56,7 @@ public sealed record RunEvent(
     string? Message = null);
 
 /// <summary>One silo: address, name, roles, device, membership status and active grains.</summary>
-public sealed record SiloInfo(string Address, string Name, IReadOnlyList<string> Roles, string Device, string Status, int ActiveGrains);
+public sealed record SiloInfo(string Address, string Name, IReadOnlyList<string> Roles, string Device, string Status, int ActiveGrains, string Libtorch = "");
 
 /// <summary>A rollout generator shard, the policy weight version it holds and the silo it lives on.</summary>
 public sealed record GeneratorInfo(string GrainId, string RunId, long WeightVersion, string Silo);

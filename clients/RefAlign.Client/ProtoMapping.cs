@@ -42,7 +42,7 @@ internal static class ProtoMapping
         m.HasMessage ? m.Message : null);
 
     public static ClusterInfo FromProto(this Wire.Cluster m) => new(
-        [.. m.Silos.Select(s => new SiloInfo(s.Address, s.Name, [.. s.Roles], s.Device, s.Status, s.ActiveGrains))],
+        [.. m.Silos.Select(s => new SiloInfo(s.Address, s.Name, [.. s.Roles], s.Device, s.Status, s.ActiveGrains, s.Libtorch))],
         [.. m.Generators.Select(g => new GeneratorInfo(g.GrainId, g.RunId, g.WeightVersion, g.Silo))],
         [.. m.Placements.Select(p => new PlacementInfo(p.Kind, p.GrainKey, p.RunId, p.Silo, p.WeightVersion))]);
 

@@ -202,7 +202,7 @@ public sealed class GrainRunControl(IGrainFactory grains, ISiloMetadataCache met
             catch (Exception e) when (ClusterFaults.IsTransient(e)) { activations = -1; }
             var meta = metadata.GetSiloMetadata(h.SiloAddress).Metadata;
             silos.Add(new SiloInfo(h.SiloAddress.ToString(), h.SiloName, SiloMetadataKeys.ParseRoles(meta.GetValueOrDefault(SiloMetadataKeys.Roles)),
-                meta.GetValueOrDefault(SiloMetadataKeys.Device) ?? "cpu", h.Status.ToString(), activations));
+                meta.GetValueOrDefault(SiloMetadataKeys.Device) ?? "cpu", h.Status.ToString(), activations, meta.GetValueOrDefault(SiloMetadataKeys.Libtorch) ?? ""));
         }
         var placements = new List<PlacementInfo>();
         foreach (var summary in await ListRunsAsync(cancellation))

@@ -24,6 +24,7 @@ public static class RuntimeSiloBuilderExtensions
     {
         [SiloMetadataKeys.Roles] = string.Join(',', roles),
         [SiloMetadataKeys.Device] = device,
+        [SiloMetadataKeys.Libtorch] = Compute.ComputeDevices.Build,
         [SiloMetadataKeys.ComputeThreads] = computeThreads.ToString(CultureInfo.InvariantCulture),
         // The GC's view of available memory honours container limits.
         [SiloMetadataKeys.MemoryBytes] = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes.ToString(CultureInfo.InvariantCulture),

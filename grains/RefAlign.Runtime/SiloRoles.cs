@@ -23,6 +23,9 @@ public static class SiloMetadataKeys
     /// <summary>Compute device, <c>cpu</c> or <c>cuda:N</c>.</summary>
     public const string Device = "refalign.device";
 
+    /// <summary>What the silo's libtorch drives: <c>cpu</c> or <c>cuda (N devices)</c>.</summary>
+    public const string Libtorch = "refalign.libtorch";
+
     /// <summary>Number of dedicated compute threads.</summary>
     public const string ComputeThreads = "refalign.compute_threads";
 

@@ -103,6 +103,7 @@ public sealed class LocalVerbTests : IDisposable
             ["bertscore", "--model", dir, "-c", lines, "-r", lines, "--device", "cuda:1"],
             ["train", "--config", Path.Combine(_root, "absent.json"), "--device", "cuda"],
             ["eval", "--config", Path.Combine(_root, "absent.json"), "--device", "cuda"],
+            ["bench", "learner", "--preset", "tiny", "--device", "cuda"],
         ];
         foreach (var args in verbs)
         {

@@ -89,6 +89,7 @@ public sealed class RemoteVerbTests(RemoteSiloFixture fixture) : IClassFixture<R
         var silo = Assert.Single(r.Json["silos"]!.AsArray())!;
         Assert.Equal("cli-silo", silo["name"]!.GetValue<string>());
         Assert.Equal("cpu", silo["device"]!.GetValue<string>());
+        Assert.Equal("cpu", silo["libtorch"]!.GetValue<string>()); // the build the silo loaded: a CPU build here
         Assert.Equal(["generator", "scorer", "reference", "learner"], silo["roles"]!.AsArray().Select(x => x!.GetValue<string>()));
         var plain = await Cli("cluster", "status");
         Assert.True(plain.ExitCode == 0, plain.Stderr);

@@ -22,16 +22,16 @@ internal static class ClusterCommand
             {
                 CliSupport.WriteJson(new
                 {
-                    silos = c.Silos.Select(s => new { s.Address, s.Name, s.Roles, s.Device, s.Status, s.ActiveGrains }),
+                    silos = c.Silos.Select(s => new { s.Address, s.Name, s.Roles, s.Device, s.Libtorch, s.Status, s.ActiveGrains }),
                     generators = c.Generators.Select(g => new { g.GrainId, g.RunId, g.WeightVersion, g.Silo, SiloName = NameOf(g.Silo) }),
                     placements = c.Placements.Select(p => new { p.Kind, p.GrainKey, p.RunId, p.Silo, SiloName = NameOf(p.Silo), p.WeightVersion }),
                 });
                 return 0;
             }
-            var silos = new Table().Title("silos").AddColumns("name", "address", "roles", "device", "status", "active grains");
+            var silos = new Table().Title("silos").AddColumns("name", "address", "roles", "device", "libtorch", "status", "active grains");
             foreach (var s in c.Silos)
                 silos.AddRow(Markup.Escape(s.Name), Markup.Escape(s.Address), Markup.Escape(string.Join(", ", s.Roles)),
-                    Markup.Escape(s.Device), Markup.Escape(s.Status), s.ActiveGrains.ToString());
+                    Markup.Escape(s.Device), Markup.Escape(s.Libtorch), Markup.Escape(s.Status), s.ActiveGrains.ToString());
             AnsiConsole.Write(silos);
             if (c.Placements.Count == 0)
             {

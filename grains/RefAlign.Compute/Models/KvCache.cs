@@ -14,6 +14,19 @@ public sealed class LayerKvCache(long batch, long kvHeads, long capacity, long h
 
     public long Length { get; private set; }
 
+    /// <summary>A cache holding this one's rows <paramref name="times"/> over ([rows…, rows…]), with room for <paramref name="capacity"/> positions.</summary>
+    public LayerKvCache Tiled(int times, long capacity)
+    {
+        var tiled = new LayerKvCache(_k.shape[0] * times, _k.shape[1], capacity, _k.shape[3], _k.dtype, _k.device);
+        using (no_grad())
+        {
+            tiled._k.narrow(2, 0, Length).copy_(_k.narrow(2, 0, Length).repeat(times, 1, 1, 1));
+            tiled._v.narrow(2, 0, Length).copy_(_v.narrow(2, 0, Length).repeat(times, 1, 1, 1));
+        }
+        tiled.Length = Length;
+        return tiled;
+    }
+
     public (Tensor K, Tensor V) Append(Tensor k, Tensor v)
     {
         var t = k.shape[2];
@@ -45,6 +58,14 @@ public sealed class KvCache : IDisposable
         _layers = [.. Enumerable.Range(0, c.NumHiddenLayers)
             .Select(_ => new LayerKvCache(batch, c.NumKeyValueHeads, capacity, c.HeadDim, dtype, device))];
     }
+
+    KvCache(LayerKvCache[] layers) => _layers = layers;
+
+    /// <summary>
+    /// This cache's rows <paramref name="times"/> over, in blocks ([rows…, rows…]), with room for
+    /// <paramref name="capacity"/> positions: a prefix computed once, continued by several completions.
+    /// </summary>
+    public KvCache Tiled(int times, long capacity) => new([.. _layers.Select(l => l.Tiled(times, capacity))]);
 
     public long Length => _layers[0].Length;
 

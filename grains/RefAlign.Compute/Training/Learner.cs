@@ -59,6 +59,9 @@ public sealed partial class Learner : IDisposable
 
     bool SumReduction => _config.Preference.LogpReduction == LogProbReduction.Sum;
 
+    /// <summary>No-grad passes run each shared prompt once for both completions (on by default; benches and tests compare both).</summary>
+    public bool SharePromptedPrefix { get; set; } = true;
+
     /// <summary>One optimizer step of DPO/cDPO/IPO/Sr-DPO/Sr-IPO over the global batch <paramref name="rows"/>.</summary>
     public StepResult PreferenceStep(int step, IReadOnlyList<PreferenceRow> rows)
     {
@@ -83,15 +86,21 @@ public sealed partial class Learner : IDisposable
     PreferenceLogProbs PolicyAndReference(List<PreferenceRow> mb, bool prompted, bool withGrad)
     {
         var prompts = mb.Select(r => prompted ? r.Pair.PromptedPrompt! : r.Pair.Prompt).ToList();
-        var batch = SequenceCollator.ConcatenatedPreference(prompts, [.. mb.Select(r => r.Pair.Chosen)],
-            [.. mb.Select(r => r.Pair.Rejected)], _padId);
+        List<int[]> chosen = [.. mb.Select(r => r.Pair.Chosen)], rejected = [.. mb.Select(r => r.Pair.Rejected)];
         Tensor values;
         using (withGrad ? null : no_grad())
         {
             // A pass without a gradient (Sr-*'s prompted query) is a judgement, not training: no LoRA dropout in it.
             var wasTraining = Policy.training;
             if (!withGrad) Policy.eval();
-            try { values = SequenceLogProbs.Compute(Policy, batch).Reduced(SumReduction ? LogProbReduction.Sum : LogProbReduction.Mean); }
+            try
+            {
+                // The prompted query p ⊕ x is long and shared by both completions: run it once (KV cache) for the pair.
+                var logps = withGrad || !SharePromptedPrefix
+                    ? SequenceLogProbs.Compute(Policy, SequenceCollator.ConcatenatedPreference(prompts, chosen, rejected, _padId))
+                    : SequenceLogProbs.SharedPrefix(Policy, prompts, chosen, rejected, _padId);
+                values = logps.Reduced(SumReduction ? LogProbReduction.Sum : LogProbReduction.Mean);
+            }
             finally { if (wasTraining) Policy.train(); }
         }
         var n = mb.Count;

@@ -8,7 +8,8 @@ public sealed record SiloInfo(
     [property: Id(2)] IReadOnlyList<string> Roles,
     [property: Id(3)] string Device,
     [property: Id(4)] string Status,
-    [property: Id(5)] int ActiveGrains);
+    [property: Id(5)] int ActiveGrains,
+    [property: Id(6)] string Libtorch = "");
 
 /// <summary>A rollout generator and the policy weight version it holds.</summary>
 [GenerateSerializer, Immutable]

@@ -71,7 +71,7 @@ internal static class ProtoMapping
         var m = new Wire.Cluster();
         foreach (var s in c.Silos)
         {
-            var silo = new Wire.Silo { Address = s.Address, Name = s.Name, Device = s.Device, Status = s.Status, ActiveGrains = s.ActiveGrains };
+            var silo = new Wire.Silo { Address = s.Address, Name = s.Name, Device = s.Device, Status = s.Status, ActiveGrains = s.ActiveGrains, Libtorch = s.Libtorch };
             silo.Roles.Add(s.Roles);
             m.Silos.Add(silo);
         }

@@ -11,12 +11,31 @@ internal static class BenchSupport
 {
     public static Command Create()
     {
-        var bench = new Command("bench", "Measure throughput on this machine (each suite prints its figures; --json for scripts).");
+        var bench = new Command("bench", "Measure throughput on this machine (each suite prints its figures; --json for scripts).") { DeviceOption };
         bench.Subcommands.Add(GenerationBench.Create());
         bench.Subcommands.Add(BertScoreBench.Create());
         bench.Subcommands.Add(LearnerBench.Create());
         bench.Subcommands.Add(ClusterBench.Create());
         return bench;
+    }
+
+    /// <summary><c>bench --device</c>: every suite's tensors are created there (the default device of new tensors).</summary>
+    public static Option<string> DeviceOption { get; } = WithRecursion(CliSupport.DeviceOption());
+
+    static Option<string> WithRecursion(Option<string> o)
+    {
+        o.Recursive = true;
+        return o;
+    }
+
+    static bool s_synchronize;
+
+    /// <summary>Checks the <c>--device</c> and makes it the default of new tensors; CUDA timings then wait for the device.</summary>
+    public static void UseDevice(ParseResult r)
+    {
+        var device = CliSupport.Device(r.GetValue(DeviceOption)!);
+        set_default_device(device);
+        s_synchronize = device.type == TorchSharp.DeviceType.CUDA;
     }
 
     public static void Step(bool quiet, string label, Action a) => CliSupport.Status(quiet, $"bench: {label}", a);
@@ -25,6 +44,8 @@ internal static class BenchSupport
     {
         var sw = Stopwatch.StartNew();
         a();
+        // Kernels run asynchronously on a GPU: only a synchronize makes the time the work's.
+        if (s_synchronize) cuda.synchronize();
         return sw.Elapsed.TotalSeconds;
     }
 

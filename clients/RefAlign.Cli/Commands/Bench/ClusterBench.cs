@@ -27,6 +27,7 @@ internal static class ClusterBench
         var cmd = new Command("cluster", "Orchestration overhead on one silo, and silo-to-silo weight transfer vs raw TCP.") { steps, preset, json };
         cmd.SetAction(async (r, ct) => await CliSupport.RunAsync(async () =>
         {
+            BenchSupport.UseDevice(r);
             var res = await RunAsync(r.GetValue(steps), r.GetValue(preset)!, r.GetValue(json), ct);
             if (r.GetValue(json)) CliSupport.WriteJson(res);
             else BenchSupport.Print("Cluster", [
@@ -47,7 +48,14 @@ internal static class ClusterBench
     /// <remarks><c>PhaseSeconds</c>: per phase, the median in-process and through-the-grains seconds.</remarks>
     internal sealed record Result(int Steps, double LocalStepSeconds, double GrainStepSeconds, double OverheadRatio,
         IReadOnlyDictionary<string, double[]> PhaseSeconds,
-        double SyncBytes, double TransferMBps, double RawTcpMBps, double TransferToTcp);
+        double SyncBytes, double TransferMBps, double RawTcpMBps, double TransferToTcp)
+    {
+        /// <summary>The figures scripts compare against their goals, under the names every bench uses.</summary>
+        public IReadOnlyDictionary<string, double> Ratios => new Dictionary<string, double>
+        {
+            ["orchestration_overhead"] = OverheadRatio, ["transfer_vs_raw_tcp"] = TransferToTcp,
+        };
+    }
 
     static async Task<Result> RunAsync(int steps, string preset, bool quiet, CancellationToken ct)
     {
