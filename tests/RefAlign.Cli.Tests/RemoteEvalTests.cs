@@ -154,4 +154,29 @@ public sealed class RemoteEvalTests(RemoteSiloFixture fixture) : IClassFixture<R
         Assert.Equal(2, unknown.ExitCode);
         Assert.Contains("field 'policy.model' names run 'nope', which this cluster does not know", unknown.Stderr);
     }
+
+    [Fact]
+    public async Task Metrics_serves_prometheus_series_of_a_run_with_its_run_id()
+    {
+        var (id, _) = await Finished(TinyRuns.RefAlign("cli-metrics", steps: 2, checkpointEvery: 2));
+        using var http = new HttpClient();
+        var text = await http.GetStringAsync($"http://127.0.0.1:{fixture.Silo.HttpPort}/metrics");
+        var label = $"refalign_run_id=\"{id}\"";
+        bool Has(string series) => text.Split('\n').Any(l => l.StartsWith(series, StringComparison.Ordinal) && l.Contains(label, StringComparison.Ordinal));
+        Assert.True(Has("refalign_step_duration_seconds_count"), "no step duration series for the run");
+        Assert.True(Has("refalign_reward_count"), "no reward series for the run");
+        Assert.True(Has("refalign_phase_duration_seconds_bucket"), "no phase duration series for the run");
+        Assert.Contains("# TYPE refalign_step_duration_seconds histogram", text);
+        // The count of step durations of this run is its two steps.
+        var count = text.Split('\n').First(l => l.StartsWith("refalign_step_duration_seconds_count", StringComparison.Ordinal) && l.Contains(label, StringComparison.Ordinal));
+        Assert.Equal("2", count[(count.LastIndexOf('}') + 1)..].Trim().Split(' ')[0]);
+
+        // Every series the shipped Grafana board queries is one this silo exports.
+        var board = File.ReadAllText(Path.Combine(BuiltTools.RepositoryRoot, "infra", "grafana", "refalign.json"));
+        var queried = System.Text.RegularExpressions.Regex.Matches(board, @"\b(refalign|orleans|dotnet)_[a-z_]+").Select(m => m.Value)
+            .Where(n => n != "refalign_run_id" && n != "refalign_phase")
+            .Select(n => System.Text.RegularExpressions.Regex.Replace(n, "_(sum|count|bucket)$", "")).Distinct().ToList();
+        Assert.NotEmpty(queried);
+        Assert.All(queried, n => Assert.Contains($"# TYPE {n} ", text));
+    }
 }

@@ -122,7 +122,7 @@ public sealed class DeploymentTests
             {
                 // HOST_IP:HOST_PORT:CONTAINER_PORT, the host address loopback unless the operator opens it.
                 Assert.StartsWith("${REFALIGN_PUBLISH_IP:-127.0.0.1}:", port);
-                Assert.Contains(port.Split(':')[^1], (string[])["5080", "5081", "16686"]);
+                Assert.Contains(port.Split(':')[^1], (string[])["5080", "5081", "16686", "9090", "3000"]);
             }
             if (name == "redis")
             {
@@ -130,6 +130,20 @@ public sealed class DeploymentTests
                 var command = Items(service, "command").Select(a => ((YamlScalarNode)a).Value).ToList();
                 Assert.StartsWith("${REDIS_PASSWORD:?", command[command.IndexOf("--requirepass") + 1]);
             }
+            if (name == "prometheus")
+            {
+                // It scrapes /metrics on the HTTP port of exactly the compose file's silos.
+                Assert.Contains("./prometheus.yml:/etc/prometheus/prometheus.yml:ro", Items(service, "volumes").Select(v => ((YamlScalarNode)v).Value));
+                var prometheus = Documents("infra/prometheus.yml").Single();
+                var job = (YamlMappingNode)((YamlSequenceNode)At(prometheus, "scrape_configs")!).Children.Single();
+                Assert.Equal("/metrics", Text(job, "metrics_path"));
+                var targets = ((YamlSequenceNode)At((YamlMappingNode)((YamlSequenceNode)At(job, "static_configs")!).Children.Single(), "targets")!).Children
+                    .Select(t => ((YamlScalarNode)t).Value!).Order().ToList();
+                Assert.Equal(services.Children.Keys.Select(k => ((YamlScalarNode)k).Value!).Where(n => n.StartsWith("silo-", StringComparison.Ordinal))
+                    .Select(n => $"{n}:5081").Order().ToList(), targets);
+            }
+            if (name == "grafana")
+                Assert.Contains("./grafana/refalign.json:/var/lib/grafana/dashboards/refalign.json:ro", Items(service, "volumes").Select(v => ((YamlScalarNode)v).Value));
             if (!name.StartsWith("silo-", StringComparison.Ordinal)) continue;
             Assert.Equal("true", Text(service, "read_only"));
             Assert.Contains("/tmp", Items(service, "tmpfs").Select(t => ((YamlScalarNode)t).Value));

@@ -105,6 +105,8 @@ public static partial class SiloHost
     public static void MapEndpoints(WebApplication app)
     {
         app.MapHealthChecks("/healthz", HealthResponse.Options);
+        // Prometheus text format of the refalign.*, Orleans, ASP.NET Core and runtime meters; like /healthz, no key.
+        app.MapPrometheusScrapingEndpoint("/metrics");
         app.MapGet("/", (SiloOptions options) => Results.Text(
             $"RefAlign silo '{options.SiloName ?? Environment.MachineName}' (roles {string.Join(',', options.Roles)}, device {options.Device}). "
             + $"gRPC (HTTP/2) on port {options.GrpcPort}; health at /healthz.\n"));

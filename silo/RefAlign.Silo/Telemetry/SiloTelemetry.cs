@@ -62,7 +62,9 @@ public static class SiloTelemetry
             {
                 metrics.AddMeter([.. Meters])
                     .AddAspNetCoreInstrumentation()
-                    .AddRuntimeInstrumentation();
+                    .AddRuntimeInstrumentation()
+                    // /metrics for Prometheus, beside OTLP: operators scrape silos as they scrape everything else.
+                    .AddPrometheusExporter();
                 if (export.Metrics)
                 {
                     metrics.AddOtlpExporter();
@@ -81,6 +83,7 @@ public static class SiloTelemetry
 
     private static bool IsHealthProbe(HttpContext http) =>
         http.Request.Path.StartsWithSegments("/healthz", StringComparison.OrdinalIgnoreCase)
+        || http.Request.Path.StartsWithSegments("/metrics", StringComparison.OrdinalIgnoreCase)
         || http.Request.Path.StartsWithSegments("/grpc.health.v1.Health", StringComparison.Ordinal);
 }
 
