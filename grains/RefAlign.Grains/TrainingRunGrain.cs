@@ -34,6 +34,7 @@ public sealed class TrainingRunGrain(
     IReadOnlyList<RunWorker> _workers = [];
     string? _recovery;
     int _replayUntil;
+    RunFiles? _files;
 
     string RunId => this.GetPrimaryKeyString();
 
@@ -62,6 +63,13 @@ public sealed class TrainingRunGrain(
             if (await CountFailure($"the silo hosting the run ({previous}) was lost"))
                 Launch(Backoff());
         }
+    }
+
+    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    {
+        _files?.Dispose();
+        _files = null;
+        return Task.CompletedTask;
     }
 
     public async Task<RunSummary> Start(string configJson)
@@ -203,6 +211,7 @@ public sealed class TrainingRunGrain(
                 note => logger.LogWarning("run {Run}: {Note}", RunId, note));
             _workers = [.. services.ShardKeys.Select(k => new RunWorker(config.IsPreference ? SiloRoles.Reference : SiloRoles.Generator, k))];
             await WaitForLearnerSiloAsync(services, stop.Token);
+            _files ??= RunFiles.Open(config.OutputDir, logger);
             var run = new TrainingRun(RunId, config, data, services, this);
             await run.RunAsync(stop.Token);
             S.Status = RunStatus.Completed;
@@ -330,14 +339,20 @@ public sealed class TrainingRunGrain(
         Append(RunEventKind.Step, r.Step + 1, metrics, message: replay);
         // Durable before the loop goes on: a sequence number a watcher saw is never reused.
         await PersistAsync();
+        _files?.OnStep(r);
     }
 
-    void IRunObserver.OnEval(int step, IReadOnlyDictionary<string, double> metrics) => Append(RunEventKind.Eval, step, metrics);
+    void IRunObserver.OnEval(int step, IReadOnlyDictionary<string, double> metrics)
+    {
+        Append(RunEventKind.Eval, step, metrics);
+        _files?.OnEval(step, metrics);
+    }
 
     async Task IRunObserver.OnCheckpointAsync(int step, string folder)
     {
         S.LatestCheckpoint = folder;
         S.LatestCheckpointStep = step;
+        _files?.OnCheckpoint(step, folder);
         Append(RunEventKind.Checkpoint, step, message: folder);
         await PersistAsync();
     }

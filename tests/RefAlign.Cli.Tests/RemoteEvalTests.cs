@@ -171,6 +171,12 @@ public sealed class RemoteEvalTests(RemoteSiloFixture fixture) : IClassFixture<R
         var count = text.Split('\n').First(l => l.StartsWith("refalign_step_duration_seconds_count", StringComparison.Ordinal) && l.Contains(label, StringComparison.Ordinal));
         Assert.Equal("2", count[(count.LastIndexOf('}') + 1)..].Trim().Split(' ')[0]);
 
+        // The run's output folder holds its metrics.jsonl and TensorBoard events, every step's scalars in them.
+        var output = (await Cli("run", "status", id, "--json")).Json["config"]!["output_dir"]!.GetValue<string>();
+        var events = TensorBoardEvents.Read(Assert.Single(Directory.GetFiles(output, "events.out.tfevents.*")));
+        Assert.Equal([1L, 2L], events.Scalars.Where(x => x.Tag == "reward/mean").Select(x => x.Step));
+        Assert.Equal(2, File.ReadLines(Path.Combine(output, "metrics.jsonl")).Count(l => l.Contains("\"kind\":\"step\"", StringComparison.Ordinal)));
+
         // Every series the shipped Grafana board queries is one this silo exports.
         var board = File.ReadAllText(Path.Combine(BuiltTools.RepositoryRoot, "infra", "grafana", "refalign.json"));
         var queried = System.Text.RegularExpressions.Regex.Matches(board, @"\b(refalign|orleans|dotnet)_[a-z_]+").Select(m => m.Value)

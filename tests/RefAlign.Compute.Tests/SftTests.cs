@@ -123,6 +123,36 @@ public sealed class SftTests : IDisposable
     }
 
     [Fact]
+    public async Task A_run_writes_every_steps_scalars_to_a_tensorboard_event_file()
+    {
+        var cfg = Sft("tensorboard", steps: 3) with { EvalEvery = 3 };
+        var tok = TextTokenizer.Load(cfg.Policy.Model);
+        var data = TrainingData.Load(cfg, tok);
+        using var services = new LocalTrainingServices(cfg, tok, data);
+        var rec = new RunRecorder();
+        string path;
+        using (var log = new RefAlign.Compute.Telemetry.TensorBoardLog(cfg.OutputDir))
+        {
+            path = log.Path;
+            await new TrainingRun(cfg.Name, cfg, data, services, new Both(rec, log)).RunAsync();
+        }
+        Assert.StartsWith("events.out.tfevents.", Path.GetFileName(path));
+        var events = TensorBoardEvents.Read(path);
+        Assert.Equal("brain.Event:2", events.FileVersion);
+        foreach (var s in rec.Steps)
+            foreach (var (tag, value) in s.Metrics)
+                Assert.Equal((float)value, Assert.Single(events.Scalars, x => x.Step == s.Step + 1 && x.Tag == tag).Value);
+        Assert.Contains(events.Scalars, x => x.Step == 1 && x.Tag == "phase/learn");
+        Assert.Equal((float)rec.Evals[^1]["eval/loss"], Assert.Single(events.Scalars, x => x.Tag == "eval/loss").Value);
+    }
+
+    sealed class Both(IRunObserver a, IRunObserver b) : IRunObserver
+    {
+        public void OnStep(StepReport r) { a.OnStep(r); b.OnStep(r); }
+        public void OnEval(int step, IReadOnlyDictionary<string, double> m) { a.OnEval(step, m); b.OnEval(step, m); }
+    }
+
+    [Fact]
     public void Resuming_an_sft_run_is_bitwise()
     {
         var straight = Sft("straight", steps: 6) with { EvalEvery = 0 };

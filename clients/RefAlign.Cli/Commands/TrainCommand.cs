@@ -66,8 +66,9 @@ internal static class TrainCommand
                 CliSupport.Status(json, $"precomputing reference log-probs for {data.TrainPairs.Count + data.EvalPairs.Count} pairs",
                     () => services.PrecomputeReference(data));
             using var log = new JsonlRunLog(Path.Combine(cfg.OutputDir, "metrics.jsonl"));
+            using var tensorboard = new RefAlign.Compute.Telemetry.TensorBoardLog(cfg.OutputDir);
             var progress = new TrainProgress(cfg, json);
-            var run = new TrainingRun(cfg.Name, cfg, data, services, new Fanout(log, progress));
+            var run = new TrainingRun(cfg.Name, cfg, data, services, new Fanout(log, tensorboard, progress));
             int done;
             try
             {
