@@ -20,7 +20,10 @@ public sealed class AppSettingsTests
         var keys = Keys(Root());
         // The Silo: section holds the silo's options and its security settings (SecuritySettings reads those).
         string[] security = ["Silo:ListenIP", "Silo:AllowAnonymous", "Silo:ApiKey", "Silo:Tls:CertificatePath", "Silo:Tls:KeyPath", "Silo:Tls:CaPath"];
-        var properties = typeof(SiloOptions).GetProperties().Select(p => $"{SiloOptions.Section}:{p.Name}").Concat(security).ToList();
+        // Dashboard settings nest as Silo:Dashboard:Enabled and :Port, as the Orleans Dashboard's own docs spell them.
+        var properties = typeof(SiloOptions).GetProperties()
+            .Select(p => p.Name.StartsWith("Dashboard", StringComparison.Ordinal) ? $"{SiloOptions.Section}:Dashboard:{p.Name["Dashboard".Length..]}" : $"{SiloOptions.Section}:{p.Name}")
+            .Concat(security).ToList();
         Assert.Empty(properties.Except(keys));
         Assert.Empty(keys.Where(k => k.StartsWith("Silo:", StringComparison.Ordinal)).Except(properties));
         var limits = typeof(RefAlign.Grains.RunLimits).GetProperties().Select(p => $"Limits:{p.Name}").ToList();

@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Security.Cryptography.X509Certificates;
 using Orleans.Configuration;
+using Orleans.Dashboard;
 using RefAlign.Runtime;
 using StackExchange.Redis;
 
@@ -12,6 +13,11 @@ public static class OrleansSilo
 {
     public static ISiloBuilder ConfigureRefAlignSilo(this ISiloBuilder silo, SiloOptions options, OrleansSettings settings)
     {
+        if (options.DashboardEnabled)
+        {
+            silo.AddDashboard();
+        }
+
         if (settings.Kubernetes)
         {
             // Reads POD_IP/POD_NAME/POD_NAMESPACE and ORLEANS_CLUSTER_ID/ORLEANS_SERVICE_ID and watches pods.

@@ -2,6 +2,7 @@ using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Options;
 using RefAlign.Runtime;
 using RefAlign.Compute;
+using Orleans.Dashboard;
 using RefAlign.Silo.Telemetry;
 
 namespace RefAlign.Silo.Hosting;
@@ -71,6 +72,11 @@ public static partial class SiloHost
                 listen.Protocols = HttpProtocols.Http2;
                 if (certificate is not null) listen.UseHttps(certificate);
             });
+            if (options.DashboardEnabled)
+            {
+                // The Orleans Dashboard, on its own port: it shows grain state, so it is opened deliberately.
+                kestrel.Listen(security.ListenIP, options.DashboardPort, listen => listen.Protocols = HttpProtocols.Http1);
+            }
             if (options.HttpPort != 0)
             {
                 // Plain HTTP/1.1 for probes (/healthz tells health, nothing a key guards).
@@ -107,9 +113,16 @@ public static partial class SiloHost
         app.MapHealthChecks("/healthz", HealthResponse.Options);
         // Prometheus text format of the refalign.*, Orleans, ASP.NET Core and runtime meters; like /healthz, no key.
         app.MapPrometheusScrapingEndpoint("/metrics");
-        app.MapGet("/", (SiloOptions options) => Results.Text(
+        var silo = app.Services.GetRequiredService<SiloOptions>();
+        var about = app.MapGet("/", (SiloOptions options) => Results.Text(
             $"RefAlign silo '{options.SiloName ?? Environment.MachineName}' (roles {string.Join(',', options.Roles)}, device {options.Device}). "
-            + $"gRPC (HTTP/2) on port {options.GrpcPort}; health at /healthz.\n"));
+            + $"gRPC (HTTP/2) on port {options.GrpcPort}; health at /healthz, Prometheus at /metrics.\n"));
+        if (silo.DashboardEnabled)
+        {
+            // The Orleans Dashboard owns its port; the silo's own root page stays on the others.
+            app.MapOrleansDashboard().RequireHost($"*:{silo.DashboardPort}");
+            about.RequireHost($"*:{silo.GrpcPort}", $"*:{silo.HttpPort}");
+        }
         MapControlApi(app);
     }
 

@@ -34,6 +34,12 @@ public sealed record SiloOptions
     /// <summary><c>cpu</c> or <c>cuda</c>/<c>cuda:N</c>.</summary>
     public string Device { get; init; } = "cpu";
 
+    /// <summary>Serves the Orleans Dashboard on <see cref="DashboardPort"/> (<c>Silo:Dashboard:Enabled</c>); off by default.</summary>
+    public bool DashboardEnabled { get; init; }
+
+    /// <summary>The Orleans Dashboard's own port (<c>Silo:Dashboard:Port</c>), on <c>Silo:ListenIP</c>.</summary>
+    public int DashboardPort { get; init; } = 8080;
+
     /// <summary>A learner goes only to a learner silo with a GPU device; with none active, runs wait (set it alike on every silo).</summary>
     public bool LearnerRequiresAccelerator { get; init; }
 
@@ -93,6 +99,8 @@ public static class SiloOptionsReader
             Roles = Roles(section, nameof(SiloOptions.Roles), defaults.Roles),
             Device = Device(section, nameof(SiloOptions.Device), defaults.Device),
             LearnerRequiresAccelerator = Flag(section, nameof(SiloOptions.LearnerRequiresAccelerator), defaults.LearnerRequiresAccelerator),
+            DashboardEnabled = Flag(section, "Dashboard:Enabled", defaults.DashboardEnabled),
+            DashboardPort = Int(section, "Dashboard:Port", defaults.DashboardPort, 1, 65535),
             CheckpointRoot = Optional(section, nameof(SiloOptions.CheckpointRoot)) is { } checkpoints ? Path.GetFullPath(checkpoints) : null,
             SupervisionPeriod = AtLeast(Duration(section, nameof(SiloOptions.SupervisionPeriod), defaults.SupervisionPeriod), TimeSpan.FromSeconds(1), nameof(SiloOptions.SupervisionPeriod)),
             EventLogCapacity = Int(section, nameof(SiloOptions.EventLogCapacity), defaults.EventLogCapacity, 16, 1 << 20),
