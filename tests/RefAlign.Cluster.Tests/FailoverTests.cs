@@ -309,7 +309,7 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
     {
         using var client = Cluster.Client("silo-d");
         // Slow enough steps that the learner's silo can be taken down before any step of an attempt finishes.
-        var poison = TinyRuns.RefAlign("poison", 20, checkpointEvery: 5, batchSize: 16, numSamples: 8, maxNewTokens: 64, maxRestarts: 2);
+        var poison = TinyRuns.RefAlign("poison", 20, checkpointEvery: 5, batchSize: 32, numSamples: 8, maxNewTokens: 128, maxRestarts: 2);
         var runId = await StartAsync(client, poison);
         var kills = 0;
         var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(4);

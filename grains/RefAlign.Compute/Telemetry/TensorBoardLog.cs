@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using Google.Protobuf;
-using RefAlign.Compute.Telemetry.TensorBoard;
 using RefAlign.Compute.Training;
 
 namespace RefAlign.Compute.Telemetry;
@@ -9,7 +8,9 @@ namespace RefAlign.Compute.Telemetry;
 /// A run's scalars as a TensorBoard event file (<c>events.out.tfevents.&lt;time&gt;.&lt;host&gt;</c>) in its output folder:
 /// every step's metrics, tokens/s and phase times (<c>phase/…</c>), and every evaluation's metrics. Records are framed
 /// as TensorFlow's record writer frames them (length, masked CRC32C of the length, data, masked CRC32C of the data) and
-/// flushed one by one, so TensorBoard can follow a live run and a crash loses no finished step.
+/// flushed one by one, so TensorBoard can follow a live run and a crash loses no finished step. The messages are
+/// <c>tensorboard_event.proto</c>'s, written field by field with protobuf's own encoder: the compute layer takes no
+/// gRPC tooling (a layering rule the dependency tests hold).
 /// </summary>
 public sealed class TensorBoardLog : IRunObserver, IDisposable
 {
@@ -23,7 +24,7 @@ public sealed class TensorBoardLog : IRunObserver, IDisposable
         var now = DateTimeOffset.UtcNow;
         Path = System.IO.Path.Combine(folder, $"events.out.tfevents.{now.ToUnixTimeSeconds()}.{Environment.MachineName}.{Environment.ProcessId}");
         _file = new FileStream(Path, FileMode.Append, FileAccess.Write, FileShare.Read);
-        Write(new Event { WallTime = Seconds(now), FileVersion = "brain.Event:2" });
+        Write(Event(Seconds(now), 0, o => o.WriteString("brain.Event:2"), FileVersionField));
     }
 
     public void OnStep(StepReport r)
@@ -38,17 +39,52 @@ public sealed class TensorBoardLog : IRunObserver, IDisposable
 
     void WriteScalars(long step, IReadOnlyDictionary<string, double> scalars)
     {
-        var summary = new Summary();
-        foreach (var (tag, value) in scalars.OrderBy(kv => kv.Key, StringComparer.Ordinal))
-            summary.Value.Add(new Summary.Types.Value { Tag = tag, SimpleValue = (float)value });
-        Write(new Event { WallTime = Seconds(DateTimeOffset.UtcNow), Step = step, Summary = summary });
+        // Summary { repeated Value value = 1; }, Value { string tag = 1; float simple_value = 2; }
+        var summary = new MemoryStream();
+        using (var o = new CodedOutputStream(summary, leaveOpen: true))
+        {
+            foreach (var (tag, value) in scalars.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+            {
+                var entry = new MemoryStream();
+                using (var v = new CodedOutputStream(entry, leaveOpen: true))
+                {
+                    v.WriteTag(1, WireFormat.WireType.LengthDelimited);
+                    v.WriteString(tag);
+                    v.WriteTag(2, WireFormat.WireType.Fixed32);
+                    v.WriteFloat((float)value);
+                }
+                o.WriteTag(1, WireFormat.WireType.LengthDelimited);
+                o.WriteBytes(ByteString.CopyFrom(entry.ToArray()));
+            }
+        }
+        Write(Event(Seconds(DateTimeOffset.UtcNow), step, o => o.WriteBytes(ByteString.CopyFrom(summary.ToArray())), SummaryField));
+    }
+
+    const int FileVersionField = 3, SummaryField = 5;
+
+    /// <summary>Event { double wall_time = 1; int64 step = 2; oneof what { string file_version = 3; Summary summary = 5; } }.</summary>
+    static byte[] Event(double wallTime, long step, Action<CodedOutputStream> what, int whatField)
+    {
+        var bytes = new MemoryStream();
+        using (var o = new CodedOutputStream(bytes, leaveOpen: true))
+        {
+            o.WriteTag(1, WireFormat.WireType.Fixed64);
+            o.WriteDouble(wallTime);
+            if (step != 0)
+            {
+                o.WriteTag(2, WireFormat.WireType.Varint);
+                o.WriteInt64(step);
+            }
+            o.WriteTag(whatField, WireFormat.WireType.LengthDelimited);
+            what(o);
+        }
+        return bytes.ToArray();
     }
 
     static double Seconds(DateTimeOffset t) => t.ToUnixTimeMilliseconds() / 1000.0;
 
-    void Write(Event e)
+    void Write(byte[] data)
     {
-        var data = e.ToByteArray();
         Span<byte> header = stackalloc byte[12];
         BinaryPrimitives.WriteUInt64LittleEndian(header, (ulong)data.Length);
         BinaryPrimitives.WriteUInt32LittleEndian(header[8..], Crc32C.Masked(header[..8]));
