@@ -164,24 +164,7 @@ public sealed class GptNeoXForwardTests : IDisposable
 
     // ---- helpers ----
 
-    internal static void RandomiseNormsAndBiases(CausalLm m, long seed)
-    {
-        using var gen = new Generator((ulong)seed);
-        using var _ = no_grad();
-        foreach (var (name, p) in m.named_parameters())
-        {
-            if (name.EndsWith("norm.weight", StringComparison.Ordinal))
-            {
-                using var r = randn(p.shape, ScalarType.Float32, generator: gen);
-                p.copy_(r * 0.3 + 1.0);
-            }
-            else if (name.EndsWith(".bias", StringComparison.Ordinal))
-            {
-                using var r = randn(p.shape, ScalarType.Float32, generator: gen);
-                p.copy_(r * 0.5);
-            }
-        }
-    }
+    internal static void RandomiseNormsAndBiases(CausalLm m, long seed) => ReferenceForwardTests.RandomiseNormsAndBiases(m, seed);
 
     static int[] Tokens(int count, int vocab, int seed)
     {

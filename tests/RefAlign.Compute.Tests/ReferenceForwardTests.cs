@@ -235,7 +235,7 @@ public sealed class ReferenceForwardTests
     }
 
     /// <summary>Norm weights around 1 and nonzero biases, so a dropped weight or bias shows in the logits.</summary>
-    static void RandomiseNormsAndBiases(CausalLm m, long seed)
+    internal static void RandomiseNormsAndBiases(CausalLm m, long seed)
     {
         using var gen = new Generator((ulong)seed);
         using var _ = no_grad();

@@ -15,17 +15,24 @@ internal static class ByteLevelBpeWriter
 
     /// <summary>Vocabulary (token → id, in id order) and merges for at most <paramref name="vocabSize"/> tokens
     /// including the special tokens.</summary>
-    public static (List<KeyValuePair<string, int>> Vocab, IReadOnlyList<(string Left, string Right)> Merges) Build(
-        IEnumerable<string> corpus, int vocabSize)
+    /// <summary>How often each pre-tokenized word (byte-level symbols) occurs in <paramref name="corpus"/>, split by <paramref name="pattern"/>.</summary>
+    internal static Dictionary<string, int> WordCounts(IEnumerable<string> corpus, string pattern)
     {
-        var pattern = ByteLevel.Compile(ByteLevel.Qwen2Pattern);
+        var regex = ByteLevel.Compile(pattern);
         var words = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var sentence in corpus)
-            foreach (var match in pattern.EnumerateMatches(sentence))
+            foreach (var match in regex.EnumerateMatches(sentence))
             {
                 var word = ByteLevel.Encode(sentence.Substring(match.Index, match.Length));
                 words[word] = words.GetValueOrDefault(word) + 1;
             }
+        return words;
+    }
+
+    public static (List<KeyValuePair<string, int>> Vocab, IReadOnlyList<(string Left, string Right)> Merges) Build(
+        IEnumerable<string> corpus, int vocabSize)
+    {
+        var words = WordCounts(corpus, ByteLevel.Qwen2Pattern);
 
         var vocab = new List<KeyValuePair<string, int>>();
         var seen = new HashSet<string>(StringComparer.Ordinal);

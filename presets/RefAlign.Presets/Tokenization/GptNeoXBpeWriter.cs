@@ -18,14 +18,7 @@ internal static class GptNeoXBpeWriter
     public static (List<KeyValuePair<string, int>> Vocab, IReadOnlyList<(string Left, string Right)> Merges) Build(
         IEnumerable<string> corpus, int vocabSize)
     {
-        var pattern = ByteLevel.Compile(ByteLevel.Gpt2Pattern);
-        var words = new Dictionary<string, int>(StringComparer.Ordinal);
-        foreach (var sentence in corpus)
-            foreach (var match in pattern.EnumerateMatches(sentence))
-            {
-                var word = ByteLevel.Encode(sentence.Substring(match.Index, match.Length));
-                words[word] = words.GetValueOrDefault(word) + 1;
-            }
+        var words = ByteLevelBpeWriter.WordCounts(corpus, ByteLevel.Gpt2Pattern);
 
         var vocab = new List<KeyValuePair<string, int>>();
         foreach (var s in SpecialTokens) vocab.Add(new(s, vocab.Count));
