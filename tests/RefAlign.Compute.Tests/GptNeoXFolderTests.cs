@@ -113,7 +113,7 @@ public sealed class GptNeoXFolderTests : IDisposable
         var dir = Path.Combine(_root, "m");
         using var m = new CausalLm(cfg);
         m.InitializeWeights(3);
-        GptNeoXForwardTests.RandomiseNormsAndBiases(m, 4);
+        ReferenceForwardTests.RandomiseNormsAndBiases(m, 4);
         m.SavePretrained(dir);
 
         string[] perLayer =

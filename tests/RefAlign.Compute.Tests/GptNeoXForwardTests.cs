@@ -2,6 +2,7 @@ using RefAlign.Compute.Generation;
 using RefAlign.Compute.Models;
 using RefAlign.Compute.Tests.Oracle;
 using TorchSharp;
+using static RefAlign.Compute.Tests.ReferenceForwardTests;
 using static TorchSharp.torch;
 
 namespace RefAlign.Compute.Tests;
@@ -164,15 +165,7 @@ public sealed class GptNeoXForwardTests : IDisposable
 
     // ---- helpers ----
 
-    internal static void RandomiseNormsAndBiases(CausalLm m, long seed) => ReferenceForwardTests.RandomiseNormsAndBiases(m, seed);
-
-    static int[] Tokens(int count, int vocab, int seed)
-    {
-        var rng = new Random(seed);
-        return [.. Enumerable.Range(0, count).Select(_ => rng.Next(vocab))];
-    }
-
-    static Tensor IdTensor(int[] ids) => tensor(ids.Select(i => (long)i).ToArray(), 1, ids.Length);
+    // Tokens, IdTensor, ToRows and RandomiseNormsAndBiases: the decoder oracle tests' (ReferenceForwardTests).
 
     static double[,] ModelLogits(CausalLm model, int[] ids)
     {
@@ -180,18 +173,6 @@ public sealed class GptNeoXForwardTests : IDisposable
         using var x = IdTensor(ids);
         using var logits = model.Forward(x);
         return ToRows(logits, 0);
-    }
-
-    static double[,] ToRows(Tensor logits, int batchIndex, int skip = 0)
-    {
-        long t = logits.shape[1] - skip, v = logits.shape[2];
-        using var row = logits[batchIndex].to(ScalarType.Float64).contiguous();
-        var data = row.data<double>().ToArray();
-        var result = new double[t, v];
-        for (var i = 0; i < t; i++)
-            for (var j = 0; j < v; j++)
-                result[i, j] = data[(i + skip) * v + j];
-        return result;
     }
 
     /// <summary>Max |expected[first + i, j] − actual[i, j]| over the rows of <paramref name="actual"/>.</summary>

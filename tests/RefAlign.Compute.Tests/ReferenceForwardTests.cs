@@ -254,16 +254,16 @@ public sealed class ReferenceForwardTests
         }
     }
 
-    static int[] Tokens(int count, int vocab, int seed)
+    internal static int[] Tokens(int count, int vocab, int seed)
     {
         var rng = new Random(seed);
         return [.. Enumerable.Range(0, count).Select(_ => rng.Next(vocab))];
     }
 
-    static Tensor IdTensor(int[] ids) => tensor(ids.Select(i => (long)i).ToArray(), 1, ids.Length);
+    internal static Tensor IdTensor(int[] ids) => tensor(ids.Select(i => (long)i).ToArray(), 1, ids.Length);
 
     /// <summary>Row <paramref name="batchIndex"/> of logits [B, T, V] as a double[T - skip, V], from position <paramref name="skip"/>.</summary>
-    static double[,] ToRows(Tensor logits, int batchIndex, int skip = 0)
+    internal static double[,] ToRows(Tensor logits, int batchIndex, int skip = 0)
     {
         long t = logits.shape[1] - skip, v = logits.shape[2];
         using var row = logits[batchIndex].to(ScalarType.Float64).contiguous();
