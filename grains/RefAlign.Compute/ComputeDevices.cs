@@ -17,7 +17,7 @@ public static class ComputeDevices
     public static string Canonical(string name, string setting)
     {
         var value = name.Trim().ToLowerInvariant();
-        if (value is "cpu" or "meta") return value;
+        if (value is "cpu") return value;
         if (value == "cuda") return "cuda:0";
         if (value.StartsWith("cuda:", StringComparison.Ordinal) && int.TryParse(value.AsSpan(5), NumberStyles.None, CultureInfo.InvariantCulture, out var n))
             return string.Create(CultureInfo.InvariantCulture, $"cuda:{n}");

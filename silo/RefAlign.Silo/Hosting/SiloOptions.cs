@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Net;
+using RefAlign.Compute;
 using RefAlign.Grains;
 using RefAlign.Runtime;
 
@@ -242,26 +243,22 @@ public static class SiloOptionsReader
             : roles;
     }
 
+    /// <summary>The device's canonical name (<c>cuda</c> → <c>cuda:0</c>, as metadata and cluster status report it).</summary>
     private static string Device(IConfigurationSection section, string name, string fallback)
     {
-        var value = Optional(section, name)?.ToLowerInvariant();
+        var value = Optional(section, name);
         if (value is null)
         {
             return fallback;
         }
 
-        if (value is "cpu")
+        try
         {
-            return value;
+            return ComputeDevices.Canonical(value, Key(name));
         }
-
-        if (value is "cuda")
+        catch (DeviceUnavailableException e)
         {
-            return "cuda:0"; // the device it is, as metadata and cluster status report it
+            throw new SiloConfigurationException(Key(name), e.Message);
         }
-
-        return value.StartsWith("cuda:", StringComparison.Ordinal) && int.TryParse(value.AsSpan(5), NumberStyles.None, CultureInfo.InvariantCulture, out _)
-            ? value
-            : throw new SiloConfigurationException(Key(name), $"'{value}' is not a device; use cpu, cuda or cuda:N.");
     }
 }
