@@ -1,4 +1,3 @@
-using RefAlign.Compute;
 using Microsoft.Extensions.Logging;
 using RefAlign.Compute.Evaluation;
 using RefAlign.Compute.Tokenization;
@@ -89,7 +88,7 @@ public sealed class RunEvaluationGrain(ComputeExecutor executor, RoleDirectory r
                     Cleanup(config, key);
                 }
             }
-            var sideBySide = run.Algorithm != Algorithm.RefAlign ? [] : results.Skip(1).Select(b => Evaluator.Compare(results[0], b, eval)).ToList();
+            var sideBySide = Evaluator.CompareToFirst(run, results, eval);
             _progress = _progress with { Result = new RunEvalResult([.. results.Select(ToContract)], [.. sideBySide.Select(ToContract)]) };
         }
         catch (Exception e)

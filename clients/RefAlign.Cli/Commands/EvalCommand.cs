@@ -1,4 +1,3 @@
-using RefAlign.Compute;
 using System.CommandLine;
 using RefAlign.Compute.Evaluation;
 using RefAlign.Compute.Tokenization;
@@ -47,7 +46,7 @@ internal static class EvalCommand
                 results.Add(await Evaluator.EvaluateAsync(labels[m], folder, modelConfig, data, services, eval, progressOf(m, eval.Models.Count, labels[m]), cancellation));
             }
         });
-        var sideBySide = run.Algorithm != Algorithm.RefAlign ? [] : results.Skip(1).Select(b => Evaluator.Compare(results[0], b, eval)).ToList();
+        var sideBySide = Evaluator.CompareToFirst(run, results, eval);
         var files = EvalReportWriter.Write(eval, run, results, sideBySide);
         Report(json, results, sideBySide, files);
         return 0;

@@ -108,6 +108,10 @@ public static class Evaluator
             outcomes.Count(o => o == 1), outcomes.Count(o => o == 0.5), outcomes.Count(o => o == 0));
     }
 
+    /// <summary>Every later model against the first, for sampled (RefAlign) data; none for preference or SFT data.</summary>
+    public static IReadOnlyList<SideBySide> CompareToFirst(RunConfig run, IReadOnlyList<ModelEvaluation> results, EvalConfig eval) =>
+        run.Algorithm != Algorithm.RefAlign ? [] : [.. results.Skip(1).Select(b => Compare(results[0], b, eval))];
+
     static Dictionary<int, double> PerPromptF1(IReadOnlyList<EvalSample> samples) =>
         samples.GroupBy(s => s.PromptId).ToDictionary(g => g.Key, g => g.Average(s => s.F1));
 }
