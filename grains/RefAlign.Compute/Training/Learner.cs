@@ -91,9 +91,7 @@ public sealed partial class Learner : IDisposable
         using (withGrad ? null : no_grad())
         {
             // A pass without a gradient (Sr-*'s prompted query) is a judgement, not training: no LoRA dropout in it.
-            var wasTraining = Policy.training;
-            if (!withGrad) Policy.eval();
-            try
+            using (withGrad ? null : PolicySetup.EvalMode(Policy))
             {
                 // The prompted query p ⊕ x is long and shared by both completions: run it once (KV cache) for the pair.
                 var logps = withGrad || !SharePromptedPrefix
@@ -101,7 +99,6 @@ public sealed partial class Learner : IDisposable
                     : SequenceLogProbs.SharedPrefix(Policy, prompts, chosen, rejected, _padId);
                 values = logps.Reduced(SumReduction ? LogProbReduction.Sum : LogProbReduction.Mean);
             }
-            finally { if (wasTraining) Policy.train(); }
         }
         var n = mb.Count;
         double Pick(ReferenceLogProbs r, bool chosen) => (prompted, chosen, SumReduction) switch

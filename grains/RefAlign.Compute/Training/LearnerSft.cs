@@ -36,9 +36,7 @@ public sealed partial class Learner
     public IReadOnlyDictionary<string, double> EvaluateSft(IReadOnlyList<SftSequence> rows)
     {
         if (rows.Count == 0) return new Dictionary<string, double>();
-        var wasTraining = Policy.training;
-        Policy.eval();
-        try
+        using (PolicySetup.EvalMode(Policy))
         {
             using var _ = no_grad();
             double nll = 0;
@@ -48,10 +46,6 @@ public sealed partial class Learner
                 nll += CompletionNll([.. rows.Skip(start).Take(count)]).to(ScalarType.Float64).item<double>();
             }
             return SftMetrics("eval/", nll, rows.Sum(r => r.Completion.Length), rows);
-        }
-        finally
-        {
-            if (wasTraining) Policy.train();
         }
     }
 

@@ -85,9 +85,7 @@ public sealed partial class Learner
     public IReadOnlyDictionary<string, double> EvaluatePreference(IReadOnlyList<PreferenceRow> rows)
     {
         if (rows.Count == 0) return new Dictionary<string, double>();
-        var wasTraining = Policy.training;
-        Policy.eval();
-        try
+        using (PolicySetup.EvalMode(Policy))
         {
             var loss = PreferenceLoss.Create(LossOptions);
             var sums = new Dictionary<string, double>();
@@ -109,10 +107,6 @@ public sealed partial class Learner
                 }
             }
             return sums.ToDictionary(kv => "eval/" + kv.Key, kv => kv.Value);
-        }
-        finally
-        {
-            if (wasTraining) Policy.train();
         }
     }
 }

@@ -28,6 +28,25 @@ public static class PolicySetup
             }, config.Seed)
             : null;
 
+    /// <summary>
+    /// <paramref name="model"/> in eval mode (no dropout) until the result is disposed, then back in the mode it was in:
+    /// sampling, scoring and evaluation are judgements, not training.
+    /// </summary>
+    public static IDisposable EvalMode(TorchSharp.torch.nn.Module model)
+    {
+        var wasTraining = model.training;
+        model.eval();
+        return new ModeRestore(model, wasTraining);
+    }
+
+    sealed class ModeRestore(TorchSharp.torch.nn.Module model, bool training) : IDisposable
+    {
+        public void Dispose()
+        {
+            if (training) model.train();
+        }
+    }
+
     /// <summary>What a run trains, by name: the LoRA adapters when there are any, else every policy weight.</summary>
     public static IEnumerable<(string Name, Parameter Parameter)> Trainable(CausalLm policy, LoraAdapters? lora) =>
         (lora is not null ? lora.named_parameters() : policy.named_parameters()).Select(p => (p.name, p.parameter));

@@ -32,10 +32,7 @@ public sealed class ReferenceScorer(CausalLm model, ReferenceLogProbCache cache,
         }
         var values = WithScope(referenceScope, () =>
         {
-            var wasTraining = model.training;
-            model.eval();
-            try { return cache.GetOrCompute(model, WeightsHash, rows, padId, maxBatch); }
-            finally { if (wasTraining) model.train(); }
+            using (PolicySetup.EvalMode(model)) return cache.GetOrCompute(model, WeightsHash, rows, padId, maxBatch);
         });
         var per = prompted ? 4 : 2;
         return [.. pairs.Select((_, i) =>

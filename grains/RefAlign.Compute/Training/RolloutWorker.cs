@@ -15,9 +15,7 @@ public static class RolloutWorker
     public static IReadOnlyList<Rollout> Generate(CausalLm policy, Func<int[], string> decode, IReadOnlyList<ReferencePrompt> prompts,
         IReadOnlyList<int> positions, RefAlignSection cfg, long seed, int step, IReadOnlyCollection<int> eosIds, int padId)
     {
-        var wasTraining = policy.training;
-        policy.eval();
-        try
+        using (PolicySetup.EvalMode(policy))
         {
             var options = new SamplingOptions
             {
@@ -28,10 +26,6 @@ public static class RolloutWorker
             var outs = TextGenerator.Generate(policy, [.. prompts.Select(p => p.Prompt)], options, eosIds, padId, promptSeeds: promptSeeds);
             return [.. outs.Select(o => new Rollout(positions[o.PromptIndex], prompts[o.PromptIndex].Id, o.SampleIndex, o.TokenIds,
                 o.TokenLogProbs, decode(o.TokenIds), o.FinishReason == FinishReason.Eos))];
-        }
-        finally
-        {
-            if (wasTraining) policy.train();
         }
     }
 }
