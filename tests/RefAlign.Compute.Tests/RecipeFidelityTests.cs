@@ -86,7 +86,8 @@ public sealed class RecipeFidelityTests : IDisposable
         var data = TrainingData.Load(cfg, tok);
         var pairs = data.TrainPairs.Concat(data.EvalPairs).OrderBy(p => p.Id).ToList();
         int? bos = tok.AddBosToken ? tok.BosId : null;
-        var head = tok.Encode(ChatTemplates.Header(ChatTemplate.Zephyr) + SelfRefinementPrompt.Default + " ").ToArray();
+        var zephyr = ChatFormat.BuiltInZephyr;
+        var head = tok.Encode(zephyr.Header + SelfRefinementPrompt.Default + " ").ToArray();
 
         // The long prompt was cut to 16 tokens; the prompted query is p whole, then exactly those tokens' query tail.
         var cut = pairs[0];
@@ -97,14 +98,14 @@ public sealed class RecipeFidelityTests : IDisposable
         Assert.Equal(tail, prompted[head.Length..]);
         Assert.Contains(SelfRefinementPrompt.Default, tok.Decode(prompted));
         // The kept tail is the end of the templated prompt: the turn being answered and the assistant header.
-        Assert.EndsWith(tok.Decode(tail, skipSpecialTokens: false), ChatTemplates.Apply(ChatTemplate.Zephyr, longPrompt));
+        Assert.EndsWith(tok.Decode(tail, skipSpecialTokens: false), zephyr.Prompt(longPrompt));
         Assert.EndsWith("</s>\n<|assistant|>\n", tok.Decode(tail, skipSpecialTokens: false));
         if (bos is int first) Assert.Equal(first, cut.Prompt[0]);
 
         // Uncut prompts: the prompted query is the paper's text p ⊕ x, templated, as one string.
         var whole = pairs[1];
-        Assert.Equal(tok.Encode(ChatTemplates.Apply(ChatTemplate.Zephyr, "what is two plus two")), whole.Prompt);
-        Assert.Equal(tok.Encode(ChatTemplates.Apply(ChatTemplate.Zephyr, SelfRefinementPrompt.Apply("what is two plus two"))), whole.PromptedPrompt);
+        Assert.Equal(tok.Encode(zephyr.Prompt("what is two plus two")), whole.Prompt);
+        Assert.Equal(tok.Encode(zephyr.Prompt(SelfRefinementPrompt.Apply("what is two plus two"))), whole.PromptedPrompt);
     }
 
     [Fact]

@@ -266,14 +266,17 @@ public sealed class TokenizerTests : IDisposable
     [Fact]
     public void ChatTemplates_ZephyrAndNone_ExactStrings()
     {
-        Assert.Equal("<|user|>\nWhy is the sky blue?</s>\n<|assistant|>\n", ChatTemplates.Apply("zephyr", "Why is the sky blue?"));
-        Assert.Equal("Why is the sky blue?", ChatTemplates.Apply("none", "Why is the sky blue?"));
+        var tok = TextTokenizer.Load(SentencePieceFolder());
+        Assert.Equal("<|user|>\nWhy is the sky blue?</s>\n<|assistant|>\n", ChatTemplates.Resolve("zephyr", tok).Prompt("Why is the sky blue?"));
+        Assert.Equal("Why is the sky blue?", ChatTemplates.Resolve("none", tok).Prompt("Why is the sky blue?"));
+        // The written folders have no chat_template: auto is no template, as before auto existed.
+        Assert.Equal("Why is the sky blue?", ChatTemplates.Resolve("auto", tok).Prompt("Why is the sky blue?"));
     }
 
     [Fact]
     public void ChatTemplates_UnknownTemplate_ThrowsNamingIt()
     {
-        var e = Assert.Throws<ArgumentException>(() => ChatTemplates.Apply("chatml-v9", "hi"));
+        var e = Assert.Throws<ArgumentException>(() => ChatTemplates.Resolve("chatml-v9", TextTokenizer.Load(SentencePieceFolder())));
         Assert.Contains("chatml-v9", e.Message);
     }
 

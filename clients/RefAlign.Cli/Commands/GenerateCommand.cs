@@ -18,7 +18,7 @@ internal static class GenerateCommand
         var topP = new Option<double>("--top-p") { DefaultValueFactory = _ => 1.0 };
         var topK = new Option<int>("--top-k") { Description = "0 = off.", DefaultValueFactory = _ => 0 };
         var seed = new Option<long>("--seed") { DefaultValueFactory = _ => 0 };
-        var template = new Option<string>("--chat-template") { DefaultValueFactory = _ => "none" };
+        var template = new Option<string>("--chat-template") { Description = "none (the default), auto (the model's own template) or zephyr.", DefaultValueFactory = _ => "none" };
         template.AcceptOnlyFromAmong([.. ChatTemplates.Names]);
         var json = CliSupport.JsonOption();
         var device = CliSupport.DeviceOption();
@@ -31,7 +31,8 @@ internal static class GenerateCommand
             var (lm, tok) = CliSupport.Load(r.GetValue(model)!, r.GetValue(device)!);
             using var _ = lm;
             var prompts = r.GetValue(prompt)!;
-            var ids = prompts.Select(p => tok.Encode(ChatTemplates.Apply(r.GetValue(template)!, p)).ToArray()).ToList();
+            var format = ChatTemplates.Resolve(r.GetValue(template)!, tok);
+            var ids = prompts.Select(p => ChatTemplates.Encode(tok, format.Prompt(p)).ToArray()).ToList();
             var opts = new SamplingOptions
             {
                 MaxNewTokens = r.GetValue(maxNew), Temperature = r.GetValue(temperature), TopP = r.GetValue(topP),

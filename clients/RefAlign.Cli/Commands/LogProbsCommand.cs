@@ -14,7 +14,7 @@ internal static class LogProbsCommand
         var model = CliSupport.ModelOption();
         var prompt = new Option<string>("--prompt") { Required = true };
         var completion = new Option<string>("--completion") { Required = true };
-        var template = new Option<string>("--chat-template") { DefaultValueFactory = _ => "none" };
+        var template = new Option<string>("--chat-template") { Description = "none (the default), auto (the model's own template) or zephyr.", DefaultValueFactory = _ => "none" };
         template.AcceptOnlyFromAmong([.. ChatTemplates.Names]);
         var noEos = new Option<bool>("--no-eos") { Description = "Do not append EOS to the completion." };
         var json = CliSupport.JsonOption();
@@ -27,7 +27,7 @@ internal static class LogProbsCommand
         {
             var (lm, tok) = CliSupport.Load(r.GetValue(model)!, r.GetValue(device)!);
             using var _ = lm;
-            var promptIds = tok.Encode(ChatTemplates.Apply(r.GetValue(template)!, r.GetValue(prompt)!)).ToArray();
+            var promptIds = ChatTemplates.Encode(tok, ChatTemplates.Resolve(r.GetValue(template)!, tok).Prompt(r.GetValue(prompt)!)).ToArray();
             var completionIds = tok.Encode(r.GetValue(completion)!, addSpecialTokens: false).ToList();
             if (!r.GetValue(noEos)) completionIds.Add(CliSupport.EosIds(lm, tok)[0]);
             if (completionIds.Count == 0) throw new ArgumentException("--completion: the completion has no tokens.");

@@ -33,11 +33,12 @@ internal static class RunWatch
         }
         else
         {
+            var glance = new GlanceColumn();
             await AnsiConsole.Progress()
                 .AutoRefresh(false)
                 .AutoClear(false)
                 .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(),
-                    new ElapsedTimeColumn())
+                    new ElapsedTimeColumn(), glance)
                 .StartAsync(async ctx =>
                 {
                     var task = ctx.AddTask(Markup.Escape(state.Summary(compact: true)), maxValue: Math.Max(1, state.Total));
@@ -50,6 +51,7 @@ internal static class RunWatch
                         task.MaxValue = Math.Max(1, state.Total);
                         task.Value = Math.Min(state.Step, task.MaxValue);
                         task.Description = Markup.Escape(state.Summary(compact: true));
+                        glance.Text = state.Glance.ToString();
                         ctx.Refresh();
                     }
                 });
@@ -101,6 +103,9 @@ internal static class RunWatch
         int _phaseStep = -1;
         IReadOnlyDictionary<string, double> _metrics = run.LastMetrics;
 
+        /// <summary>The headline metric's sparkline and the last step's phases, for the interactive bar only.</summary>
+        public StepGlance Glance { get; } = new();
+
         public int Step { get; private set; } = run.Step;
         public int Total { get; private set; } = run.TotalSteps;
         RunStatus Status { get; set; } = run.Status;
@@ -123,6 +128,8 @@ internal static class RunWatch
                     Step = e.Step; // steps completed so far; a replay from the start walks them again
                     if (e.Metrics.Count > 0) _metrics = e.Metrics;
                     if (e.Metrics.TryGetValue("total_steps", out var total)) Total = (int)total;
+                    // The step's phase events come just before it.
+                    Glance.Add(e.Step, e.Metrics, _phaseStep == e.Step ? _phases : []);
                     return Summary();
                 case RunEventKind.Eval:
                     return $"eval at step {e.Step}: {FormatMetrics(e.Metrics, 6)}";

@@ -12,6 +12,8 @@ internal sealed class TrainProgress(RunConfig config, bool quiet) : IRunObserver
 {
     readonly List<StepReport> _steps = [];
     readonly List<(int Step, IReadOnlyDictionary<string, double> Metrics)> _evals = [];
+    readonly StepGlance _glance = new();
+    readonly GlanceColumn _glanceColumn = new();
     ProgressTask? _task;
     ProgressContext? _context;
     string? _lastCheckpoint;
@@ -23,7 +25,7 @@ internal sealed class TrainProgress(RunConfig config, bool quiet) : IRunObserver
         if (quiet || Console.IsOutputRedirected) return await run();
         var result = 0;
         await AnsiConsole.Progress().AutoRefresh(false).AutoClear(false)
-            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), _glanceColumn)
             .StartAsync(async ctx =>
             {
                 _context = ctx;
@@ -38,11 +40,14 @@ internal sealed class TrainProgress(RunConfig config, bool quiet) : IRunObserver
     {
         _steps.Add(r);
         var value = r.Metrics.GetValueOrDefault(Headline);
-        var line = $"step {r.Step + 1}/{r.TotalSteps} {Headline} {value:F4} {r.TokensPerSecond:F0} tok/s " +
-                   string.Join(" ", r.PhaseSeconds.Where(p => p.Key != "step").Select(p => $"{p.Key} {p.Value:F2}s"));
+        var head = $"step {r.Step + 1}/{r.TotalSteps} {Headline} {value:F4} {r.TokensPerSecond:F0} tok/s";
+        var line = head + " " + string.Join(" ", r.PhaseSeconds.Where(p => p.Key != "step").Select(p => $"{p.Key} {p.Value:F2}s"));
         if (_task is not null)
         {
-            _task.Description = Markup.Escape(line);
+            // On a terminal the phases sit beside the bar, after the headline's sparkline.
+            _glance.Add(r.Step + 1, r.Metrics, r.PhaseSeconds);
+            _task.Description = Markup.Escape(head);
+            _glanceColumn.Text = _glance.ToString();
             _task.Increment(1);
             _context!.Refresh();
         }

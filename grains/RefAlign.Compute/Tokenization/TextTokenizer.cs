@@ -16,9 +16,10 @@ public sealed class TextTokenizer
     private readonly HashSet<int> skippedOnDecode;
     private readonly Regex? splitter;
 
-    private TextTokenizer(ITokenizerBackend backend, SpecialTokenSettings settings)
+    private TextTokenizer(ITokenizerBackend backend, SpecialTokenSettings settings, string folder)
     {
         this.backend = backend;
+        Folder = folder;
         specialByContent = new(StringComparer.Ordinal);
         contentById = [];
         skippedOnDecode = [];
@@ -42,6 +43,8 @@ public sealed class TextTokenizer
 
         foreach (var content in settings.AdditionalSpecialTokens)
             if (IdOf(content) is int id) Register(content, id);
+        BosToken = BosId is int b && contentById.TryGetValue(b, out var bosText) ? bosText : null;
+        EosToken = EosIds.Count > 0 && contentById.TryGetValue(EosIds[0], out var eosText) ? eosText : null;
         VocabSize = Math.Max(backend.VocabSize, contentById.Keys.DefaultIfEmpty(-1).Max() + 1);
 
         // Longest first, so "<|im_start|>" is not cut by a shorter token that prefixes it.
@@ -61,6 +64,13 @@ public sealed class TextTokenizer
     }
 
     public int VocabSize { get; }
+
+    /// <summary>The model folder the tokenizer was read from (where <c>chat_template: auto</c> looks).</summary>
+    public string Folder { get; }
+
+    /// <summary>The BOS / first EOS token's text: what a chat template's <c>bos_token</c> / <c>eos_token</c> stand for.</summary>
+    public string? BosToken { get; }
+    public string? EosToken { get; }
     public int? BosId { get; }
     public IReadOnlyList<int> EosIds { get; }
     public int? PadId { get; }
@@ -91,7 +101,7 @@ public sealed class TextTokenizer
         else
             throw new ModelFormatException($"No tokenizer in '{folder}': looked for tokenizer.model, tokenizer.json, " +
                                            "vocab.json + merges.txt.");
-        return new(backend, SpecialTokenSettings.Read(folder, tokenizerJson));
+        return new(backend, SpecialTokenSettings.Read(folder, tokenizerJson), folder);
     }
 
     public IReadOnlyList<int> Encode(string text, bool addSpecialTokens = true)

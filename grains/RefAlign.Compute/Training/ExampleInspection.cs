@@ -37,7 +37,8 @@ public static class ExampleInspection
         var data = TrainingData.Load(config with { EvalExamples = int.MaxValue }, tokenizer);
         var opts = TrainingData.LoadOptions(d);
         string Text(IEnumerable<int> ids) => tokenizer.Decode(ids, skipSpecialTokens: false);
-        int[] FullPrompt(string prompt) => TrainingData.TemplatedPrompt(tokenizer, config.Policy.ChatTemplate, prompt);
+        var format = ChatTemplates.Resolve(config.Policy.ChatTemplate, tokenizer);
+        int[] FullPrompt(string prompt) => TrainingData.TemplatedPrompt(tokenizer, format, prompt);
         int? bos = tokenizer.AddBosToken ? tokenizer.BosId : null;
         RemovedTokens PromptCut(int[] full, int[] kept)
         {

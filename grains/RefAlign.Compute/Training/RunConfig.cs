@@ -117,7 +117,8 @@ public sealed record PolicySection
     public string Model { get; init; } = "";
     public string? ReferenceModel { get; init; }
     public ModelDType Dtype { get; init; } = ModelDType.Float32;
-    public ChatTemplate ChatTemplate { get; init; } = ChatTemplate.None;
+    /// <summary>auto (the default): the model folder's own chat template when it has one, else none.</summary>
+    public ChatTemplate ChatTemplate { get; init; } = ChatTemplate.Auto;
     public LoraSection? Lora { get; init; }
 }
 

@@ -34,6 +34,12 @@ internal static class RunConfigValidator
         }
         Check(Enum.IsDefined(p.Dtype), "policy.dtype", "must be float32, bfloat16 or float16");
         Check(Enum.IsDefined(p.ChatTemplate), "policy.chat_template", $"must be one of {string.Join(", ", ChatTemplates.Names)}");
+        if (requirePaths && p.ChatTemplate == ChatTemplate.Auto)
+        {
+            // Refused here, before any weights load, rather than when the data is tokenized.
+            try { ChatTemplates.FromModel(p.Model); }
+            catch (ModelFormatException e) { throw new InvalidRunConfigException("policy.chat_template", e.Message, e); }
+        }
         if (p.Lora is { } l)
         {
             Check(l.Rank >= 1, "policy.lora.rank", "must be ≥ 1");

@@ -38,7 +38,7 @@ public sealed class TrainingData
         var opts = LoadOptions(d);
         var eos = tokenizer.EosIds.Count > 0 ? tokenizer.EosIds[0]
             : throw new ModelFormatException($"{config.Policy.Model}: the tokenizer defines no EOS token.");
-        var template = config.Policy.ChatTemplate;
+        var template = ChatTemplates.Resolve(config.Policy.ChatTemplate, tokenizer);
         var bos = tokenizer.AddBosToken ? tokenizer.BosId : null;
         int[] EncodePrompt(string text) => TemplatedPrompt(tokenizer, template, text);
         int[] EncodeCompletion(string text) => [.. tokenizer.Encode(text, addSpecialTokens: false), eos];
@@ -63,7 +63,7 @@ public sealed class TrainingData
             var refinement = config.Preference.RefinementPrompt ?? SelfRefinementPrompt.Default;
             // The prompted query's head when the plain prompt was cut: BOS, the turn's header, then p and the space of p ⊕ x.
             var promptedHead = config.IsSelfRefined
-                ? WithoutEos(tokenizer.Encode(ChatTemplates.Header(template) + SelfRefinementPrompt.Apply(refinement, "")), tokenizer) : null;
+                ? WithoutEos(ChatTemplates.Encode(tokenizer, template.Header + SelfRefinementPrompt.Apply(refinement, "")), tokenizer) : null;
             var pairs = res.Examples.Select((e, i) =>
             {
                 var full = EncodePrompt(e.Prompt);
@@ -95,8 +95,8 @@ public sealed class TrainingData
         new() { SkipMalformed = d.SkipMalformed, PkuPreference = d.PkuPreference, Limit = d.Limit };
 
     /// <summary>A prompt as the model sees it before truncation: templated, with the tokenizer's special tokens.</summary>
-    internal static int[] TemplatedPrompt(TextTokenizer tokenizer, ChatTemplate template, string text) =>
-        [.. tokenizer.Encode(ChatTemplates.Apply(template, text))];
+    internal static int[] TemplatedPrompt(TextTokenizer tokenizer, ChatFormat format, string text) =>
+        [.. ChatTemplates.Encode(tokenizer, format.Prompt(text))];
 
     /// <summary>
     /// The reference DPO code's truncation (docs/algorithms.md §1): when the prompt and the longer completion (EOS
