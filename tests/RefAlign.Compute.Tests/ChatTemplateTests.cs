@@ -45,6 +45,10 @@ public sealed class ChatTemplateTests : IDisposable
     [InlineData("qwen2-0.5b-instruct", ChatFamily.ChatMl,
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\nHi there<|im_end|>\n<|im_start|>user\nWho are you?<|im_end|>\n<|im_start|>assistant\n",
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\nHi there<|im_end|>\n<|im_start|>user\nWho are you?<|im_end|>\n<|im_start|>assistant\n")]
+    // Qwen/Qwen2.5-0.5B-Instruct: another default system turn, taken from the template's text (its tools branch unused).
+    [InlineData("qwen2.5-0.5b-instruct", ChatFamily.ChatMl,
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\nHi there<|im_end|>\n<|im_start|>user\nWho are you?<|im_end|>\n<|im_start|>assistant\n",
+        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\nHi there<|im_end|>\n<|im_start|>user\nWho are you?<|im_end|>\n<|im_start|>assistant\n")]
     // meta-llama/Llama-2-7b-chat-hf: the system message inside the first [INST]; no generation prompt.
     [InlineData("llama-2-7b-chat", ChatFamily.Llama2,
         "<s>[INST] <<SYS>>\nYou are a helpful assistant.\n<</SYS>>\n\nHello [/INST] Hi there </s><s>[INST] Who are you? [/INST]",
@@ -116,6 +120,19 @@ public sealed class ChatTemplateTests : IDisposable
         var e = Assert.Throws<ModelFormatException>(() => ChatTemplates.FromModel(dir));
         Assert.Contains(Path.Combine(dir, "tokenizer_config.json"), e.Message);
         Assert.Contains("policy.chat_template", e.Message);
+    }
+
+    [Theory]
+    // Excerpts of variants that would render differently from their family's format: refused, not approximated.
+    [InlineData("{{- bos_token }}{{- '<|start_header_id|>system<|end_header_id|>\\n\\n' }}{{- 'Cutting Knowledge Date: December 2023\\n' }}<|eot_id|>")]
+    [InlineData("{%- for message in messages %}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}{%- endfor %}{{- '<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n' }}")]
+    [InlineData("{{- bos_token }}{%- if loop.last and system_message is defined %}{{- \"[INST] \" + system_message + \"\\n\\n\" + message[\"content\"] + \"[/INST]\" }}{%- else %}{{- \"[INST] \" + message[\"content\"] + \"[/INST]\" }}{%- endif %}")]
+    [InlineData("{% for message in messages %}{{ message['content'] }}{% endfor %}")]
+    public void Variants_the_families_do_not_cover_are_refused(string template)
+    {
+        var dir = Directory.CreateDirectory(Path.Combine(_root, "variant")).FullName;
+        File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), new JsonObject { ["chat_template"] = template }.ToJsonString());
+        Assert.Throws<ModelFormatException>(() => ChatTemplates.FromModel(dir));
     }
 
     [Fact]
