@@ -12,6 +12,7 @@ root.Subcommands.Add(TrainCommand.Create());
 root.Subcommands.Add(EvalCommand.Create());
 root.Subcommands.Add(DataCommand.Create());
 root.Subcommands.Add(RunCommands.Create());
+root.Subcommands.Add(ArtifactCommand.Create());
 root.Subcommands.Add(ClusterCommand.Create());
 root.Subcommands.Add(SiloCommand.Create());
 // Ctrl-C cancels the running verb's token (train checkpoints and stops; watch detaches) instead of killing the process.

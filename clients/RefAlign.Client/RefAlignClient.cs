@@ -13,7 +13,7 @@ namespace RefAlign.Client;
 /// (INVALID_ARGUMENT with <see cref="RpcErrors.Field"/>, NOT_FOUND, UNAUTHENTICATED, UNAVAILABLE...); cancelling a
 /// call's token throws <see cref="OperationCanceledException"/>. Thread-safe; one instance per silo address is enough.
 /// </summary>
-public sealed class RefAlignClient : IDisposable
+public sealed partial class RefAlignClient : IDisposable
 {
     readonly GrpcChannel _channel;
     readonly Wire.RunControl.RunControlClient _stub;

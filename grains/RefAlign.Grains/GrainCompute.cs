@@ -1,4 +1,5 @@
 using RefAlign.Compute.Training;
+using Orleans.Runtime.Placement;
 using RefAlign.Contracts.Grains;
 
 namespace RefAlign.Grains;
@@ -16,6 +17,19 @@ internal static class GrainCompute
         EvaluationKeys.TryParse(runId, out var evaluation, out var model)
             ? await grains.GetGrain<IRunEvaluationGrain>(evaluation).ModelConfig(model)
             : (await grains.GetGrain<ITrainingRunGrain>(runId).GetSummary()).ConfigJson;
+
+    /// <summary>
+    /// Live-migrates <paramref name="grain"/> to <paramref name="silo"/> once it is idle. A plain deactivation is not
+    /// enough to move a shard: a caller whose directory cache still names the old silo sends its next request there,
+    /// and that silo re-creates the activation locally, without asking placement (seen under load: the shard never left).
+    /// </summary>
+    public static Task MigrateTo(Grain grain, SiloAddress silo)
+    {
+        RequestContext.Set(IPlacementDirector.PlacementHintKey, silo);
+        try { grain.MigrateOnIdle(); }
+        finally { RequestContext.Remove(IPlacementDirector.PlacementHintKey); }
+        return Task.CompletedTask;
+    }
 
     /// <summary>The run id of a shard worker's key <c>run/shard</c>.</summary>
     public static string RunOfShard(string key) => key[..key.LastIndexOf('/')];

@@ -123,17 +123,17 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
             _syncBytes += r.SyncBytes;
             _syncSeconds = Math.Max(_syncSeconds, r.SyncSeconds);
             TrainingTelemetry.Staleness.Record(Math.Max(0, _version - r.WeightVersion), new KeyValuePair<string, object?>(TrainingTelemetry.Tags.RunId, runId));
-            await MoveIfMisplaced(SiloRoles.Generator, s, r.Silo, grains.GetGrain<IRolloutGeneratorGrain>(ShardKeys[s]).Release);
+            await MoveIfMisplaced(SiloRoles.Generator, s, r.Silo, grains.GetGrain<IRolloutGeneratorGrain>(ShardKeys[s]).MoveTo);
         }
         return [.. replies.SelectMany(r => r.Rollouts).OrderBy(r => r.Position).ThenBy(r => r.SampleIndex).Select(r => r.ToCompute())];
     }
 
     /// <summary>A shard living elsewhere than its silo of now (one joined, or it was re-placed) moves before the next step.</summary>
-    async Task MoveIfMisplaced(string role, int shard, string ranOn, Func<Task> release)
+    async Task MoveIfMisplaced(string role, int shard, string ranOn, Func<SiloAddress, Task> moveTo)
     {
         if (SiloFor(role, shard) is not { } wanted || ranOn.Length == 0 || ranOn == wanted.ToParsableString()) return;
         note?.Invoke($"shard {ShardKeys[shard]} moves from {ranOn} to {wanted.ToParsableString()} for the next step");
-        await release();
+        await moveTo(wanted);
     }
 
     public async Task<IReadOnlyList<double>> SimilarityAsync(IReadOnlyList<string> candidates, IReadOnlyList<string> references, CancellationToken cancellation)
@@ -172,7 +172,7 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
         {
             var idx = byShard[s].Select(x => x.i).ToList();
             for (var k = 0; k < idx.Count; k++) result[idx[k]] = replies[s].Values[k].ToCompute();
-            await MoveIfMisplaced(SiloRoles.Reference, byShard[s].Key, replies[s].Silo, grains.GetGrain<IReferenceScorerGrain>(ShardKeys[byShard[s].Key]).Release);
+            await MoveIfMisplaced(SiloRoles.Reference, byShard[s].Key, replies[s].Silo, grains.GetGrain<IReferenceScorerGrain>(ShardKeys[byShard[s].Key]).MoveTo);
         }
         return result;
     }

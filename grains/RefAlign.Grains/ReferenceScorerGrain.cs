@@ -50,6 +50,8 @@ public sealed class ReferenceScorerGrain(ComputeExecutor executor, SiloDrain dra
         return Task.CompletedTask;
     }
 
+    public Task MoveTo(SiloAddress silo) => GrainCompute.MigrateTo(this, silo);
+
     public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
         var model = _model;

@@ -54,6 +54,8 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, WeightExchan
         return Task.CompletedTask;
     }
 
+    public Task MoveTo(SiloAddress silo) => GrainCompute.MigrateTo(this, silo);
+
     public async Task<GenerateReply> Generate(GenerateRequest request)
     {
         drain.ThrowIfDraining($"generator {this.GetPrimaryKeyString()}");

@@ -2,6 +2,7 @@ using RefAlign.Compute;
 using System.Text;
 using RefAlign.Compute.Models;
 using RefAlign.Compute.Training;
+using RefAlign.Grains.Artifacts;
 using RefAlign.Runtime;
 
 namespace RefAlign.Grains;
@@ -29,6 +30,8 @@ public sealed class RunAdmission(RunHostOptions host)
         if (bytes > limits.MaxConfigBytes) Refuse("config_json", $"is {bytes} bytes, over the limit of {limits.MaxConfigBytes} (Limits:MaxConfigBytes)");
         var config = RunConfig.Parse(configJson, "config_json");
         CheckLimits(config, limits);
+        // Pushed inputs (artifact:<name>) are the stored copies every silo of the run shares.
+        config = ArtifactReferences.Resolve(config, host.Artifacts().Resolve);
         config = ModelReferences.ResolveRuns(config, runCheckpoint ?? ((id, field) => throw new InvalidRunConfigException(field,
             $"field '{field}' names run '{id}', which this silo cannot look up.")));
         // Checkpoints and run folders (under the output or checkpoint root) become the HF folders they stand for, once confined.
@@ -59,7 +62,8 @@ public sealed class RunAdmission(RunHostOptions host)
     /// <summary>Reads under the data roots (relative: under the first), writes under the output root.</summary>
     RunConfig Confine(RunConfig c)
     {
-        var dataRoots = host.DataRoots.Select(UnixPaths.Canonical).ToList();
+        // The artifact store's objects are readable as data too (artifact:<name> resolved to them).
+        List<string> dataRoots = [.. host.DataRoots.Select(UnixPaths.Canonical), UnixPaths.Canonical(host.Artifacts().ObjectsRoot)];
         var outputRoot = UnixPaths.Canonical(host.OutputRoot);
         // A model may also be an earlier run's checkpoint: the cluster's own outputs are readable as models.
         List<string> modelRoots = [.. dataRoots, outputRoot, .. host.CheckpointRoot is { } cr ? [UnixPaths.Canonical(cr)] : Array.Empty<string>()];

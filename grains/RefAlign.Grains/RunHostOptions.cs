@@ -28,6 +28,10 @@ public sealed record RunHostOptions
     /// <summary>Period of each running run's supervision reminder.</summary>
     public TimeSpan SupervisionPeriod { get; init; } = TimeSpan.FromMinutes(1);
 
+    /// <summary>The cluster's artifacts: under the output root, which the silos running the work share.</summary>
+    public Artifacts.ArtifactStore Artifacts() =>
+        new(Path.Combine(OutputRoot, "artifacts"), Limits.MaxArtifactBytes, Limits.MaxArtifactStoreBytes);
+
     /// <summary>The folder a run's learner checkpoints into.</summary>
     public string CheckpointFolder(string runId, RunConfig config) =>
         CheckpointRoot is { } root ? Path.Combine(root, runId) : Path.Combine(config.OutputDir, "checkpoints");

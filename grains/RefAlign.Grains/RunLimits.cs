@@ -35,6 +35,12 @@ public sealed record RunLimits
     /// <summary>A data file's size (it is read into memory).</summary>
     public long MaxDataFileBytes { get; init; } = 8L << 30;
 
+    /// <summary>One artifact's tar stream (a pushed model, encoder, data file...).</summary>
+    public long MaxArtifactBytes { get; init; } = 64L << 30;
+
+    /// <summary>Every stored artifact together, pushes in progress included.</summary>
+    public long MaxArtifactStoreBytes { get; init; } = 512L << 30;
+
     /// <summary>Runs running at once in the cluster.</summary>
     public int MaxConcurrentRuns { get; init; } = 16;
 

@@ -87,6 +87,11 @@ public sealed class RemoteEvalTests(RemoteSiloFixture fixture) : IClassFixture<R
         Assert.Contains("## Side by side", File.ReadAllText(Path.Combine(remoteOut, "report.md")));
         // The evaluation cleaned up after itself: no eval work folder is left in the run's output.
         Assert.Empty(Directory.GetDirectories(config["output_dir"]!.GetValue<string>(), "*.eval-*", SearchOption.AllDirectories));
+        // The report stays on the cluster: whoever pulls the run's results gets the same files.
+        var pulled = await Cli("run", "pull", id, "--eval", "--out", Path.Combine(Root, $"pulled-eval-{id}"), "--json");
+        Assert.True(pulled.ExitCode == 0, pulled.Stderr);
+        foreach (var file in new[] { "eval.json", "samples.jsonl", "report.md" })
+            Assert.Equal(File.ReadAllBytes(Path.Combine(remoteOut, file)), File.ReadAllBytes(Path.Combine(Root, $"pulled-eval-{id}", file)));
     }
 
     [Fact]

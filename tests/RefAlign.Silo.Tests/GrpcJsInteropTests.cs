@@ -26,9 +26,14 @@ public sealed class GrpcJsInteropTests : IDisposable
              $"--Silo:ApiKeys:1:Key={Viewer}", "--Silo:ApiKeys:1:Role=viewer"]);
         var config = TinyRuns.Write(_workspace.Root, TinyRuns.RefAlign("grpc-js", steps: 2, checkpointEvery: 0));
         var proto = Path.Combine(BuiltTools.RepositoryRoot, "clients", "RefAlign.Client", "Protos", "refalign_control.proto");
+        // An artifact's tar stream (the policy folder), made here the way a client makes it; node pushes and pulls the bytes.
+        var tar = Path.Combine(_workspace.Root, "policy.tar");
+        await using (var file = File.Create(tar))
+        await using (var stream = RefAlign.Grains.Artifacts.ArtifactStream.OfFolder(Path.Combine(_workspace.Root, "policy")).OpenRead())
+            await stream.CopyToAsync(file);
 
         var (exit, stdout, stderr) = await RunAsync("node",
-            [Path.Combine(ClientDir, "client.mjs"), $"localhost:{silo.GrpcPort}", certs.CaPath, proto, Operator, Viewer, config], TimeSpan.FromMinutes(5));
+            [Path.Combine(ClientDir, "client.mjs"), $"localhost:{silo.GrpcPort}", certs.CaPath, proto, Operator, Viewer, config, tar], TimeSpan.FromMinutes(5));
         Assert.True(exit == 0, $"node exited with {exit}: {stderr}\n{silo.Log()}");
         using var seen = JsonDocument.Parse(stdout);
         var s = seen.RootElement;
@@ -64,6 +69,17 @@ public sealed class GrpcJsInteropTests : IDisposable
         Assert.Equal("RUN_STATUS_COMPLETED", finished.GetProperty("status").GetString());
         Assert.Equal(2, finished.GetProperty("step").GetInt32());
         Assert.Single(s.GetProperty("list").GetProperty("reply").GetProperty("runs").EnumerateArray());
+
+        // Artifacts: a viewer may list and pull but not push or remove; what comes back is what went.
+        Assert.Equal("PERMISSION_DENIED", Code("pushAsViewer"));
+        Assert.Equal("OK", Code("push"));
+        var tarSeen = s.GetProperty("artifactTar");
+        Assert.Equal(tarSeen.GetProperty("sha256").GetString(), s.GetProperty("push").GetProperty("reply").GetProperty("sha256").GetString());
+        Assert.Equal("reports/grpc-js", Assert.Single(s.GetProperty("artifactList").GetProperty("reply").GetProperty("artifacts").EnumerateArray()).GetProperty("name").GetString());
+        Assert.Equal("OK", Code("pull"));
+        Assert.Equal(tarSeen.GetProperty("sha256").GetString(), s.GetProperty("pull").GetProperty("sha256").GetString());
+        Assert.Equal(tarSeen.GetProperty("sha256").GetString(), s.GetProperty("pull").GetProperty("announced").GetString());
+        Assert.Equal("PERMISSION_DENIED", Code("deleteAsViewer"));
         Assert.Equal("SERVING", s.GetProperty("healthAfter").GetProperty("reply").GetProperty("status").GetString());
         Assert.True(silo.IsRunning);
     }

@@ -10,8 +10,9 @@ namespace RefAlign.Cli.Commands;
 
 /// <summary>
 /// <c>refalign demo</c>: the main job on the embedded default. Writes the tiny policy, a tiny BERTScore encoder and the
-/// shipped demo data, starts a local silo, launches a RefAlign run through the gRPC client (its mean reward rises),
-/// then a short Sr-DPO run, prints a summary, and stops everything it started.
+/// shipped demo data, starts a local silo, pushes them to it as artifacts, launches a RefAlign run through the gRPC
+/// client (its mean reward rises), then a short Sr-DPO run, pulls the trained RefAlign policy back, prints a summary,
+/// and stops everything it started.
 /// </summary>
 internal static class DemoCommand
 {
@@ -50,6 +51,12 @@ internal static class DemoCommand
         if (!json) Console.Error.WriteLine("starting a local silo…");
         await using var silo = await LocalSilo.StartAsync(dir, ct);
         using var client = new RefAlignClient(new RefAlignClientOptions { Address = new Uri(silo.GrpcAddress) });
+        // The remote trainer's workflow: inputs go to the cluster as artifacts, the configs name them, results come back.
+        foreach (var (path, name, kind) in Inputs)
+        {
+            var a = await client.PushArtifactAsync(Path.Combine(dir, path), name, kind, cancellation: ct);
+            if (!json) AnsiConsole.MarkupLineInterpolated($"pushed [bold]{a.Name}[/] ({a.Kind}, {ArtifactCommand.Bytes(a.Size)})");
+        }
         var results = new List<RunSummary>();
         foreach (var config in new[] { RefAlignConfig(refalignSteps), SrDpoConfig(srdpoSteps) })
         {
@@ -70,18 +77,29 @@ internal static class DemoCommand
             rows.Add((run.RunId, run.Algorithm, RemoteSupport.StatusName(run.Status), $"{run.Step}/{run.TotalSteps}",
                 $"{key} {Avg(steps.Take(fifth)):F4} → {Avg(steps.TakeLast(fifth)):F4}", string.Join(", ", eval.Select(m => $"{m.Key} {m.Value:F3}"))));
         }
-        if (json) CliSupport.WriteJson(new { work = dir, runs = rows.Select(r => new { run = r.Run, algorithm = r.Algorithm, status = r.Status, steps = r.Steps, headline = r.Headline }) });
+        var trained = Path.Combine(dir, "trained-policy");
+        var pulled = results[0].LatestCheckpoint is null ? null : await client.PullRunAsync(results[0].RunId, "latest", trained, cancellation: ct);
+        if (json) CliSupport.WriteJson(new { work = dir, trained_policy = pulled is null ? null : trained, runs = rows.Select(r => new { run = r.Run, algorithm = r.Algorithm, status = r.Status, steps = r.Steps, headline = r.Headline }) });
         else
         {
             var t = new Table().Title("demo summary").AddColumns("run", "algorithm", "status", "steps", "first fifth → last fifth");
             foreach (var r in rows) t.AddRow(Markup.Escape(r.Run), r.Algorithm, r.Status, r.Steps, Markup.Escape(r.Headline));
             AnsiConsole.Write(t);
+            if (pulled is not null)
+                AnsiConsole.MarkupLineInterpolated($"pulled the trained RefAlign policy ({pulled.Name}, {pulled.Files.Count} files, sha256 checked) into {trained}");
             foreach (var failed in results.Where(x => x.Error is not null))
                 AnsiConsole.MarkupLineInterpolated($"[red]{failed.RunId}: {failed.Error}[/]");
             Console.Error.WriteLine("stopping the silo…");
         }
         return results.All(r => r.Status == RunStatus.Completed) ? 0 : 1;
     }
+
+    /// <summary>What the demo pushes: folder or file under the work folder, artifact name, kind.</summary>
+    static readonly (string Path, string Name, string Kind)[] Inputs =
+    [
+        ("policy", "models/demo-policy", "model"), ("encoder", "models/demo-encoder", "encoder"),
+        ("data/references.jsonl", "datasets/demo-references", "data"), ("data/preferences.jsonl", "datasets/demo-preferences", "data"),
+    ];
 
     static async Task<RunSummary> WaitAsync(RefAlignClient client, string id, CancellationToken ct)
     {
@@ -91,10 +109,10 @@ internal static class DemoCommand
 
     static string RefAlignConfig(int steps) => $$"""
         { "name": "demo-refalign", "algorithm": "refalign", "seed": 5,
-          "policy": { "model": "policy" },
-          "data": { "path": "data/references.jsonl", "max_prompt_length": 48 },
+          "policy": { "model": "artifact:models/demo-policy" },
+          "data": { "path": "artifact:datasets/demo-references", "max_prompt_length": 48 },
           "optimizer": { "kind": "adamw", "learning_rate": 0.01, "warmup_steps": 0 },
-          "refalign": { "reward_model": "encoder", "num_samples": 4, "max_new_tokens": 12, "top_k": 50, "harmful_weight": 4.0 },
+          "refalign": { "reward_model": "artifact:models/demo-encoder", "num_samples": 4, "max_new_tokens": 12, "top_k": 50, "harmful_weight": 4.0 },
           "batch_size": 8, "micro_batch_size": 16, "max_steps": {{steps}}, "eval_every": {{Math.Max(1, steps / 2)}},
           "checkpoint_every": {{Math.Max(1, steps / 2)}}, "output_dir": "runs",
           "distributed": { "mode": "sync", "shards": 2 } }
@@ -102,8 +120,8 @@ internal static class DemoCommand
 
     static string SrDpoConfig(int steps) => $$"""
         { "name": "demo-srdpo", "algorithm": "sr-dpo", "seed": 3,
-          "policy": { "model": "policy" },
-          "data": { "path": "data/preferences.jsonl", "max_length": 96, "max_prompt_length": 48 },
+          "policy": { "model": "artifact:models/demo-policy" },
+          "data": { "path": "artifact:datasets/demo-preferences", "max_length": 96, "max_prompt_length": 48 },
           "optimizer": { "kind": "adamw", "learning_rate": 0.002, "warmup_steps": 2 },
           "preference": { "beta": 0.1, "lambda": 0.5 },
           "batch_size": 8, "micro_batch_size": 4, "max_steps": {{steps}}, "eval_every": {{Math.Max(1, steps / 2)}},

@@ -7,7 +7,7 @@ using Spectre.Console;
 namespace RefAlign.Cli.Commands;
 
 /// <summary>
-/// <c>refalign run start|watch|status|stop|resume|list|eval</c>: runs on a silo, through the gRPC control API.
+/// <c>refalign run start|watch|status|stop|resume|list|eval|pull</c>: runs on a silo, through the gRPC control API.
 /// </summary>
 internal static class RunCommands
 {
@@ -23,6 +23,7 @@ internal static class RunCommands
         run.Subcommands.Add(Steer("resume", "Resume a stopped run from its latest checkpoint.", silo, apiKey, (c, id, ct) => c.ResumeRunAsync(id, ct)));
         run.Subcommands.Add(List(silo, apiKey));
         run.Subcommands.Add(RunEvalCommand.Create(silo, apiKey));
+        run.Subcommands.Add(RunPullCommand.Create(silo, apiKey));
         return run;
     }
 

@@ -25,10 +25,11 @@ internal static class RunEvalCommand
         var threshold = new Option<double?>("--correct-threshold") { Description = "An answer is correct when its BERTScore F1 is at least this (default 0.9)." };
         var bootstrap = new Option<int?>("--bootstrap") { Description = "Bootstrap resamples for the 95 % intervals (default 1000)." };
         var output = new Option<string>("--out") { Description = "Folder for eval.json, samples.jsonl and report.md.", Required = true };
+        var noStore = new Option<bool>("--no-store") { Description = "Do not keep the report on the cluster (by default it is stored as artifact reports/<run>, for `run pull --eval`)." };
         var json = CliSupport.JsonOption();
         var cmd = new Command("eval", "Evaluate a finished run's checkpoints (or its base policy) on its held-out data through the cluster; writes eval.json, samples.jsonl and report.md here.")
         {
-            id, models, examples, numSamples, seed, threshold, bootstrap, output, json,
+            id, models, examples, numSamples, seed, threshold, bootstrap, output, noStore, json,
         };
         cmd.SetAction((r, ct) => RemoteSupport.RunAsync(r.GetValue(silo)!, async () =>
         {
@@ -60,6 +61,12 @@ internal static class RunEvalCommand
             Directory.CreateDirectory(eval.OutputDir);
             var files = EvalReportWriter.Write(eval, config, results, sideBySide);
             EvalCommand.Report(r.GetValue(json), results, sideBySide, files);
+            if (!r.GetValue(noStore))
+            {
+                // Kept on the cluster beside the run, so whoever pulls the run's results gets its evaluation too.
+                var stored = await client.PushArtifactAsync(eval.OutputDir, RunPullCommand.ReportArtifact(run.RunId), "report", cancellation: ct);
+                if (!r.GetValue(json)) Console.Error.WriteLine($"stored the report on the cluster as artifact {stored.Name} (refalign run pull {run.RunId} --eval --out DIR)");
+            }
             return 0;
         }));
         return cmd;

@@ -123,6 +123,38 @@ public static partial class ModelWeights
     {
         ArgumentNullException.ThrowIfNull(module);
         using var sources = Sources.Open(folder);
+        var (plan, unexpected) = Plan(module, sources, isOptional);
+        using (torch.no_grad())
+        {
+            foreach (var (target, src, info) in plan)
+            {
+                using var loaded = SafeTensors.ReadTensor(src.Handle, src.DataStart, info, src.Path);
+                target.copy_(loaded);
+            }
+        }
+        return unexpected;
+    }
+
+    /// <summary>
+    /// What <see cref="LoadInto"/> checks, without reading a weight: every tensor the module needs is in the folder with
+    /// its shape (the same errors). Returns the names in the files that the module does not have.
+    /// </summary>
+    public static IReadOnlyList<string> Check(torch.nn.Module module, string folder, Func<string, bool>? isOptional = null)
+    {
+        ArgumentNullException.ThrowIfNull(module);
+        using var sources = Sources.Open(folder);
+        return Plan(module, sources, isOptional).Unexpected;
+    }
+
+    /// <summary>The folder's weight files (single or sharded) and their headers parse and are laid out consistently.</summary>
+    public static void CheckHeaders(string folder)
+    {
+        using var sources = Sources.Open(folder);
+    }
+
+    private static (List<(torch.Tensor Target, Source Src, SafeTensorInfo Info)> Plan, IReadOnlyList<string> Unexpected) Plan(
+        torch.nn.Module module, Sources sources, Func<string, bool>? isOptional)
+    {
         var expected = module.state_dict();
         var plan = new List<(torch.Tensor Target, Source Src, SafeTensorInfo Info)>(expected.Count);
         foreach (var (name, target) in expected)
@@ -144,16 +176,7 @@ public static partial class ModelWeights
             }
             plan.Add((target, src, info));
         }
-
-        using (torch.no_grad())
-        {
-            foreach (var (target, src, info) in plan)
-            {
-                using var loaded = SafeTensors.ReadTensor(src.Handle, src.DataStart, info, src.Path);
-                target.copy_(loaded);
-            }
-        }
-        return sources.Tensors.Keys.Where(n => !expected.ContainsKey(n)).ToList();
+        return (plan, sources.Tensors.Keys.Where(n => !expected.ContainsKey(n)).ToList());
     }
 
     private static string Shape(long[] shape) => $"[{string.Join(", ", shape)}]";

@@ -182,13 +182,27 @@ public sealed class CausalLm : nn.Module
         var model = new CausalLm(config);
         if (dtype != ScalarType.Float32) model.to(dtype);
         if (device is not null) model.to(device);
-        var unexpected = ModelWeights.LoadInto(model, folder);
+        RefuseExtras(model, folder, ModelWeights.LoadInto(model, folder));
+        model.eval();
+        return model;
+    }
+
+    /// <summary>
+    /// What <see cref="FromPretrained"/> checks (config.json, every tensor's presence and shape, no stray tensors), with
+    /// the same errors, without reading a weight; the module is built on the CPU, so callers bound the model's size.
+    /// </summary>
+    public static void CheckPretrained(string folder)
+    {
+        using var model = new CausalLm(CausalLmConfig.Load(folder));
+        RefuseExtras(model, folder, ModelWeights.Check(model, folder));
+    }
+
+    static void RefuseExtras(CausalLm model, string folder, IReadOnlyList<string> unexpected)
+    {
         var extra = unexpected.Where(n => !model.IsIgnorableCheckpointTensor(n)).ToList();
         if (extra.Count > 0)
             throw new ModelFormatException(
-                $"{folder}: weights contain tensors that {config.Architecture} with this config.json does not have: {string.Join(", ", extra.Take(5))}{(extra.Count > 5 ? ", …" : "")}.");
-        model.eval();
-        return model;
+                $"{folder}: weights contain tensors that {model.Config.Architecture} with this config.json does not have: {string.Join(", ", extra.Take(5))}{(extra.Count > 5 ? ", …" : "")}.");
     }
 
     /// <summary>Writes config.json, generation_config.json and the weights (sharded above <paramref name="maxShardBytes"/>).</summary>

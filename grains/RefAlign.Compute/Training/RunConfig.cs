@@ -87,7 +87,8 @@ public sealed record RunConfig
     /// <see cref="Load"/> for a run on this machine: models named as earlier stages' outputs (a checkpoint, a run folder,
     /// <c>run:&lt;folder&gt;</c>; see <see cref="ModelReferences"/>) resolved to the HF folders they stand for.
     /// </summary>
-    public static RunConfig LoadLocal(string path) => ModelReferences.Resolve(Load(path), ModelReferences.LocalRunCheckpoint);
+    public static RunConfig LoadLocal(string path) =>
+        ModelReferences.Resolve(ArtifactReferences.RefuseLocally(Load(path)), ModelReferences.LocalRunCheckpoint);
 
     public string ToJson() => JsonSerializer.Serialize(this, Json);
 

@@ -19,6 +19,12 @@ public interface IReferenceScorerGrain : IGrainWithStringKey
 
     /// <summary>Lets the activation go (it is re-placed on its next request).</summary>
     Task Release();
+
+    /// <summary>
+    /// Moves the shard to <paramref name="silo"/> once idle (live migration: the grain directory is updated atomically,
+    /// so every caller's next request reaches it there; it reloads its model from the run's config).
+    /// </summary>
+    Task MoveTo(SiloAddress silo);
 }
 
 /// <summary>A shard's reference log-probs, one per pair in order, and the silo that computed them.</summary>

@@ -21,4 +21,10 @@ public interface IRolloutGeneratorGrain : IGrainWithStringKey
 
     /// <summary>Lets the activation go (it is re-placed on its next request, e.g. on a silo that just joined).</summary>
     Task Release();
+
+    /// <summary>
+    /// Moves the shard to <paramref name="silo"/> once idle (live migration: the grain directory is updated atomically,
+    /// so every caller's next request reaches it there; it reloads its model from the run's config).
+    /// </summary>
+    Task MoveTo(SiloAddress silo);
 }

@@ -22,6 +22,7 @@ public sealed class ApiKeyInterceptor : Interceptor
     {
         "/refalign.control.v1.RunControl/GetRun", "/refalign.control.v1.RunControl/ListRuns",
         "/refalign.control.v1.RunControl/WatchRun", "/refalign.control.v1.RunControl/GetCluster",
+        "/refalign.control.v1.Artifacts/ListArtifacts", "/refalign.control.v1.Artifacts/PullArtifact", "/refalign.control.v1.Artifacts/PullRun",
     };
 
     // Compared as SHA-256 digests so the comparison takes the same time whatever the length or content of the guess.
@@ -93,7 +94,7 @@ public sealed class ApiKeyInterceptor : Interceptor
                     presented is null ? $"this silo requires an API key ('{Header}' metadata; --api-key or REFALIGN_API_KEY)." : "the API key is not valid."));
             case ApiRole.Viewer when !ReadMethods.Contains(context.Method):
                 throw new RpcException(new Status(StatusCode.PermissionDenied,
-                    $"this API key is a viewer's: it may get, list, watch and inspect the cluster, not call {context.Method.Split('/')[^1]}."));
+                    $"this API key is a viewer's: it may get, list, watch, pull and inspect the cluster, not call {context.Method.Split('/')[^1]}."));
         }
     }
 }

@@ -89,7 +89,7 @@ internal sealed partial class ControlGrpcService(IRunControl control) : Wire.Run
         new(new Status(StatusCode.InvalidArgument, message), new Metadata { { FieldTrailer, field } });
 
     /// <summary>One place for the exception → status mapping, so every call reports errors the same way.</summary>
-    static async Task<T> Guard<T>(ServerCallContext context, Func<Task<T>> body)
+    internal static async Task<T> Guard<T>(ServerCallContext context, Func<Task<T>> body)
     {
         try
         {

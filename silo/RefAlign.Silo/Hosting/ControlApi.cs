@@ -12,6 +12,7 @@ public static partial class SiloHost
     {
         app.MapGrpcHealthChecksService();
         app.MapGrpcService<ControlGrpcService>();
+        app.MapGrpcService<ArtifactGrpcService>();
         return app;
     }
 
@@ -34,9 +35,10 @@ public static partial class SiloHost
         {
             grpc.Interceptors.Add<ApiKeyInterceptor>();
             grpc.EnableDetailedErrors = false;
-            // Weight and batch payloads never travel over the control API; its largest request is a run config. Up to twice
-            // the config limit is read and refused by admission (naming the field); beyond that gRPC refuses it unread.
-            grpc.MaxReceiveMessageSize = 2 * limits.MaxConfigBytes + (64 << 10);
+            // Weight and batch payloads never travel over the control API; its largest requests are a run config and an
+            // artifact chunk. Up to twice the config limit is read and refused by admission (naming the field), chunks up
+            // to 4 MiB; beyond that gRPC refuses a message unread.
+            grpc.MaxReceiveMessageSize = Math.Max(2 * limits.MaxConfigBytes, 4 << 20) + (64 << 10);
         });
         services.AddGrpcHealthChecks();
     }

@@ -30,6 +30,8 @@ public static class LimitsReader
             MaxTotalSteps = Value(nameof(RunLimits.MaxTotalSteps), d.MaxTotalSteps),
             MaxEpochs = Int(nameof(RunLimits.MaxEpochs), d.MaxEpochs),
             MaxDataFileBytes = Value(nameof(RunLimits.MaxDataFileBytes), d.MaxDataFileBytes),
+            MaxArtifactBytes = Value(nameof(RunLimits.MaxArtifactBytes), d.MaxArtifactBytes),
+            MaxArtifactStoreBytes = Value(nameof(RunLimits.MaxArtifactStoreBytes), d.MaxArtifactStoreBytes),
             MaxConcurrentRuns = Int(nameof(RunLimits.MaxConcurrentRuns), d.MaxConcurrentRuns),
             MaxConcurrentRunsPerSilo = Int(nameof(RunLimits.MaxConcurrentRunsPerSilo), d.MaxConcurrentRunsPerSilo),
         };

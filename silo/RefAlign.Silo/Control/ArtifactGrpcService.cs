@@ -1,0 +1,173 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using Google.Protobuf;
+using Google.Protobuf.WellKnownTypes;
+using Grpc.Core;
+using RefAlign.Compute.Training;
+using RefAlign.Compute.Training.Checkpoints;
+using RefAlign.Contracts.Control;
+using RefAlign.Grains;
+using RefAlign.Grains.Artifacts;
+using RefAlign.Runtime;
+using Wire = RefAlign.Client.Protos;
+
+namespace RefAlign.Silo.Control;
+
+/// <summary>
+/// The gRPC face of the <see cref="ArtifactStore"/>: pushes are checked chunk by chunk and committed only whole and
+/// valid; pulls stream the same tar form, from any offset. Errors map as the .proto lists them.
+/// </summary>
+internal sealed class ArtifactGrpcService(RunHostOptions host, IRunControl control, ComputeExecutor executor) : Wire.Artifacts.ArtifactsBase
+{
+    /// <summary>Bytes per pulled chunk (pushes choose their own, up to the silo's message limit).</summary>
+    public const int ChunkBytes = 1 << 20;
+
+    /// <summary>Trailer of a FAILED_PRECONDITION push: the bytes the silo holds, where the push must resume.</summary>
+    public const string ReceivedBytesTrailer = "received-bytes";
+
+    public override Task<Wire.Artifact> PushArtifact(IAsyncStreamReader<Wire.PushArtifactRequest> requestStream, ServerCallContext context) =>
+        Guard(context, async () =>
+        {
+            var ct = context.CancellationToken;
+            if (!await requestStream.MoveNext(ct) || requestStream.Current.PartCase != Wire.PushArtifactRequest.PartOneofCase.Header)
+                throw new InvalidArtifactException("header", "a push starts with a header (name, kind, size, sha256, offset).");
+            var h = requestStream.Current.Header;
+            var store = host.Artifacts();
+            using var upload = store.BeginPush(h.Name, h.Kind, h.Size, h.Sha256, h.Offset);
+            while (await requestStream.MoveNext(ct))
+            {
+                var part = requestStream.Current;
+                if (part.PartCase != Wire.PushArtifactRequest.PartOneofCase.Chunk) throw new InvalidArtifactException("chunk", "after the header a push sends chunks only.");
+                upload.Append(part.Chunk.Offset, part.Chunk.Data.Span, part.Chunk.Sha256);
+            }
+            // Unpacking and hashing are file work, off the request thread; the model check builds modules, on the compute threads.
+            var record = await Task.Run(() => upload.Complete((kind, folder, files) =>
+                executor.RunAsync(() => ArtifactValidation.Validate(h.Name, kind, folder, files), ct).GetAwaiter().GetResult()), ct);
+            return ToProto(record, store);
+        });
+
+    public override Task<Wire.PushOffsetReply> GetPushOffset(Wire.PushOffsetRequest request, ServerCallContext context) =>
+        Guard(context, () => Task.FromResult(new Wire.PushOffsetReply { ReceivedBytes = host.Artifacts().ReceivedBytes(request.Name, request.Sha256) }));
+
+    public override Task<Wire.ListArtifactsReply> ListArtifacts(Wire.ListArtifactsRequest request, ServerCallContext context) =>
+        Guard(context, () =>
+        {
+            var store = host.Artifacts();
+            var reply = new Wire.ListArtifactsReply { StoredBytes = store.StoredBytes(), QuotaBytes = store.MaxStoreBytes };
+            reply.Artifacts.Add(store.List(request.Prefix).Select(a => ToProto(a, store)));
+            return Task.FromResult(reply);
+        });
+
+    public override Task<Wire.Artifact> DeleteArtifact(Wire.ArtifactRef request, ServerCallContext context) =>
+        Guard(context, async () =>
+        {
+            var store = host.Artifacts();
+            // A run that may still read the files keeps them (its config holds their resolved path); the name goes regardless.
+            var live = (await control.ListRunsAsync(context.CancellationToken))
+                .Where(r => r.Status is RunStatus.Pending or RunStatus.Running or RunStatus.Stopping).Select(r => r.ConfigJson).ToList();
+            var record = store.Delete(request.Name, folder => live.Any(c => c.Contains(folder, StringComparison.Ordinal)));
+            return ToProto(record, store);
+        });
+
+    public override Task PullArtifact(Wire.PullArtifactRequest request, IServerStreamWriter<Wire.ArtifactChunk> responseStream, ServerCallContext context) =>
+        Guard(context, async () =>
+        {
+            var store = host.Artifacts();
+            var record = store.Get(request.Name);
+            await SendAsync(ArtifactStream.Of(store, record), record.Name, request.Offset, responseStream, context.CancellationToken);
+            return new Wire.Artifact();
+        });
+
+    public override Task PullRun(Wire.PullRunRequest request, IServerStreamWriter<Wire.ArtifactChunk> responseStream, ServerCallContext context) =>
+        Guard(context, async () =>
+        {
+            if (string.IsNullOrWhiteSpace(request.RunId)) throw new InvalidArtifactException("run_id", "field 'run_id' must be set.");
+            var run = await control.GetRunAsync(request.RunId, context.CancellationToken);
+            var checkpoint = CheckpointOf(run, string.IsNullOrWhiteSpace(request.Checkpoint) ? "latest" : request.Checkpoint.Trim());
+            // The Hugging Face folder (or the LoRA adapter): what a trainer loads, not the optimizer and RNG state.
+            var model = new[] { "policy", "adapter" }.Select(f => Path.Combine(checkpoint, f)).FirstOrDefault(Directory.Exists)
+                        ?? throw new InvalidOperationException($"checkpoint '{checkpoint}' holds neither policy/ nor adapter/.");
+            await SendAsync(ArtifactStream.OfFolder(model), $"{run.RunId}/{Path.GetFileName(checkpoint)}", request.Offset, responseStream, context.CancellationToken);
+            return new Wire.Artifact();
+        });
+
+    string CheckpointOf(RunSummary run, string name)
+    {
+        if (name == "latest")
+            return run.LatestCheckpoint ?? throw new InvalidOperationException($"run '{run.RunId}' has no checkpoint yet.");
+        if (!name.StartsWith("step-", StringComparison.Ordinal) || !int.TryParse(name[5..], NumberStyles.None, CultureInfo.InvariantCulture, out var step))
+            throw new InvalidArtifactException("checkpoint", $"field 'checkpoint' is '{name}'; name 'latest' or 'step-N'.");
+        var folder = Path.Combine(host.CheckpointFolder(run.RunId, RunConfig.Parse(run.ConfigJson, "config")), CheckpointStore.FolderName(step));
+        return CheckpointStore.ReadManifest(folder) is not null ? folder
+            : throw new InvalidArtifactException("checkpoint", $"run '{run.RunId}' has no complete checkpoint '{CheckpointStore.FolderName(step)}'.");
+    }
+
+    /// <summary>
+    /// Streams <paramref name="source"/> from <paramref name="offset"/> in <see cref="ChunkBytes"/> chunks; the whole is
+    /// hashed (skipped bytes too), and the last chunk carries the hash.
+    /// </summary>
+    static async Task SendAsync(ArtifactStream source, string name, long offset, IServerStreamWriter<Wire.ArtifactChunk> output, CancellationToken ct)
+    {
+        if (offset < 0 || offset > source.Size) throw new InvalidArtifactException("offset", $"field 'offset' is {offset}; the stream has {source.Size} bytes.");
+        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        await using var reader = source.OpenRead();
+        var buffer = new byte[ChunkBytes];
+        long position = 0;
+        Wire.ArtifactChunk? pending = null;
+        for (int n; (n = await reader.ReadAtLeastAsync(buffer, ChunkBytes, throwOnEndOfStream: false, ct)) > 0;)
+        {
+            sha.AppendData(buffer, 0, n);
+            var start = position;
+            position += n;
+            if (position <= offset) continue;
+            var skip = (int)Math.Max(0, offset - start);
+            if (pending is not null) await output.WriteAsync(pending, ct);
+            pending = new Wire.ArtifactChunk { Offset = start + skip, Data = ByteString.CopyFrom(buffer, skip, n - skip), Size = source.Size, Name = name };
+        }
+        if (position != source.Size) throw new IOException($"'{name}' changed while it was being sent ({position} of {source.Size} bytes).");
+        pending ??= new Wire.ArtifactChunk { Offset = position, Size = source.Size, Name = name };
+        pending.Sha256 = Convert.ToHexStringLower(sha.GetHashAndReset());
+        await output.WriteAsync(pending, ct);
+    }
+
+    static Wire.Artifact ToProto(ArtifactRecord a, ArtifactStore store)
+    {
+        var w = new Wire.Artifact { Name = a.Name, Kind = a.Kind, Size = a.Size, Sha256 = a.Sha256, Created = Timestamp.FromDateTimeOffset(a.Created), Path = store.PathOf(a) };
+        w.Files.Add(a.Files.Select(f => new Wire.ArtifactFile { Path = f.Path, Size = f.Size, Sha256 = f.Sha256 }));
+        return w;
+    }
+
+    /// <summary>The store's exceptions as the status codes the .proto documents; the rest as the control API maps them.</summary>
+    static async Task<T> Guard<T>(ServerCallContext context, Func<Task<T>> body)
+    {
+        try
+        {
+            return await ControlGrpcService.Guard(context, body);
+        }
+        catch (InvalidArtifactException e)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, e.Message), new Metadata { { ControlGrpcService.FieldTrailer, e.Field } });
+        }
+        catch (ArtifactNotFoundException e)
+        {
+            throw new RpcException(new Status(StatusCode.NotFound, e.Message));
+        }
+        catch (ArtifactDataLossException e)
+        {
+            throw new RpcException(new Status(StatusCode.DataLoss, e.Message));
+        }
+        catch (IncompletePushException e)
+        {
+            throw new RpcException(new Status(StatusCode.FailedPrecondition, e.Message));
+        }
+        catch (PushOffsetMismatchException e)
+        {
+            throw new RpcException(new Status(StatusCode.FailedPrecondition, e.Message),
+                new Metadata { { ReceivedBytesTrailer, e.Received.ToString(CultureInfo.InvariantCulture) } });
+        }
+        catch (ArtifactBusyException e)
+        {
+            throw new RpcException(new Status(StatusCode.Aborted, e.Message));
+        }
+    }
+}
