@@ -81,6 +81,9 @@ function report(e) {
 
 const fmt = (v) => typeof v === 'number' ? (Math.abs(v) >= 1000 || v === Math.round(v) ? String(Math.round(v * 100) / 100) : v.toPrecision(4)) : String(v);
 
+// Axis ticks: uPlot's default rounds a loss of 1e-4 to "0"; small values get an exponent instead.
+const tick = (v) => (v === 0 || Math.abs(v) >= 0.01 ? String(Number(v.toPrecision(3))) : v.toExponential(1));
+
 function headline(metrics) {
   const keys = ['reward/mean', 'loss', 'rewards/accuracies', 'refine/marginal', 'tokens_per_second'];
   return keys.filter((k) => k in metrics).map((k) => `${k} ${fmt(metrics[k])}`).join(' · ');
@@ -267,7 +270,7 @@ class RunView {
       const plot = new uPlot({
         width, height: 220, legend: { live: false },
         scales: { x: { time: false } },
-        axes: [{ label: 'step' }, {}],
+        axes: [{ label: 'step' }, { size: 60, values: (u, ticks) => ticks.map(tick) }],
         series: [{ label: 'step' }, ...series],
       }, data, element);
       c = { plot, element, shape };
