@@ -106,6 +106,19 @@ public sealed class DashboardBrowserTests(DashboardFixture fixture) : IClassFixt
         await page.Context.CloseAsync();
     }
 
+    [Fact]
+    public async Task A_silo_without_keys_opens_the_dashboard_without_asking()
+    {
+        await using var open = await SiloProcess.StartAsync("dash-open-silo", fixture.Workspace.Root);
+        var page = await NewPageAsync();
+        await page.GotoAsync($"http://127.0.0.1:{open.HttpPort}/");
+        await Assertions.Expect(page.Locator("#app")).ToBeVisibleAsync();
+        await Assertions.Expect(page.Locator("#sign-in")).ToBeHiddenAsync();
+        await Assertions.Expect(page.Locator("#no-runs")).ToBeVisibleAsync();
+        await Assertions.Expect(page.Locator("#silos tbody")).ToContainTextAsync("dash-open-silo");
+        await page.Context.CloseAsync();
+    }
+
     /// <summary>Long enough (a second or so a step here) to see the run live, and the cluster view catch its workers.</summary>
     const int Steps = 24;
 

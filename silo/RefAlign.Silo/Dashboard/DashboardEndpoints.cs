@@ -58,7 +58,7 @@ internal static class DashboardEndpoints
         if (keys.RoleOf(presented) is null)
         {
             return presented is null
-                ? Error(StatusCodes.Status401Unauthorized, $"this silo requires an API key (a viewer's or an operator's, as for --api-key).", "missing")
+                ? Error(StatusCodes.Status401Unauthorized, "this silo requires an API key (a viewer's or an operator's, as for --api-key).", "missing")
                 : Error(StatusCodes.Status401Unauthorized, "the API key is not valid.", "invalid");
         }
         try

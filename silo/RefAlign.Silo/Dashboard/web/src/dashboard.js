@@ -117,7 +117,8 @@ async function refreshRuns() {
 }
 
 function select(id) {
-  if (follow && follow.id === id) return;
+  // The same run: keep its view, unless its stream failed for good (e.g. a 503 while a silo went away): then rebuild it.
+  if (follow && follow.id === id && (follow.ended || follow.source.readyState !== EventSource.CLOSED)) return;
   selected = id;
   history.replaceState(null, '', `#run=${encodeURIComponent(id)}`);
   for (const tr of $('runs').tBodies[0].rows) tr.className = tr.dataset.runId === id ? 'selected' : '';
@@ -157,7 +158,8 @@ class RunView {
     this.source.addEventListener('trimmed', (m) => this.log({ kind: 'trimmed', step: '', time: new Date().toISOString(),
       message: `older events were dropped from the run's log (oldest kept: ${JSON.parse(m.data).oldest_sequence})` }));
     // The run ended: without closing, EventSource would reconnect and replay.
-    this.source.addEventListener('end', () => this.source.close());
+    this.ended = false;
+    this.source.addEventListener('end', () => { this.ended = true; this.source.close(); });
     this.source.onerror = () => { if (this.source.readyState === EventSource.CLOSED) refreshRuns().catch(report); };
   }
 
