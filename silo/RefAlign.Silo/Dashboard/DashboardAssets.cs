@@ -35,8 +35,6 @@ internal static class DashboardAssets
         return files.ToFrozenDictionary(StringComparer.Ordinal);
     }
 
-    public static IReadOnlyCollection<string> Names => Files.Keys;
-
     /// <summary>The file, or 404: only the embedded names are ever looked up, so no path reaches the file system.</summary>
     public static IResult Serve(string file) =>
         Files.TryGetValue(file, out var bytes) && ContentTypes.TryGetValue(Path.GetExtension(file), out var type)
