@@ -4,6 +4,7 @@ using RefAlign.Runtime;
 using RefAlign.Compute;
 using Orleans.Dashboard;
 using RefAlign.Silo.Telemetry;
+using RefAlign.Silo.Dashboard;
 
 namespace RefAlign.Silo.Hosting;
 
@@ -114,9 +115,10 @@ public static partial class SiloHost
         // Prometheus text format of the refalign.*, Orleans, ASP.NET Core and runtime meters; like /healthz, no key.
         app.MapPrometheusScrapingEndpoint("/metrics");
         var silo = app.Services.GetRequiredService<SiloOptions>();
-        var about = app.MapGet("/", (SiloOptions options) => Results.Text(
-            $"RefAlign silo '{options.SiloName ?? Environment.MachineName}' (roles {string.Join(',', options.Roles)}, device {options.Device}). "
-            + $"gRPC (HTTP/2) on port {options.GrpcPort}; health at /healthz, Prometheus at /metrics.\n"));
+        // The run dashboard at / for browsers (API key as for the control API); the one-line description for the rest.
+        var about = app.MapDashboard(_ => Results.Text(
+            $"RefAlign silo '{silo.SiloName ?? Environment.MachineName}' (roles {string.Join(',', silo.Roles)}, device {silo.Device}). "
+            + $"gRPC (HTTP/2) on port {silo.GrpcPort}; the run dashboard, health (/healthz) and Prometheus (/metrics) on port {silo.HttpPort}.\n"));
         if (silo.DashboardEnabled)
         {
             // The Orleans Dashboard owns its port; the silo's own root page stays on the others.
