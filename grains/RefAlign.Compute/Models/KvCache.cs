@@ -4,27 +4,58 @@ namespace RefAlign.Compute.Models;
 
 /// <summary>
 /// One layer's preallocated key/value buffer [B, kv_heads, capacity, head_dim]. Appending writes in place, so a
-/// generation step costs O(new tokens) copies instead of re-concatenating the whole history.
+/// generation step costs O(new tokens) copies instead of re-concatenating the whole history. Only the first
+/// <see cref="Rows"/> rows are live: <see cref="KeepRows"/> packs survivors to the front when a batch shrinks.
 /// </summary>
 public sealed class LayerKvCache(long batch, long kvHeads, long capacity, long headDim, ScalarType dtype, Device device)
     : IDisposable
 {
-    readonly Tensor _k = zeros([batch, kvHeads, capacity, headDim], dtype, device);
-    readonly Tensor _v = zeros([batch, kvHeads, capacity, headDim], dtype, device);
+    // Owned by the cache, not by whatever dispose scope is open when it is made.
+    readonly Tensor _k = zeros([batch, kvHeads, capacity, headDim], dtype, device).DetachFromDisposeScope();
+    readonly Tensor _v = zeros([batch, kvHeads, capacity, headDim], dtype, device).DetachFromDisposeScope();
 
     public long Length { get; private set; }
+
+    /// <summary>Live rows: the batch a forward pass over this cache must have.</summary>
+    public long Rows { get; private set; } = batch;
 
     /// <summary>A cache holding this one's rows <paramref name="times"/> over ([rows…, rows…]), with room for <paramref name="capacity"/> positions.</summary>
     public LayerKvCache Tiled(int times, long capacity)
     {
-        var tiled = new LayerKvCache(_k.shape[0] * times, _k.shape[1], capacity, _k.shape[3], _k.dtype, _k.device);
+        var tiled = new LayerKvCache(Rows * times, _k.shape[1], capacity, _k.shape[3], _k.dtype, _k.device);
         using (no_grad())
         {
-            tiled._k.narrow(2, 0, Length).copy_(_k.narrow(2, 0, Length).repeat(times, 1, 1, 1));
-            tiled._v.narrow(2, 0, Length).copy_(_v.narrow(2, 0, Length).repeat(times, 1, 1, 1));
+            tiled._k.narrow(2, 0, Length).copy_(Live(_k).repeat(times, 1, 1, 1));
+            tiled._v.narrow(2, 0, Length).copy_(Live(_v).repeat(times, 1, 1, 1));
         }
         tiled.Length = Length;
         return tiled;
+    }
+
+    /// <summary>A cache whose row i is this one's row <paramref name="rows"/>[i], with room for <paramref name="capacity"/> positions.</summary>
+    public LayerKvCache Gathered(Tensor rows, long capacity)
+    {
+        var gathered = new LayerKvCache(rows.shape[0], _k.shape[1], capacity, _k.shape[3], _k.dtype, _k.device);
+        using (no_grad())
+        {
+            gathered._k.narrow(2, 0, Length).copy_(Live(_k).index_select(0, rows));
+            gathered._v.narrow(2, 0, Length).copy_(Live(_v).index_select(0, rows));
+        }
+        gathered.Length = Length;
+        return gathered;
+    }
+
+    /// <summary>Keeps only live rows <paramref name="rows"/> (ascending), moved to the front in that order; no reallocation.</summary>
+    public void KeepRows(Tensor rows)
+    {
+        var n = rows.shape[0];
+        using (no_grad())
+        {
+            // index_select copies first, so overlapping source and destination rows are safe.
+            using (var k = Live(_k).index_select(0, rows)) _k.narrow(0, 0, n).narrow(2, 0, Length).copy_(k);
+            using (var v = Live(_v).index_select(0, rows)) _v.narrow(0, 0, n).narrow(2, 0, Length).copy_(v);
+        }
+        Rows = n;
     }
 
     public (Tensor K, Tensor V) Append(Tensor k, Tensor v)
@@ -32,14 +63,18 @@ public sealed class LayerKvCache(long batch, long kvHeads, long capacity, long h
         var t = k.shape[2];
         if (Length + t > _k.shape[2])
             throw new InvalidOperationException($"KV cache capacity {_k.shape[2]} exceeded ({Length} + {t}).");
+        if (k.shape[0] != Rows)
+            throw new InvalidOperationException($"KV cache holds {Rows} rows but the input has {k.shape[0]}.");
         using (no_grad())
         {
-            _k.narrow(2, Length, t).copy_(k);
-            _v.narrow(2, Length, t).copy_(v);
+            _k.narrow(0, 0, Rows).narrow(2, Length, t).copy_(k);
+            _v.narrow(0, 0, Rows).narrow(2, Length, t).copy_(v);
         }
         Length += t;
-        return (_k.narrow(2, 0, Length), _v.narrow(2, 0, Length));
+        return (Live(_k), Live(_v));
     }
+
+    Tensor Live(Tensor buffer) => buffer.narrow(0, 0, Rows).narrow(2, 0, Length);
 
     public void Dispose()
     {
@@ -67,7 +102,21 @@ public sealed class KvCache : IDisposable
     /// </summary>
     public KvCache Tiled(int times, long capacity) => new([.. _layers.Select(l => l.Tiled(times, capacity))]);
 
+    /// <summary>
+    /// A cache whose row i copies this one's row <paramref name="rows"/>[i] (int64 indices), with room for
+    /// <paramref name="capacity"/> positions: e.g. each prompt's prefix repeated for its K samples.
+    /// </summary>
+    public KvCache Gathered(Tensor rows, long capacity) => new([.. _layers.Select(l => l.Gathered(rows, capacity))]);
+
+    /// <summary>Drops every live row not in <paramref name="rows"/> (ascending int64 indices), in place.</summary>
+    public void KeepRows(Tensor rows)
+    {
+        foreach (var l in _layers) l.KeepRows(rows);
+    }
+
     public long Length => _layers[0].Length;
+
+    public long Rows => _layers[0].Rows;
 
     public LayerKvCache this[int layer] => _layers[layer];
 
