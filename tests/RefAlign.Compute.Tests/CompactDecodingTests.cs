@@ -68,20 +68,23 @@ public sealed class CompactDecodingTests
     }
 
     [Fact]
-    public void KeepRowsPacksSurvivorsToTheFrontInPlace()
+    public void MoveRowsFillsDroppedRowsFromTheEndInPlace()
     {
         using var _ = no_grad();
         using var layer = new LayerKvCache(3, 1, 4, 2, ScalarType.Float32, CPU);
         using var k = arange(3 * 2 * 2, dtype: ScalarType.Float32).view(3, 1, 2, 2);
         layer.Append(k, k * 10);
-        using var keep = tensor(new long[] { 0, 2 });
-        layer.KeepRows(keep);
+        // Row 1 dropped: row 2 moves into its place.
+        using var from = tensor(new long[] { 2 });
+        using var to = tensor(new long[] { 1 });
+        layer.MoveRows(from, to, 2);
         Assert.Equal(2, layer.Rows);
         using var step = full([2, 1, 1, 2], -1f);
         var (kk, vv) = layer.Append(step, step);
         Assert.Equal([2L, 1, 3, 2], kk.shape);
         Assert.Equal(k[2].data<float>().ToArray(), kk[1].narrow(1, 0, 2).data<float>().ToArray());
         Assert.Equal((k[0] * 10).data<float>().ToArray(), vv[0].narrow(1, 0, 2).data<float>().ToArray());
+        Assert.Equal(-1f, kk[1, 0, 2, 0].item<float>());
         Assert.Throws<InvalidOperationException>(() => layer.Append(k.narrow(2, 0, 1), k.narrow(2, 0, 1)));
     }
 

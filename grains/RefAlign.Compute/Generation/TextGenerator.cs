@@ -165,17 +165,35 @@ public static class TextGenerator
         return logits.index_select(0, owner).MoveToOuterDisposeScope();
     }
 
-    /// <summary>Removes finished rows from the batch, the cache and the mask; returns the surviving rows' next ids.</summary>
+    /// <summary>
+    /// Removes finished rows from the batch, the cache and the mask, moving the last live rows into their places (batch
+    /// order does not matter: each row keeps its own stream); returns the surviving rows' next ids in the new order.
+    /// </summary>
     static long[] DropFinished(DecodeState state, long[] nextIds, KvCache? cache, ref Tensor maskBuffer)
     {
-        var keep = Enumerable.Range(0, state.Live.Length).Where(i => !state.Finished[state.Live[i]]).ToArray();
-        using var index = tensor(keep.Select(i => (long)i).ToArray(), device: maskBuffer.device);
-        cache?.KeepRows(index);
-        var mask = maskBuffer.index_select(0, index).DetachFromDisposeScope();
+        var order = Enumerable.Range(0, state.Live.Length).ToArray();
+        var n = order.Length;
+        var from = new List<long>();
+        var to = new List<long>();
+        for (var i = 0; i < n; i++)
+        {
+            if (!state.Finished[state.Live[order[i]]]) continue;
+            while (n > i + 1 && state.Finished[state.Live[order[n - 1]]]) n--;
+            n--;
+            if (n == i) break;
+            order[i] = order[n];
+            from.Add(n);
+            to.Add(i);
+        }
+        using var fromIndex = tensor(from.ToArray(), device: maskBuffer.device);
+        using var toIndex = tensor(to.ToArray(), device: maskBuffer.device);
+        cache?.MoveRows(fromIndex, toIndex, n);
+        using var keep = tensor(order.Take(n).Select(i => (long)i).ToArray(), device: maskBuffer.device);
+        var mask = maskBuffer.index_select(0, keep).DetachFromDisposeScope();
         maskBuffer.Dispose();
         maskBuffer = mask;
-        state.Live = [.. keep.Select(i => state.Live[i])];
-        return [.. keep.Select(i => nextIds[i])];
+        state.Live = [.. order.Take(n).Select(i => state.Live[i])];
+        return [.. order.Take(n).Select(i => nextIds[i])];
     }
 
     /// <summary>The check path: every step recomputes the whole sequence, all rows kept to the end.</summary>

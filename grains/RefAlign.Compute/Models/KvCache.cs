@@ -5,7 +5,7 @@ namespace RefAlign.Compute.Models;
 /// <summary>
 /// One layer's preallocated key/value buffer [B, kv_heads, capacity, head_dim]. Appending writes in place, so a
 /// generation step costs O(new tokens) copies instead of re-concatenating the whole history. Only the first
-/// <see cref="Rows"/> rows are live: <see cref="KeepRows"/> packs survivors to the front when a batch shrinks.
+/// <see cref="Rows"/> rows are live: <see cref="MoveRows"/> packs survivors to the front when a batch shrinks.
 /// </summary>
 public sealed class LayerKvCache(long batch, long kvHeads, long capacity, long headDim, ScalarType dtype, Device device)
     : IDisposable
@@ -45,17 +45,20 @@ public sealed class LayerKvCache(long batch, long kvHeads, long capacity, long h
         return gathered;
     }
 
-    /// <summary>Keeps only live rows <paramref name="rows"/> (ascending), moved to the front in that order; no reallocation.</summary>
-    public void KeepRows(Tensor rows)
+    /// <summary>
+    /// Shrinks the live batch to <paramref name="rows"/> rows after copying, for each i, row <paramref name="from"/>[i]
+    /// onto row <paramref name="to"/>[i] (int64 indices): filling the holes of dropped rows from the end costs one row
+    /// copy per dropped row, not a copy of the whole cache.
+    /// </summary>
+    public void MoveRows(Tensor from, Tensor to, long rows)
     {
-        var n = rows.shape[0];
-        using (no_grad())
-        {
-            // index_select copies first, so overlapping source and destination rows are safe.
-            using (var k = Live(_k).index_select(0, rows)) _k.narrow(0, 0, n).narrow(2, 0, Length).copy_(k);
-            using (var v = Live(_v).index_select(0, rows)) _v.narrow(0, 0, n).narrow(2, 0, Length).copy_(v);
-        }
-        Rows = n;
+        if (from.shape[0] > 0)
+            using (no_grad())
+            {
+                using (var k = Live(_k).index_select(0, from)) _k.narrow(2, 0, Length).index_copy_(0, to, k);
+                using (var v = Live(_v).index_select(0, from)) _v.narrow(2, 0, Length).index_copy_(0, to, v);
+            }
+        Rows = rows;
     }
 
     public (Tensor K, Tensor V) Append(Tensor k, Tensor v)
@@ -108,10 +111,10 @@ public sealed class KvCache : IDisposable
     /// </summary>
     public KvCache Gathered(Tensor rows, long capacity) => new([.. _layers.Select(l => l.Gathered(rows, capacity))]);
 
-    /// <summary>Drops every live row not in <paramref name="rows"/> (ascending int64 indices), in place.</summary>
-    public void KeepRows(Tensor rows)
+    /// <summary>Moves row <paramref name="from"/>[i] onto row <paramref name="to"/>[i] in every layer, then keeps the first <paramref name="rows"/>.</summary>
+    public void MoveRows(Tensor from, Tensor to, long rows)
     {
-        foreach (var l in _layers) l.KeepRows(rows);
+        foreach (var l in _layers) l.MoveRows(from, to, rows);
     }
 
     public long Length => _layers[0].Length;
