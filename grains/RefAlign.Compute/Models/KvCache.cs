@@ -7,17 +7,24 @@ namespace RefAlign.Compute.Models;
 /// generation step costs O(new tokens) copies instead of re-concatenating the whole history. Only the first
 /// <see cref="Rows"/> rows are live: <see cref="MoveRows"/> packs survivors to the front when a batch shrinks.
 /// </summary>
-public sealed class LayerKvCache(long batch, long kvHeads, long capacity, long headDim, ScalarType dtype, Device device)
-    : IDisposable
+public sealed class LayerKvCache : IDisposable
 {
-    // Owned by the cache, not by whatever dispose scope is open when it is made.
-    readonly Tensor _k = zeros([batch, kvHeads, capacity, headDim], dtype, device).DetachFromDisposeScope();
-    readonly Tensor _v = zeros([batch, kvHeads, capacity, headDim], dtype, device).DetachFromDisposeScope();
+    readonly Tensor _k, _v;
+    // Views of the live rows, remade only when the batch shrinks: one op less per buffer and step.
+    Tensor _kRows = null!, _vRows = null!;
+
+    public LayerKvCache(long batch, long kvHeads, long capacity, long headDim, ScalarType dtype, Device device)
+    {
+        // Owned by the cache, not by whatever dispose scope is open when it is made.
+        _k = zeros([batch, kvHeads, capacity, headDim], dtype, device).DetachFromDisposeScope();
+        _v = zeros([batch, kvHeads, capacity, headDim], dtype, device).DetachFromDisposeScope();
+        SetRows(batch);
+    }
 
     public long Length { get; private set; }
 
     /// <summary>Live rows: the batch a forward pass over this cache must have.</summary>
-    public long Rows { get; private set; } = batch;
+    public long Rows { get; private set; }
 
     /// <summary>A cache holding this one's rows <paramref name="times"/> over ([rows…, rows…]), with room for <paramref name="capacity"/> positions.</summary>
     public LayerKvCache Tiled(int times, long capacity)
@@ -58,7 +65,16 @@ public sealed class LayerKvCache(long batch, long kvHeads, long capacity, long h
                 using (var k = Live(_k).index_select(0, from)) _k.narrow(2, 0, Length).index_copy_(0, to, k);
                 using (var v = Live(_v).index_select(0, from)) _v.narrow(2, 0, Length).index_copy_(0, to, v);
             }
+        SetRows(rows);
+    }
+
+    void SetRows(long rows)
+    {
+        _kRows?.Dispose();
+        _vRows?.Dispose();
         Rows = rows;
+        _kRows = _k.narrow(0, 0, rows).DetachFromDisposeScope();
+        _vRows = _v.narrow(0, 0, rows).DetachFromDisposeScope();
     }
 
     public (Tensor K, Tensor V) Append(Tensor k, Tensor v)
@@ -70,17 +86,19 @@ public sealed class LayerKvCache(long batch, long kvHeads, long capacity, long h
             throw new InvalidOperationException($"KV cache holds {Rows} rows but the input has {k.shape[0]}.");
         using (no_grad())
         {
-            _k.narrow(0, 0, Rows).narrow(2, Length, t).copy_(k);
-            _v.narrow(0, 0, Rows).narrow(2, Length, t).copy_(v);
+            _kRows.narrow(2, Length, t).copy_(k);
+            _vRows.narrow(2, Length, t).copy_(v);
         }
         Length += t;
-        return (Live(_k), Live(_v));
+        return (_kRows.narrow(2, 0, Length), _vRows.narrow(2, 0, Length));
     }
 
     Tensor Live(Tensor buffer) => buffer.narrow(0, 0, Rows).narrow(2, 0, Length);
 
     public void Dispose()
     {
+        _kRows.Dispose();
+        _vRows.Dispose();
         _k.Dispose();
         _v.Dispose();
     }
