@@ -122,8 +122,13 @@ public sealed class CausalLm : nn.Module
     /// <summary>Full pass with no cache: mask [B, T] over the inputs themselves.</summary>
     public Tensor Forward(Tensor inputIds) => Forward(inputIds, ones_like(inputIds));
 
-    Tensor BuildMask(Tensor attentionMask, long t, long s) =>
-        MaskFrom(CausalAllowed(t, s, attentionMask.device).unsqueeze(0).unsqueeze(0) & attentionMask.to(ScalarType.Bool).unsqueeze(1).unsqueeze(1));
+    Tensor BuildMask(Tensor attentionMask, long t, long s)
+    {
+        var real = attentionMask.to(ScalarType.Bool).unsqueeze(1).unsqueeze(1);
+        // A one-token decode step sees every earlier key: no causal term to build (fewer ops per generated token).
+        if (t == 1 && (Config.SlidingWindow is not int w || w >= s)) return MaskFrom(real);
+        return MaskFrom(CausalAllowed(t, s, attentionMask.device).unsqueeze(0).unsqueeze(0) & real);
+    }
 
     /// <summary>[T, S]: query i (the last T of S positions) may see key j — causal, within the sliding window if any.</summary>
     Tensor CausalAllowed(long t, long s, Device dev)

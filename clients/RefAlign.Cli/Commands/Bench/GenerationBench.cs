@@ -9,8 +9,9 @@ using static TorchSharp.torch;
 namespace RefAlign.Cli.Commands.Bench;
 
 /// <summary>
-/// <c>refalign bench generation</c>: generation tokens/s with and without the KV cache, and a training step's achieved
-/// FLOP/s relative to the same process's measured matmul FLOP/s. Ratios come from one run, so machine drift cancels.
+/// <c>refalign bench generation</c>: generation tokens/s with and without the KV cache, RefAlign rollout tokens/s with and
+/// without compact decoding (each prompt prefilled once for its K samples, finished rows dropped), and a training step's
+/// achieved FLOP/s relative to the same process's measured matmul FLOP/s. Ratios come from one run, so machine drift cancels.
 /// </summary>
 internal static class GenerationBench
 {
@@ -24,16 +25,21 @@ internal static class GenerationBench
         var genBatch = new Option<int>("--gen-batch") { Description = "Rows generated together.", DefaultValueFactory = _ => 1 };
         var batch = new Option<int>("--train-batch") { Description = "Sequences per training step.", DefaultValueFactory = _ => 4 };
         var seqLen = new Option<int>("--train-seq") { Description = "Tokens per training sequence.", DefaultValueFactory = _ => 256 };
+        // RefAlign's rollout shape: a generator's prompts × K samples each (docs/algorithms.md §3).
+        var rolloutPrompts = new Option<int>("--rollout-prompts") { Description = "Prompts per rollout call.", DefaultValueFactory = _ => 8 };
+        var rolloutSamples = new Option<int>("--rollout-samples") { Description = "Samples (K) per prompt.", DefaultValueFactory = _ => 4 };
+        var rolloutTokens = new Option<int>("--rollout-new-tokens") { DefaultValueFactory = _ => 64 };
         var json = CliSupport.JsonOption();
         var cmd = new Command("generation", "Decoder generation with and without KV cache, and a forward+backward step.")
         {
-            preset, newTokens, promptTokens, genBatch, batch, seqLen, json,
+            preset, newTokens, promptTokens, genBatch, batch, seqLen, rolloutPrompts, rolloutSamples, rolloutTokens, json,
         };
         cmd.SetAction(r => CliSupport.Run(() =>
         {
             BenchSupport.UseDevice(r);
+            var rollout = new RolloutShape(r.GetValue(rolloutPrompts), r.GetValue(rolloutSamples), r.GetValue(rolloutTokens));
             var result = Run(r.GetValue(preset)!, r.GetValue(newTokens), r.GetValue(promptTokens), r.GetValue(genBatch), r.GetValue(batch),
-                r.GetValue(seqLen), quiet: r.GetValue(json));
+                r.GetValue(seqLen), rollout, quiet: r.GetValue(json));
             if (r.GetValue(json)) CliSupport.WriteJson(result);
             else Print(result);
             return 0;
@@ -41,34 +47,66 @@ internal static class GenerationBench
         return cmd;
     }
 
+    internal sealed record RolloutShape(int Prompts, int Samples, int NewTokens);
+
     internal sealed record BenchResult(string Preset, long Parameters, int Threads, int GenBatch, int PromptTokens, int NewTokens,
-        double CachedTokensPerSecond, double UncachedTokensPerSecond, double CacheSpeedup,
+        double CachedTokensPerSecond, double UncachedTokensPerSecond, double CacheSpeedup, RolloutShape Rollout,
+        double RolloutCompactTokensPerSecond, double RolloutPlainTokensPerSecond, double SharedPrefixSpeedup,
         double MatmulGflops, double TrainStepSeconds, double TrainStepGflops, double TrainToMatmulRatio)
     {
         /// <summary>The figures scripts compare against their goals, under the names every bench uses.</summary>
-        public IReadOnlyDictionary<string, double> Ratios => new Dictionary<string, double> { ["kv_cache_speedup"] = CacheSpeedup };
+        public IReadOnlyDictionary<string, double> Ratios => new Dictionary<string, double>
+        {
+            ["kv_cache_speedup"] = CacheSpeedup, ["shared_prefix_speedup"] = SharedPrefixSpeedup,
+        };
     }
 
-    static BenchResult Run(string preset, int newTokens, int promptTokens, int genBatch, int trainBatch, int trainSeq, bool quiet)
+    static BenchResult Run(string preset, int newTokens, int promptTokens, int genBatch, int trainBatch, int trainSeq,
+        RolloutShape rollout, bool quiet)
     {
         var cfg = ModelPresets.Shape(preset) with { Architecture = "LlamaForCausalLM", BosTokenId = 1, EosTokenIds = [2] };
         using var model = new CausalLm(cfg);
         model.InitializeWeights(0);
         model.eval();
-        var prompts = Enumerable.Range(0, genBatch)
-            .Select(b => Enumerable.Range(0, promptTokens).Select(i => 3 + (i * 7 + b) % (cfg.VocabSize - 3)).ToArray()).ToList();
+        List<int[]> Prompts(int n) => [.. Enumerable.Range(0, n)
+            .Select(b => Enumerable.Range(0, promptTokens).Select(i => 3 + (i * 7 + b) % (cfg.VocabSize - 3)).ToArray())];
+        var prompts = Prompts(genBatch);
         var generated = newTokens * genBatch;
         var opts = new SamplingOptions { MaxNewTokens = newTokens, Temperature = 0 };
         double cached = 0, uncached = 0, matmul = 0, stepSeconds = 0;
         BenchSupport.Step(quiet, "warm-up", () => TextGenerator.Generate(model, prompts, opts with { MaxNewTokens = 8 }, [], 0));
         BenchSupport.Step(quiet, "generation with KV cache", () => cached = generated / BenchSupport.Time(() => TextGenerator.Generate(model, prompts, opts, [], 0)));
         BenchSupport.Step(quiet, "generation without KV cache", () => uncached = generated / BenchSupport.Time(() => TextGenerator.Generate(model, prompts, opts, [], 0, useCache: false)));
+        var (rolloutCompact, rolloutPlain) = RolloutTokensPerSecond(model, Prompts(rollout.Prompts), rollout, quiet);
         BenchSupport.Step(quiet, "matmul peak", () => matmul = BenchSupport.MatmulFlops(cfg, trainBatch * trainSeq));
         BenchSupport.Step(quiet, "forward+backward", () => stepSeconds = TrainStepSeconds(model, trainBatch, trainSeq));
         var stepFlops = TrainStepFlops(cfg, trainBatch, trainSeq);
         var parameters = model.parameters().Sum(p => p.numel());
         return new BenchResult(preset, parameters, get_num_threads(), genBatch, promptTokens, newTokens, cached, uncached,
-            cached / uncached, matmul / 1e9, stepSeconds, stepFlops / stepSeconds / 1e9, stepFlops / stepSeconds / matmul);
+            cached / uncached, rollout, rolloutCompact, rolloutPlain, rolloutCompact / rolloutPlain, matmul / 1e9, stepSeconds, stepFlops / stepSeconds / 1e9, stepFlops / stepSeconds / matmul);
+    }
+
+    /// <summary>
+    /// Sampled rollouts (temperature 1, seeded) with compact decoding on and off, alternating, best of two each: both
+    /// modes sample the same tokens, so the ratio is the optimisation's alone.
+    /// </summary>
+    static (double Compact, double Plain) RolloutTokensPerSecond(CausalLm model, List<int[]> prompts, RolloutShape shape, bool quiet)
+    {
+        var opts = new SamplingOptions { MaxNewTokens = shape.NewTokens, NumSamples = shape.Samples, Seed = 1 };
+        int[] eos = [.. model.Config.EosTokenIds];
+        var tokens = 0;
+        double Once(bool compact) => BenchSupport.Time(() =>
+            tokens = TextGenerator.Generate(model, prompts, opts, eos, 0, compact: compact).Sum(s => s.TokenIds.Length));
+        double compactBest = double.MaxValue, plainBest = double.MaxValue;
+        BenchSupport.Step(quiet, "rollout, compact vs plain batch", () =>
+        {
+            for (var i = 0; i < 2; i++)
+            {
+                compactBest = Math.Min(compactBest, Once(compact: true));
+                plainBest = Math.Min(plainBest, Once(compact: false));
+            }
+        });
+        return (tokens / compactBest, tokens / plainBest);
     }
 
     static double TrainStepSeconds(CausalLm model, int batch, int seq)
@@ -101,7 +139,10 @@ internal static class GenerationBench
         t.AddRow("preset / parameters / threads", $"{r.Preset} / {r.Parameters / 1e6:F1} M / {r.Threads}");
         t.AddRow($"generation, KV cache ({r.GenBatch}×({r.PromptTokens}+{r.NewTokens}) tokens)", $"{r.CachedTokensPerSecond:F1} tokens/s");
         t.AddRow("generation, full recomputation", $"{r.UncachedTokensPerSecond:F1} tokens/s");
-        t.AddRow("KV-cache speed-up (goal ≥ 8×)", $"{r.CacheSpeedup:F1}×");
+        t.AddRow("KV-cache speed-up (goal ≥ 10×)", $"{r.CacheSpeedup:F1}×");
+        t.AddRow($"rollout, compact ({r.Rollout.Prompts} prompts × {r.Rollout.Samples} × {r.Rollout.NewTokens} tokens)", $"{r.RolloutCompactTokensPerSecond:F1} tokens/s");
+        t.AddRow("rollout, plain batch (prompt repeated K times)", $"{r.RolloutPlainTokensPerSecond:F1} tokens/s");
+        t.AddRow("shared-prefix speed-up (goal ≥ 1.5×)", $"{r.SharedPrefixSpeedup:F2}×");
         t.AddRow("matmul peak", $"{r.MatmulGflops:F1} GFLOP/s");
         t.AddRow("forward+backward step", $"{r.TrainStepSeconds:F3} s, {r.TrainStepGflops:F1} GFLOP/s");
         t.AddRow("step FLOP/s ÷ matmul FLOP/s (goal ≥ 0.5)", $"{r.TrainToMatmulRatio:F2}");
