@@ -101,6 +101,7 @@ public sealed class ConfigurationTests : IDisposable
     [InlineData("--Silo:Roles=learner,teacher", "Silo:Roles", "'teacher'")]
     [InlineData("--Silo:Device=gpu", "Silo:Device", "cuda:N")]
     [InlineData("--Silo:ComputeThreads=0", "Silo:ComputeThreads", "outside")]
+    [InlineData("--Silo:TorchThreads=-1", "Silo:TorchThreads", "outside")]
     [InlineData("--Silo:ShutdownGracePeriod=soon", "Silo:ShutdownGracePeriod", "duration")]
     [InlineData("--Silo:HttpPort=6001", "Silo:HttpPort", "Silo:GrpcPort")]
     [InlineData("--Cluster:Provider=Redis", "Cluster:ConnectionString", "required")]

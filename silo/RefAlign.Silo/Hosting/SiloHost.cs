@@ -196,6 +196,8 @@ public static partial class SiloHost
 
     private static ComputeExecutor CreateExecutor(SiloOptions options)
     {
+        // Process-wide in libtorch: set once, before any tensor work.
+        if (options.TorchThreads > 0) TorchSharp.torch.set_num_threads(options.TorchThreads);
         var executor = new ComputeExecutor(options.Device, options.ComputeThreads);
         SiloTelemetry.ObserveExecutor(executor);
         return executor;

@@ -68,6 +68,12 @@ public sealed record SiloOptions
     /// <summary>Dedicated tensor threads for <see cref="Device"/>.</summary>
     public int ComputeThreads { get; init; } = 1;
 
+    /// <summary>
+    /// libtorch's intra-op threads for this process (0: libtorch's default, one per core). Several silos on one machine
+    /// each set a share of the cores, or they contend for all of them.
+    /// </summary>
+    public int TorchThreads { get; init; }
+
     /// <summary>How long shutdown waits for running compute work before the silo stops.</summary>
     public TimeSpan ShutdownGracePeriod { get; init; } = TimeSpan.FromSeconds(30);
 }
@@ -107,6 +113,7 @@ public static class SiloOptionsReader
             EventLogCapacity = Int(section, nameof(SiloOptions.EventLogCapacity), defaults.EventLogCapacity, 16, 1 << 20),
             DataRoots = Folders(section, nameof(SiloOptions.DataRoots)) is { Count: > 0 } roots ? roots : defaults.DataRoots,
             ComputeThreads = Int(section, nameof(SiloOptions.ComputeThreads), defaults.ComputeThreads, 1, 256),
+            TorchThreads = Int(section, nameof(SiloOptions.TorchThreads), defaults.TorchThreads, 0, 1024),
             ShutdownGracePeriod = Duration(section, nameof(SiloOptions.ShutdownGracePeriod), defaults.ShutdownGracePeriod),
         };
 

@@ -15,7 +15,8 @@ namespace RefAlign.Cli.Commands.Bench;
 /// <summary>
 /// <c>refalign bench cluster</c>: (1) orchestration overhead — a RefAlign step through the grains on one silo over the
 /// same step in-process (<c>refalign train</c>'s services); (2) weight transfer between two silo processes on loopback
-/// against raw loopback TCP measured in the same run.
+/// against raw loopback TCP measured in the same run; (3) scale-out — the generation phase of a two-shard run with one
+/// generator silo, then with two (separate processes, one compute and one libtorch thread each).
 /// </summary>
 internal static class ClusterBench
 {
@@ -39,6 +40,9 @@ internal static class ClusterBench
                 ("silo→silo weight transfer", $"{res.TransferMBps:F0} MB/s"),
                 ("raw loopback TCP", $"{res.RawTcpMBps:F0} MB/s"),
                 ("transfer ÷ raw TCP (goal ≥ 0.5)", $"{res.TransferToTcp:F2}"),
+                ("generation phase, 1 generator silo (median)", $"{res.GenerateOneSilo:F3} s"),
+                ("generation phase, 2 generator silos (median)", $"{res.GenerateTwoSilos:F3} s"),
+                ("2 silos ÷ 1 (goal ≤ 0.6)", $"{res.GenerateRatio:F3}"),
             ]);
             return 0;
         }));
@@ -48,12 +52,15 @@ internal static class ClusterBench
     /// <remarks><c>PhaseSeconds</c>: per phase, the median in-process and through-the-grains seconds.</remarks>
     internal sealed record Result(int Steps, double LocalStepSeconds, double GrainStepSeconds, double OverheadRatio,
         IReadOnlyDictionary<string, double[]> PhaseSeconds,
-        double SyncBytes, double TransferMBps, double RawTcpMBps, double TransferToTcp)
+        double SyncBytes, double TransferMBps, double RawTcpMBps, double TransferToTcp,
+        double GenerateOneSilo, double GenerateTwoSilos)
     {
+        public double GenerateRatio => GenerateTwoSilos / GenerateOneSilo;
+
         /// <summary>The figures scripts compare against their goals, under the names every bench uses.</summary>
         public IReadOnlyDictionary<string, double> Ratios => new Dictionary<string, double>
         {
-            ["orchestration_overhead"] = OverheadRatio, ["transfer_vs_raw_tcp"] = TransferToTcp,
+            ["orchestration_overhead"] = OverheadRatio, ["transfer_vs_raw_tcp"] = TransferToTcp, ["generate_2_silos_vs_1"] = GenerateRatio,
         };
     }
 
@@ -121,16 +128,51 @@ internal static class ClusterBench
             double raw = 0;
             await Step(quiet, "raw loopback TCP", async () => raw = await RawTcpBytesPerSecond(256 << 20, ct));
 
+            // (3) the generation phase of a two-shard run on one generator silo, then on two; each silo one thread of libtorch.
+            List<double> oneSilo = [], twoSilos = [];
+            await Step(quiet, "generation on one, then two generator silos", async () =>
+            {
+                string[] single = ["--Silo:TorchThreads=1", "--Silo:ComputeThreads=1"];
+                await using var a = await LocalSilo.StartAsync(dir, ct, "scale-a", [.. single, "--Silo:Roles=learner,scorer,reference"]);
+                string[] join = [.. single, "--Silo:Roles=generator", $"--Cluster:PrimarySiloEndpoint=127.0.0.1:{a.SiloPort}"];
+                await using var b = await LocalSilo.StartAsync(dir, ct, "scale-b", join);
+                using var client = new RefAlignClient(new RefAlignClientOptions { Address = new Uri(a.GrpcAddress) });
+                await GenerationSeconds(client, oneSilo, ct);
+                await using var c = await LocalSilo.StartAsync(dir, ct, "scale-c", join);
+                await WaitForGeneratorsAsync(client, 2, ct);
+                await GenerationSeconds(client, twoSilos, ct);
+            });
+
             double Median(List<double> x) => x.Skip(1).Order().ElementAt(Math.Max(0, (x.Count - 1) / 2));
             var phaseMedians = localPhases.Keys.Intersect(grainPhases.Keys).Where(k => k != "step")
                 .ToDictionary(k => k, k => new[] { Median(localPhases[k]), Median(grainPhases[k]) });
             var transfer = syncs.Count == 0 ? 0 : syncs.Sum(s => s.Bytes) / syncs.Sum(s => s.Seconds);
             return new Result(steps, Median(local), Median(grain), Median(grain) / Median(local), phaseMedians,
-                syncs.Count == 0 ? 0 : syncs.Average(s => s.Bytes), transfer / 1e6, raw / 1e6, transfer / raw);
+                syncs.Count == 0 ? 0 : syncs.Average(s => s.Bytes), transfer / 1e6, raw / 1e6, transfer / raw, Median(oneSilo), Median(twoSilos));
         }
         finally
         {
             Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    /// <summary>Runs a two-shard RefAlign run to its end and adds each step's generation-phase seconds.</summary>
+    static async Task GenerationSeconds(RefAlignClient client, List<double> sink, CancellationToken ct)
+    {
+        var id = await client.StartRunAsync(Config("policy", 6, shards: 2), ct);
+        await foreach (var e in client.WatchRunAsync(id, 0, ct))
+            if (e.Kind == RunEventKind.Phase && e.Phase == "generate" && e.PhaseSeconds is { } s) sink.Add(s);
+        var run = await client.GetRunAsync(id, ct);
+        if (run.Status != RunStatus.Completed) throw new InvalidOperationException($"scale-out run ended {run.Status}: {run.Error}");
+    }
+
+    static async Task WaitForGeneratorsAsync(RefAlignClient client, int count, CancellationToken ct)
+    {
+        for (var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(1); ; await Task.Delay(250, ct))
+        {
+            var c = await client.GetClusterAsync(ct);
+            if (c.Silos.Count(s => s.Status == "Active" && s.Roles.Contains("generator")) >= count) return;
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"fewer than {count} generator silos joined within a minute.");
         }
     }
 
