@@ -24,7 +24,7 @@ public sealed class CompactDecodingTests
     {
         using var model = TinyModels.Create(Config(arch), seed: 11);
         using var adapters = lora ? LoraAdapters.Attach(model, new LoraConfig { Rank = 4, TargetModules = [LoraConfig.AllLinear] }, seed: 5) : null;
-        if (adapters is not null) RandomizeB(adapters, 6);
+        if (adapters is not null) LoraTests.RandomizeB(adapters, 6);
         int[][] prompts = [[1, 5, 9, 11, 3], [1, 7], [1, 40, 41, 42, 43, 44, 45], [1, 12, 13]];
         var opts = new SamplingOptions { MaxNewTokens = 14, Temperature = temperature, TopP = 0.95, NumSamples = 3, Seed = 21 };
         long[] seeds = [100, 101, 102, 103];
@@ -96,16 +96,4 @@ public sealed class CompactDecodingTests
         _ => TinyModels.Llama(),
     };
 
-    /// <summary>Gives every lora_B random values so the adapters change the function (B = 0 at init).</summary>
-    static void RandomizeB(LoraAdapters lora, long seed)
-    {
-        using var gen = new Generator((ulong)seed);
-        using var _ = no_grad();
-        foreach (var (name, p) in lora.named_parameters())
-            if (name.EndsWith(".lora_B.weight", StringComparison.Ordinal))
-            {
-                using var r = randn(p.shape, ScalarType.Float32, generator: gen);
-                p.copy_(r * 0.3);
-            }
-    }
 }

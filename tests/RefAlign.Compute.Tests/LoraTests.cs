@@ -31,7 +31,7 @@ public sealed class LoraTests : IDisposable
     }
 
     /// <summary>Gives every lora_B random values so the adapters change the function (B = 0 at init).</summary>
-    static void RandomizeB(LoraAdapters lora, long seed)
+    internal static void RandomizeB(LoraAdapters lora, long seed)
     {
         using var gen = new Generator((ulong)seed);
         using var _ = no_grad();
