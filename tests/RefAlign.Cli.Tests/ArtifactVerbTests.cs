@@ -57,6 +57,32 @@ public sealed class ArtifactVerbTests(RemoteSiloFixture fixture) : IClassFixture
     }
 
     [Fact]
+    public async Task A_push_over_either_quota_is_resource_exhausted_before_a_byte_is_stored()
+    {
+        using var workspace = new DemoWorkspace("refalign-cli-quota-");
+        await using var silo = await SiloProcess.StartAsync("quota-silo", workspace.Root,
+            ["--Limits:MaxArtifactBytes=1000000", "--Limits:MaxArtifactStoreBytes=1500000"]);
+        async Task<CliRunner.Result> Push(string name, int bytes)
+        {
+            var folder = Path.Combine(workspace.Root, name.Replace('/', '-'));
+            Directory.CreateDirectory(folder);
+            File.WriteAllBytes(Path.Combine(folder, "blob.bin"), System.Security.Cryptography.RandomNumberGenerator.GetBytes(bytes));
+            return await CliRunner.RunAsync("artifact", "push", folder, "--name", name, "--kind", "report", "--silo", silo.GrpcAddress);
+        }
+        var big = await Push("reports/too-big", 1_200_000);
+        Assert.Equal(2, big.ExitCode);
+        Assert.Contains("error: resource exhausted:", big.Stderr);
+        Assert.Contains("Limits:MaxArtifactBytes", big.Stderr);
+        Assert.Equal(0, (await Push("reports/fits", 900_000)).ExitCode);
+        var over = await Push("reports/one-too-many", 700_000);
+        Assert.Equal(2, over.ExitCode);
+        Assert.Contains("Limits:MaxArtifactStoreBytes", over.Stderr);
+        var uploads = Path.Combine(workspace.Root, "artifacts", "uploads");
+        Assert.Empty(Directory.GetFiles(uploads)); // refused before a partial copy was started
+        Assert.Equal(["fits.json"], Directory.GetFiles(Path.Combine(workspace.Root, "artifacts", "names", "reports")).Select(Path.GetFileName));
+    }
+
+    [Fact]
     public async Task A_bad_name_and_a_missing_source_are_one_line_errors()
     {
         var bad = await Cli("artifact", "push", Path.Combine(Root, "policy"), "--name", "../escape");
