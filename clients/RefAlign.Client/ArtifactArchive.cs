@@ -1,4 +1,5 @@
 using System.Formats.Tar;
+using System.Runtime.CompilerServices;
 using System.Security.Cryptography;
 using System.Threading.Channels;
 
@@ -87,6 +88,27 @@ internal static class ArtifactArchive
     /// ahead of the reader (so a multi-gigabyte model is never held in memory); disposing it stops the writer.
     /// </summary>
     public static Stream OpenRead(IReadOnlyList<Entry> entries) => new Producer(entries);
+
+    /// <summary>
+    /// Reads <paramref name="tar"/> in pieces of <paramref name="buffer"/>'s length and yields each from
+    /// <paramref name="offset"/> on (the piece across it cut there), with its offset in the stream: how a push or a pull
+    /// resumes. <paramref name="read"/> sees every byte, skipped ones too (a hash of the whole). A piece lives in
+    /// <paramref name="buffer"/>: use it before asking for the next.
+    /// </summary>
+    public static async IAsyncEnumerable<(long Offset, ReadOnlyMemory<byte> Data)> ChunksFrom(Stream tar, long offset, byte[] buffer,
+        Action<ReadOnlyMemory<byte>>? read = null, [EnumeratorCancellation] CancellationToken cancellation = default)
+    {
+        long position = 0;
+        for (int n; (n = await tar.ReadAtLeastAsync(buffer, buffer.Length, throwOnEndOfStream: false, cancellation)) > 0;)
+        {
+            read?.Invoke(buffer.AsMemory(0, n));
+            var start = position;
+            position += n;
+            if (position <= offset) continue;
+            var skip = (int)Math.Max(0, offset - start);
+            yield return (start + skip, buffer.AsMemory(skip, n - skip));
+        }
+    }
 
     sealed class Producer : Stream
     {

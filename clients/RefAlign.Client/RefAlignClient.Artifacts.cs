@@ -42,8 +42,7 @@ public sealed partial class RefAlignClient
             sha = Convert.ToHexStringLower(await SHA256.HashDataAsync(whole, cancellation));
         for (var failures = 0; ; )
         {
-            var offset = (await Unary(o => ArtifactsStub.GetPushOffsetAsync(new Wire.PushOffsetRequest { Name = name, Sha256 = sha }, o), cancellation, idempotent: true))
-                .ReceivedBytes;
+            var offset = await GetPushOffsetAsync(name, sha, cancellation);
             try
             {
                 return (await PushFromAsync(entries, name, kind, size, sha, offset, progress, cancellation)).FromProto();
@@ -70,21 +69,14 @@ public sealed partial class RefAlignClient
         }, cancellation);
         await using (var tar = ArtifactArchive.OpenRead(entries))
         {
-            var buffer = new byte[ArtifactChunkBytes];
-            long position = 0;
             progress?.Report(new TransferProgress(offset, size));
-            for (int n; (n = await tar.ReadAtLeastAsync(buffer, buffer.Length, throwOnEndOfStream: false, cancellation)) > 0;)
+            await foreach (var (at, data) in ArtifactArchive.ChunksFrom(tar, offset, new byte[ArtifactChunkBytes], cancellation: cancellation))
             {
-                var start = position;
-                position += n;
-                if (position <= offset) continue;
-                var skip = (int)Math.Max(0, offset - start);
-                var data = buffer.AsMemory(skip, n - skip);
                 try
                 {
                     await call.RequestStream.WriteAsync(new Wire.PushArtifactRequest
                     {
-                        Chunk = new Wire.Chunk { Offset = start + skip, Data = ByteString.CopyFrom(data.Span), Sha256 = Convert.ToHexStringLower(SHA256.HashData(data.Span)) },
+                        Chunk = new Wire.Chunk { Offset = at, Data = ByteString.CopyFrom(data.Span), Sha256 = Convert.ToHexStringLower(SHA256.HashData(data.Span)) },
                     }, cancellation);
                 }
                 catch (Exception e) when (e is RpcException or InvalidOperationException or IOException)
@@ -92,7 +84,7 @@ public sealed partial class RefAlignClient
                     // The silo ended the call (a refused chunk, quota): its status says why.
                     break;
                 }
-                progress?.Report(new TransferProgress(position, size));
+                progress?.Report(new TransferProgress(at + data.Length, size));
             }
         }
         try { await call.RequestStream.CompleteAsync(); }

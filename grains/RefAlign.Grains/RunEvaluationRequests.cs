@@ -9,7 +9,7 @@ namespace RefAlign.Grains;
 /// Checks a <c>run eval</c> request and names its models' folders. Only the run's own models can be named (its base
 /// policy and its checkpoints), never a path: a remote caller reads nothing else from the silos' disks.
 /// </summary>
-internal static class RunEvaluationRequests
+public static class RunEvaluationRequests
 {
     public static void Validate(RunEvalRequest r)
     {
@@ -37,25 +37,35 @@ internal static class RunEvaluationRequests
             var name = names[i].Trim();
             string folder, label;
             if (name == "base") (folder, label) = (config.Policy.Model, "base");
-            else if (name == "latest")
-            {
-                folder = run.LatestCheckpoint
-                         ?? throw new InvalidRunConfigException(field, $"field '{field}' is 'latest' but run '{run.RunId}' has no checkpoint yet.");
-                label = Path.GetFileName(folder);
-            }
-            else if (name.StartsWith("step-", StringComparison.Ordinal) && int.TryParse(name[5..], NumberStyles.None, CultureInfo.InvariantCulture, out var step))
-            {
-                label = CheckpointStore.FolderName(step);
-                folder = Path.Combine(checkpoints, label);
-                if (!Directory.Exists(folder) || CheckpointStore.ReadManifest(folder) is null)
-                    throw new InvalidRunConfigException(field, $"field '{field}': run '{run.RunId}' has no complete checkpoint '{label}' (it has: {Available(checkpoints)}).");
-            }
+            else if (name == "latest" || IsStep(name, out _)) label = Path.GetFileName(folder = Checkpoint(run, checkpoints, name, field));
             else throw new InvalidRunConfigException(field, $"field '{field}' is '{name}'; name 'base', 'latest' or 'step-N'.");
             if (labels.Contains(label)) throw new InvalidRunConfigException(field, $"field '{field}' names {label} twice.");
             folders.Add(folder);
             labels.Add(label);
         }
         return (folders, labels);
+    }
+
+    /// <summary>
+    /// The folder of checkpoint <paramref name="name"/> (<c>latest</c> or <c>step-N</c>) of <paramref name="run"/>, whose
+    /// checkpoints live in <paramref name="checkpoints"/>; a name it does not have is an error naming <paramref name="field"/>.
+    /// </summary>
+    public static string Checkpoint(RunSummary run, string checkpoints, string name, string field)
+    {
+        if (name == "latest")
+            return run.LatestCheckpoint ?? throw new InvalidRunConfigException(field, $"field '{field}' is 'latest' but run '{run.RunId}' has no checkpoint yet.");
+        if (!IsStep(name, out var step))
+            throw new InvalidRunConfigException(field, $"field '{field}' is '{name}'; name 'latest' or 'step-N'.");
+        var folder = Path.Combine(checkpoints, CheckpointStore.FolderName(step));
+        if (!Directory.Exists(folder) || CheckpointStore.ReadManifest(folder) is null)
+            throw new InvalidRunConfigException(field, $"field '{field}': run '{run.RunId}' has no complete checkpoint '{Path.GetFileName(folder)}' (it has: {Available(checkpoints)}).");
+        return folder;
+    }
+
+    static bool IsStep(string name, out int step)
+    {
+        step = 0;
+        return name.StartsWith("step-", StringComparison.Ordinal) && int.TryParse(name[5..], NumberStyles.None, CultureInfo.InvariantCulture, out step);
     }
 
     static string Available(string checkpoints)

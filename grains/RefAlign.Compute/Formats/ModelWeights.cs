@@ -202,7 +202,8 @@ public static partial class ModelWeights
     // Python json's ensure_ascii escaping, as transformers writes the index.
     private static StringBuilder PyString(StringBuilder sb, string s) => SafeTensorsHeader.AppendString(sb, s, escapeNonAscii: true);
 
-    private static void WriteAtomically(string path, string text)
+    /// <summary>Writes <paramref name="text"/> (UTF-8, no BOM) to a temporary file beside <paramref name="path"/>, then renames it there.</summary>
+    public static void WriteAtomically(string path, string text)
     {
         var temp = $"{path}.{Guid.NewGuid():N}.tmp";
         try

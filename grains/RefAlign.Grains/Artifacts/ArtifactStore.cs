@@ -132,10 +132,6 @@ public sealed partial class ArtifactStore
         return record;
     }
 
-    /// <summary>Writes <paramref name="record"/>'s tar stream to <paramref name="output"/> (the bytes that were pushed).</summary>
-    public void WriteStream(ArtifactRecord record, Stream output) =>
-        ArtifactArchive.Write(ObjectEntries(record), output);
-
     internal IReadOnlyList<ArtifactArchive.Entry> ObjectEntries(ArtifactRecord record)
     {
         var folder = Path.Combine(_objects, record.Sha256);

@@ -13,7 +13,7 @@ public sealed class ArtifactStream
         Size = ArtifactArchive.SizeOf(entries);
     }
 
-    /// <summary>Bytes <see cref="WriteTo"/> writes.</summary>
+    /// <summary>Bytes of the stream.</summary>
     public long Size { get; }
 
     public static ArtifactStream Of(ArtifactStore store, ArtifactRecord record) => new(store.ObjectEntries(record));
@@ -21,8 +21,14 @@ public sealed class ArtifactStream
     /// <summary>Every file of <paramref name="folder"/> (hidden ones left out, as a push leaves them out).</summary>
     public static ArtifactStream OfFolder(string folder) => new(ArtifactArchive.Entries(folder));
 
-    public void WriteTo(Stream output) => ArtifactArchive.Write(_entries, output);
-
     /// <summary>The stream to read from, produced a few blocks ahead (see <see cref="ArtifactArchive.OpenRead"/>).</summary>
     public Stream OpenRead() => ArtifactArchive.OpenRead(_entries);
+
+    /// <summary>The stream's pieces from <paramref name="offset"/> on (see <see cref="ArtifactArchive.ChunksFrom"/>).</summary>
+    public async IAsyncEnumerable<(long Offset, ReadOnlyMemory<byte> Data)> ChunksFrom(long offset, byte[] buffer, Action<ReadOnlyMemory<byte>>? read = null,
+        [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellation = default)
+    {
+        await using var tar = OpenRead();
+        await foreach (var chunk in ArtifactArchive.ChunksFrom(tar, offset, buffer, read, cancellation)) yield return chunk;
+    }
 }

@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using System.Text.Json;
 using RefAlign.Artifacts;
+using RefAlign.Compute.Formats;
 
 namespace RefAlign.Grains.Artifacts;
 
@@ -48,7 +49,7 @@ public sealed partial class ArtifactStore
             part.Dispose();
             throw new PushOffsetMismatchException(held, offset);
         }
-        WriteAtomically(PendingFile(sha256), JsonSerializer.Serialize(new PendingPush(name, kind, size, sha256), ArtifactRecord.Json));
+        ModelWeights.WriteAtomically(PendingFile(sha256), JsonSerializer.Serialize(new PendingPush(name, kind, size, sha256), ArtifactRecord.Json));
         part.Position = offset;
         return new ArtifactUpload(this, new PendingPush(name, kind, size, sha256), part);
     }
@@ -83,7 +84,7 @@ public sealed partial class ArtifactStore
             var record = new ArtifactRecord(push.Name, push.Kind, push.Size, push.Sha256, listed, DateTimeOffset.UtcNow);
             var nameFile = NameFile(push.Name);
             Directory.CreateDirectory(Path.GetDirectoryName(nameFile)!);
-            WriteAtomically(nameFile, JsonSerializer.Serialize(record, ArtifactRecord.Json));
+            ModelWeights.WriteAtomically(nameFile, JsonSerializer.Serialize(record, ArtifactRecord.Json));
             Discard(push.Sha256);
             return record;
         }
@@ -103,13 +104,6 @@ public sealed partial class ArtifactStore
         File.Delete(PendingFile(sha256));
         File.Delete(PartFile(sha256));
     }
-
-    static void WriteAtomically(string path, string text)
-    {
-        var temp = $"{path}.{Guid.NewGuid():N}.tmp";
-        File.WriteAllText(temp, text);
-        File.Move(temp, path, overwrite: true);
-    }
 }
 
 /// <summary>
@@ -119,8 +113,6 @@ public sealed partial class ArtifactStore
 public sealed class ArtifactUpload(ArtifactStore store, PendingPush push, FileStream part) : IDisposable
 {
     bool _done;
-
-    public string Name => push.Name;
 
     public long Size => push.Size;
 

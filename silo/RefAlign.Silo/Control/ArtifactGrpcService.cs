@@ -4,7 +4,6 @@ using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
 using RefAlign.Compute.Training;
-using RefAlign.Compute.Training.Checkpoints;
 using RefAlign.Contracts.Control;
 using RefAlign.Grains;
 using RefAlign.Grains.Artifacts;
@@ -91,16 +90,9 @@ internal sealed class ArtifactGrpcService(RunHostOptions host, IRunControl contr
             return new Wire.Artifact();
         });
 
-    string CheckpointOf(RunSummary run, string name)
-    {
-        if (name == "latest")
-            return run.LatestCheckpoint ?? throw new InvalidOperationException($"run '{run.RunId}' has no checkpoint yet.");
-        if (!name.StartsWith("step-", StringComparison.Ordinal) || !int.TryParse(name[5..], NumberStyles.None, CultureInfo.InvariantCulture, out var step))
-            throw new InvalidArtifactException("checkpoint", $"field 'checkpoint' is '{name}'; name 'latest' or 'step-N'.");
-        var folder = Path.Combine(host.CheckpointFolder(run.RunId, RunConfig.Parse(run.ConfigJson, "config")), CheckpointStore.FolderName(step));
-        return CheckpointStore.ReadManifest(folder) is not null ? folder
-            : throw new InvalidArtifactException("checkpoint", $"run '{run.RunId}' has no complete checkpoint '{CheckpointStore.FolderName(step)}'.");
-    }
+    /// <summary>The folder of checkpoint <paramref name="name"/> of <paramref name="run"/>, resolved as <c>run eval</c> resolves it.</summary>
+    string CheckpointOf(RunSummary run, string name) =>
+        RunEvaluationRequests.Checkpoint(run, host.CheckpointFolder(run.RunId, RunConfig.Parse(run.ConfigJson, "config")), name, "checkpoint");
 
     /// <summary>
     /// Streams <paramref name="source"/> from <paramref name="offset"/> in <see cref="ChunkBytes"/> chunks; the whole is
@@ -110,19 +102,12 @@ internal sealed class ArtifactGrpcService(RunHostOptions host, IRunControl contr
     {
         if (offset < 0 || offset > source.Size) throw new InvalidArtifactException("offset", $"field 'offset' is {offset}; the stream has {source.Size} bytes.");
         using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        await using var reader = source.OpenRead();
-        var buffer = new byte[ChunkBytes];
         long position = 0;
         Wire.ArtifactChunk? pending = null;
-        for (int n; (n = await reader.ReadAtLeastAsync(buffer, ChunkBytes, throwOnEndOfStream: false, ct)) > 0;)
+        await foreach (var (at, data) in source.ChunksFrom(offset, new byte[ChunkBytes], read => { sha.AppendData(read.Span); position += read.Length; }, ct))
         {
-            sha.AppendData(buffer, 0, n);
-            var start = position;
-            position += n;
-            if (position <= offset) continue;
-            var skip = (int)Math.Max(0, offset - start);
             if (pending is not null) await output.WriteAsync(pending, ct);
-            pending = new Wire.ArtifactChunk { Offset = start + skip, Data = ByteString.CopyFrom(buffer, skip, n - skip), Size = source.Size, Name = name };
+            pending = new Wire.ArtifactChunk { Offset = at, Data = ByteString.CopyFrom(data.Span), Size = source.Size, Name = name };
         }
         if (position != source.Size) throw new IOException($"'{name}' changed while it was being sent ({position} of {source.Size} bytes).");
         pending ??= new Wire.ArtifactChunk { Offset = position, Size = source.Size, Name = name };
