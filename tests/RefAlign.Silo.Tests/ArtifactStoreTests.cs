@@ -129,6 +129,18 @@ public sealed class ArtifactStoreTests : IDisposable
     }
 
     [Fact]
+    public void Chunks_past_the_announced_size_or_empty_are_refused_and_store_nothing()
+    {
+        var stream = Tar(Model());
+        using var upload = Store().BeginPush("models/x", "model", stream.Length, Sha(stream), 0);
+        var tooMuch = new byte[stream.Length + 1];
+        stream.CopyTo(tooMuch, 0);
+        Assert.Equal("chunk.data", Assert.Throws<InvalidArtifactException>(() => upload.Append(0, tooMuch, Sha(tooMuch))).Field);
+        Assert.Equal("chunk.data", Assert.Throws<InvalidArtifactException>(() => upload.Append(0, [], Sha([]))).Field);
+        Assert.Equal(0, upload.Received);
+    }
+
+    [Fact]
     public void A_stream_that_does_not_hash_to_its_announced_sha_is_discarded()
     {
         var stream = Tar(Model());
