@@ -10,6 +10,7 @@ public static class GrainsServiceCollectionExtensions
     {
         services.AddSingleton<EncoderCache>();
         services.AddSingleton<LocalLearners>();
+        services.AddSingleton<InPlaceReplicas>();
         // Hosts register their own (the Silo: settings) first; an embedded cluster gets the defaults.
         services.TryAddSingleton(new RunHostOptions());
         // Hosts that run the weight server register a WeightExchange with their address first; elsewhere weights go in chunks.

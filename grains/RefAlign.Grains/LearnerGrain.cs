@@ -21,7 +21,7 @@ namespace RefAlign.Grains;
 [RolePlacement(SiloRoles.Learner)]
 [KeepAlive] // the optimizer state lives here between steps; the run releases the learner when it ends
 public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchange, RunHostOptions host, SiloDrain drain,
-    LocalLearners local, ILogger<LearnerGrain> logger) : Grain, ILearnerGrain
+    LocalLearners local, InPlaceReplicas replicas, ILogger<LearnerGrain> logger) : Grain, ILearnerGrain
 {
     /// <summary>Weight chunks stay well under Orleans' 100 MB message limit.</summary>
     public const int ChunkBytes = 16 << 20;
@@ -69,6 +69,7 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
             return new Learner(config, policy, pad, totalSteps);
         });
         _config = config;
+        if (config.Distributed.Mode != DistributedMode.Pipelined) replicas.Lend(RunId, _learner);
         var folder = host.CheckpointFolder(RunId, config);
         _store = new CheckpointStore(folder, config.KeepCheckpoints);
         _journal = new AppliedStepJournal(Path.Combine(folder, AppliedStepJournal.FileName));
@@ -85,7 +86,7 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
                 new Dictionary<string, string> { ["weight_version"] = learner.WeightVersion.ToString(CultureInfo.InvariantCulture), ["live"] = "true" }),
                 RecentlyApplied: [.. learner.RecentlyApplied.Select(r => r.ToMessage())]);
         }
-        var restored = await executor.RunAsync(() => learner.RestoreLatestFrom(_store!));
+        var restored = await Exclusively(() => learner.RestoreLatestFrom(_store!));
         _live = true;
         // Versions published before the restore may belong to steps the restore undid.
         _snapshots.Clear();
@@ -113,7 +114,17 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
         Learn(step, () => Require().SftStep(step, [.. rows.Select(r => r.ToCompute())]));
 
     public Task<IReadOnlyDictionary<string, double>> EvaluateSft(IReadOnlyList<SftSequenceMessage> rows) =>
-        executor.RunAsync(() => Require().EvaluateSft([.. rows.Select(r => r.ToCompute())]));
+        Exclusively(() => Require().EvaluateSft([.. rows.Select(r => r.ToCompute())]));
+
+    /// <summary>
+    /// Tensor work that changes the weights or the policy's train/eval mode, with no in-place replica sampling meanwhile
+    /// (lent generators fall back to their own replica until it is done).
+    /// </summary>
+    async Task<T> Exclusively<T>(Func<T> work)
+    {
+        using var _ = await replicas.UpdateAsync(RunId);
+        return await executor.RunAsync(work);
+    }
 
     async Task<StepResultMessage> Learn(int step, Func<StepResult> work)
     {
@@ -123,7 +134,7 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
         // Pipelined: generators sample the next step with these weights while this step changes them, so publish them first.
         if (_config!.Distributed.Mode == DistributedMode.Pipelined) await PublishAsync(before);
         using var activity = TrainingTelemetry.StartPhase("learner.step", RunId, step, before);
-        var result = await executor.RunAsync(work);
+        var result = await Exclusively(work);
         _live = true;
         // Journaled before the step is acknowledged; a retried step (same result, no new version) is not journaled again.
         if (result.WeightVersion != before) _journal!.Applied(step, result.WeightVersion);
@@ -131,7 +142,7 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
     }
 
     public Task<IReadOnlyDictionary<string, double>> EvaluatePreference(IReadOnlyList<PreferenceRowMessage> rows) =>
-        executor.RunAsync(() => Require().EvaluatePreference([.. rows.Select(r => r.ToCompute())]));
+        Exclusively(() => Require().EvaluatePreference([.. rows.Select(r => r.ToCompute())]));
 
     public async Task<string> Checkpoint(CheckpointMessage manifest, IReadOnlyList<RolloutMessage>? prefetch)
     {
@@ -186,10 +197,14 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
     {
         var learner = Require();
         // Version 1: above the model folder's 0, which the workers hold already and would not fetch again.
-        await executor.RunAsync(() => learner.LoadCheckpoint(checkpointFolder, weightVersion: 1));
+        var version = await Exclusively(() =>
+        {
+            learner.LoadCheckpoint(checkpointFolder, weightVersion: 1);
+            return learner.WeightVersion;
+        });
         _snapshots.Clear();
         exchange.Remove(RunId);
-        return learner.WeightVersion;
+        return version;
     }
 
     public async Task<WeightsManifest> GetWeights(long version)
@@ -229,14 +244,17 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
             ? Task.FromResult(s.Snapshot.Chunk(index, ChunkBytes))
             : throw new WeightVersionGoneException(RunId, version, _learner?.WeightVersion ?? -1);
 
-    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
         var learner = _learner;
         _learner = null;
         _snapshots.Clear();
         exchange.Remove(RunId);
         local.Remove(RunId);
-        return learner is null ? Task.CompletedTask : executor.RunAsync(() =>
+        // A generator still sampling the lent policy finishes before it is disposed.
+        await replicas.WithdrawAsync(RunId);
+        if (learner is null) return;
+        await executor.RunAsync(() =>
         {
             learner.Dispose();
             learner.Policy.Dispose();

@@ -13,40 +13,51 @@ using static TorchSharp.torch;
 namespace RefAlign.Grains;
 
 /// <summary>
-/// A policy replica on a generator silo. It starts from the model folder (weight version 0, which equals the learner's
-/// initial weights) and, when a request needs another version, pulls the learner's snapshot. A replica re-placed after
-/// a silo loss (or moved to a silo that joined) initializes itself from the run's config on its first request.
+/// A rollout generator. On its learner's silo it samples the learner's own policy, lent in place (see
+/// <see cref="InPlaceReplicas"/>); elsewhere (or when the learner cannot lend the version a request needs) it samples
+/// its own replica, which starts from the model folder (weight version 0, which equals the learner's initial weights)
+/// and pulls the learner's snapshot when a request needs another version. A generator re-placed after a silo loss (or
+/// moved to a silo that joined) initializes itself from the run's config on its first request.
 /// </summary>
 [RolePlacement(SiloRoles.Generator)]
-public sealed class RolloutGeneratorGrain(ComputeExecutor executor, WeightExchange exchange, SiloDrain drain, ILocalSiloDetails silo,
+public sealed class RolloutGeneratorGrain(ComputeExecutor executor, WeightExchange exchange, InPlaceReplicas replicas, SiloDrain drain, ILocalSiloDetails silo,
     ILogger<RolloutGeneratorGrain> logger) : Grain, IRolloutGeneratorGrain
 {
     RunConfig? _config;
     CausalLm? _policy;
     LoraAdapters? _lora;
     TextTokenizer? _tokenizer;
-    IReadOnlyList<int> _eos = [];
-    int _pad;
     long _version;
+    /// <summary>The version the last request sampled with (its own replica's, or a lent policy's): what operators see.</summary>
+    long _sampledVersion;
 
     public async Task Initialize(string configJson)
     {
-        if (_policy is not null) return;
+        if (_config is not null) return;
         var config = GrainCompute.Parse(configJson);
-        (_policy, _lora, _tokenizer, _eos, _pad) = await executor.RunAsync(() =>
-        {
-            var tok = TextTokenizer.Load(config.Policy.Model);
-            var policy = CausalLm.FromPretrained(config.Policy.Model, config.Policy.Dtype.ToScalarType(), executor.TensorDevice);
-            // Mirror the learner's structure so its trainable tensors (adapters or full weights) map one to one.
-            var lora = PolicySetup.AttachLora(policy, config);
-            var (eos, pad) = PolicySetup.SpecialIds(tok, policy);
-            return (policy, lora, tok, eos, pad);
-        });
+        _tokenizer = await executor.RunAsync(() => TextTokenizer.Load(config.Policy.Model));
         _config = config;
-        _version = 0;
     }
 
-    public Task<long> WeightVersion() => Task.FromResult(_version);
+    /// <summary>
+    /// This grain's own replica, loaded on first use (a generator next to its learner may never need one) at version 0,
+    /// which equals the learner's initial weights.
+    /// </summary>
+    async Task<CausalLm> OwnReplica()
+    {
+        if (_policy is { } loaded) return loaded;
+        var config = _config!;
+        (_policy, _lora) = await executor.RunAsync(() =>
+        {
+            var policy = CausalLm.FromPretrained(config.Policy.Model, config.Policy.Dtype.ToScalarType(), executor.TensorDevice);
+            // Mirror the learner's structure so its trainable tensors (adapters or full weights) map one to one.
+            return (policy, PolicySetup.AttachLora(policy, config));
+        });
+        _version = 0;
+        return _policy;
+    }
+
+    public Task<long> WeightVersion() => Task.FromResult(_sampledVersion);
 
     public Task Release()
     {
@@ -64,15 +75,28 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, WeightExchan
         // Always exactly the newest version the request allows: which weights sample a step never depends on timing or
         // on what this replica happened to hold (a re-placed one starts from the model folder).
         var target = request.MaxVersion == long.MaxValue ? -1 : request.MaxVersion;
-        var stale = target >= 0 ? _version != target : _version < request.MinVersion;
-        var (syncBytes, syncSeconds) = stale ? await SyncWeights(request.RunId, request.Step, target, request.MinVersion) : (0L, 0.0);
-        using var activity = TrainingTelemetry.StartPhase("generate.shard", request.RunId, request.Step, _version);
+        // A learner on this silo at that version lends its own policy: no snapshot, transfer or copy.
+        using var loan = replicas.TryBorrow(request.RunId, target >= 0 ? target : request.MinVersion, target >= 0 ? target : long.MaxValue);
+        var (syncBytes, syncSeconds) = (0L, 0.0);
+        if (loan is null)
+        {
+            await OwnReplica();
+            var stale = target >= 0 ? _version != target : _version < request.MinVersion;
+            if (stale) (syncBytes, syncSeconds) = await SyncWeights(request.RunId, request.Step, target, request.MinVersion);
+        }
+        var (policy, version) = loan is null ? (_policy!, _version) : (loan.Policy, loan.Version);
+        _sampledVersion = version;
+        using var activity = TrainingTelemetry.StartPhase("generate.shard", request.RunId, request.Step, version);
         activity?.SetTag(TrainingTelemetry.Tags.Shard, this.GetPrimaryKeyString());
-        var policy = _policy!;
+        activity?.SetTag("refalign.replica", loan is null ? "own" : "in-place");
         var tok = _tokenizer!;
-        var rollouts = await executor.RunAsync(() => RolloutWorker.Generate(policy, ids => tok.Decode(ids), [.. request.Prompts.Select(p => p.ToCompute())],
-            request.Positions, config.RefAlign, config.Seed, request.Step, _eos, _pad));
-        return new GenerateReply([.. rollouts.Select(r => r.ToMessage())], _version, syncBytes, syncSeconds, silo.SiloAddress.ToParsableString());
+        var rollouts = await executor.RunAsync(() =>
+        {
+            var (eos, pad) = PolicySetup.SpecialIds(tok, policy);
+            return RolloutWorker.Generate(policy, ids => tok.Decode(ids), [.. request.Prompts.Select(p => p.ToCompute())],
+                request.Positions, config.RefAlign, config.Seed, request.Step, eos, pad);
+        });
+        return new GenerateReply([.. rollouts.Select(r => r.ToMessage())], version, syncBytes, syncSeconds, silo.SiloAddress.ToParsableString());
     }
 
     /// <summary>
