@@ -25,6 +25,10 @@ public sealed class SiloHostTests(SiloHostFixture silo) : IClassFixture<SiloHost
         // The device in use and what the loaded libtorch can drive (this machine: the CPU build).
         Assert.Equal("cpu", checks.GetProperty("compute").GetProperty("data").GetProperty("device").GetString());
         Assert.Equal("cpu", checks.GetProperty("compute").GetProperty("data").GetProperty("libtorch").GetString());
+        // Device memory is a GPU's: a CPU silo reports none, and no CUDA runtime is mapped into a CPU build's process.
+        Assert.False(checks.GetProperty("compute").GetProperty("data").TryGetProperty("memory_total_bytes", out _));
+        Assert.Null(RefAlign.Runtime.DeviceMemory.Of("cpu"));
+        Assert.Null(RefAlign.Runtime.DeviceMemory.Of("cuda:0"));
     }
 
     [Fact]

@@ -35,13 +35,19 @@ internal sealed class ComputeHealthCheck(ComputeExecutor executor, ShutdownState
         var data = new Dictionary<string, object>
         {
             ["device"] = executor.Device,
-            // What the loaded libtorch drives (cpu, or cuda with its device count). TorchSharp exposes no CUDA memory query.
+            // What the loaded libtorch drives (cpu, or cuda with its device count).
             ["libtorch"] = ComputeDevices.Build,
             ["threads"] = executor.ThreadCount,
             ["queued"] = executor.QueueLength,
             ["running"] = executor.Running,
             ["completed"] = executor.Completed,
         };
+        // On a GPU: its memory, from the CUDA runtime libtorch loaded (TorchSharp has no memory query of its own).
+        if (DeviceMemory.Of(executor.Device) is { } memory)
+        {
+            data["memory_total_bytes"] = memory.TotalBytes;
+            data["memory_used_bytes"] = memory.UsedBytes;
+        }
         if (shutdown.Draining)
         {
             return Task.FromResult(HealthCheckResult.Degraded("draining for shutdown", data: data));
