@@ -74,6 +74,8 @@ public interface ILearnerGrain : IGrainWithStringKey
     /// learner's own stream for the first; so the learner sends each version once however many silos sync. Null when the
     /// version is not (or no longer) published by stream.
     /// </summary>
+    /// <remarks>Interleaves (no await inside): a generator joining the chain does not wait behind a learning step.</remarks>
+    [Orleans.Concurrency.AlwaysInterleave]
     Task<string?> JoinRelay(long version, string relayAddress);
 
     /// <summary>One chunk of version <paramref name="version"/>; fails if that version is no longer kept.</summary>

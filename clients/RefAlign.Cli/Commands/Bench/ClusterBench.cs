@@ -195,7 +195,8 @@ internal static class ClusterBench
     /// </summary>
     static async Task<int> SyncTimes(RefAlignClient client, int shards, List<(double Bytes, double Seconds)> sink, CancellationToken ct)
     {
-        var id = await client.StartRunAsync(Config("policy", 6, shards), ct);
+        // The weights are the preset's whatever the batch: a small batch and short samples keep each step quick.
+        var id = await client.StartRunAsync(Config("policy", 6, shards, batch: 6, samples: 2, tokens: 4), ct);
         var silos = new HashSet<string>();
         await foreach (var e in client.WatchRunAsync(id, 0, ct))
         {
@@ -233,13 +234,13 @@ internal static class ClusterBench
         }
     }
 
-    static string Config(string model, int steps, int shards) => $$"""
+    static string Config(string model, int steps, int shards, int batch = 8, int samples = 4, int tokens = 24) => $$"""
         { "name": "bench", "algorithm": "refalign", "seed": 5,
           "policy": { "model": "{{model}}" },
           "data": { "path": "data/references.jsonl", "max_prompt_length": 48 },
           "optimizer": { "kind": "adamw", "learning_rate": 0.001, "warmup_steps": 0 },
-          "refalign": { "reward_model": "encoder", "num_samples": 4, "max_new_tokens": 24 },
-          "batch_size": 8, "micro_batch_size": 16, "max_steps": {{steps}}, "eval_every": 0, "checkpoint_every": 0,
+          "refalign": { "reward_model": "encoder", "num_samples": {{samples}}, "max_new_tokens": {{tokens}} },
+          "batch_size": {{batch}}, "micro_batch_size": 16, "max_steps": {{steps}}, "eval_every": 0, "checkpoint_every": 0,
           "output_dir": "runs", "distributed": { "shards": {{shards}} } }
         """;
 
