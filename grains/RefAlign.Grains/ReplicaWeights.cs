@@ -76,12 +76,20 @@ public sealed class ReplicaWeights(WeightExchange exchange, ILogger<ReplicaWeigh
         var data = relay?.Publication.Data ?? GC.AllocateUninitializedArray<byte>((int)manifest.TotalBytes);
         try
         {
+            var started = System.Diagnostics.Stopwatch.GetTimestamp();
             List<string> sources = [];
             if (relay is { } r && await UpstreamAsync(learner, runId, manifest.Version, r.Address) is { } upstream) sources.Add(upstream);
             if (manifest.StreamAddress is { } origin && !sources.Contains(origin)) sources.Add(origin);
+            var joined = System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds;
             foreach (var source in sources)
                 if (await FromStreamAsync(source, data, manifest, relay?.Publication))
+                {
+                    // The split a slow sync is read from: the chain call, then the stream with its digest.
+                    logger.LogInformation("weights of {Run} version {Version}: {Bytes} bytes from {Source} (join {JoinMs:F0} ms, stream and digest {StreamMs:F0} ms)",
+                        runId, manifest.Version, manifest.TotalBytes, new Uri(source).Authority, joined,
+                        System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds - joined);
                     return Completed(new WeightSnapshot(entries, data), relay?.Publication);
+                }
             await FromChunksAsync(learner, manifest, data);
             if (Matches(manifest, await Task.Run(() => Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(data))), "chunks"))
                 return Completed(new WeightSnapshot(entries, data), relay?.Publication);
