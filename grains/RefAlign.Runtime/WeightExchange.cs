@@ -18,7 +18,9 @@ namespace RefAlign.Runtime;
 /// Protocol: the client sends one line <c>runId version token\n</c> (at most <see cref="MaxRequestBytes"/> bytes, within
 /// <see cref="RequestDeadline"/>); the server answers an 8-byte little-endian length (−1 when the publication is gone or
 /// the token is wrong) and the bytes. At most <see cref="MaxConnections"/> connections are served at once; more are
-/// closed at once. Every write has a deadline, so a client that stops reading frees its slot.
+/// closed at once. Every write has a deadline, so a client that stops reading frees its slot. A relayed publication
+/// (<see cref="BeginRelay"/>) is served while it arrives: a reader gets each byte once it is in, and is cut if the
+/// relay's own upstream fails; it has its own token, handed out only by the learner's relay chain.
 /// </remarks>
 public sealed class WeightExchange(string? advertisedHost = null)
 {
@@ -30,6 +32,7 @@ public sealed class WeightExchange(string? advertisedHost = null)
     public const int MaxConnections = 16;
     public static readonly TimeSpan RequestDeadline = TimeSpan.FromSeconds(5);
     static readonly TimeSpan SliceDeadline = TimeSpan.FromSeconds(30);
+    static readonly TimeSpan ConnectDeadline = TimeSpan.FromSeconds(5);
     readonly SemaphoreSlim _slots = new(MaxConnections, MaxConnections);
     readonly ConcurrentDictionary<(string Run, long Version), WeightPublication> _published = new();
     int _port;
@@ -214,7 +217,12 @@ public sealed class WeightExchange(string? advertisedHost = null)
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
         deadline.CancelAfter(TimeSpan.FromSeconds(30 + into.LongLength / 50e6));
         using var client = new TcpClient { NoDelay = true, ReceiveBufferSize = SocketBufferBytes };
-        await client.ConnectAsync(uri.Host, uri.Port, deadline.Token);
+        // A relay upstream may be a silo that just died: an unanswered connect fails fast, so the caller falls back.
+        using (var connect = CancellationTokenSource.CreateLinkedTokenSource(deadline.Token))
+        {
+            connect.CancelAfter(ConnectDeadline);
+            await client.ConnectAsync(uri.Host, uri.Port, connect.Token);
+        }
         var stream = client.GetStream();
         await stream.WriteAsync(Encoding.UTF8.GetBytes($"{path[0]} {path[1]} {path[2]}\n"), deadline.Token);
         var header = new byte[8];
