@@ -15,6 +15,8 @@ public static class GrainsServiceCollectionExtensions
         services.TryAddSingleton(new RunHostOptions());
         // Hosts that run the weight server register a WeightExchange with their address first; elsewhere weights go in chunks.
         services.TryAddSingleton(new RefAlign.Runtime.WeightExchange());
+        // One fetch (and relay) of each weight version per silo, shared by the replicas on it.
+        services.AddSingleton<ReplicaWeights>();
         services.AddSingleton<IRunControl, GrainRunControl>();
         return services;
     }

@@ -38,6 +38,8 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
     bool _drained;
     /// <summary>Published weight versions: the current one and the one before it (kept for a pipelined run's generators).</summary>
     readonly SortedDictionary<long, (WeightSnapshot Snapshot, string? Url, string Sha256)> _snapshots = [];
+    /// <summary>Per published version, the last generator silo in its relay chain (see <see cref="JoinRelay"/>).</summary>
+    readonly Dictionary<long, string> _relayTails = [];
     IGrainTimer? _release;
 
     string RunId => this.GetPrimaryKeyString();
@@ -90,6 +92,7 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
         _live = true;
         // Versions published before the restore may belong to steps the restore undid.
         _snapshots.Clear();
+        _relayTails.Clear();
         exchange.Remove(RunId);
         // The journal notes where these weights come from: a checkpoint, or the model folder (step 0).
         _journal!.Restored(restored?.Manifest.Step ?? 0, learner.WeightVersion);
@@ -203,6 +206,7 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
             return learner.WeightVersion;
         });
         _snapshots.Clear();
+        _relayTails.Clear();
         exchange.Remove(RunId);
         return version;
     }
@@ -235,8 +239,20 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
         foreach (var old in _snapshots.Keys.Where(v => v < version - 1).ToList())
         {
             _snapshots.Remove(old);
+            _relayTails.Remove(old);
             exchange.Retract(RunId, old);
         }
+    }
+
+    public Task<string?> JoinRelay(long version, string relayAddress)
+    {
+        if (!_snapshots.TryGetValue(version, out var s) || s.Url is null) return Task.FromResult<string?>(null);
+        if (!relayAddress.StartsWith("tcp://", StringComparison.Ordinal) || relayAddress.Length > 512)
+            throw new ArgumentException($"not a weight address: {relayAddress}", nameof(relayAddress));
+        // Each joiner reads from the one before it: a chain, pipelined in slices, in which the learner sends once.
+        var upstream = _relayTails.TryGetValue(version, out var tail) ? tail : s.Url;
+        _relayTails[version] = relayAddress;
+        return Task.FromResult<string?>(upstream);
     }
 
     public Task<byte[]> GetWeightsChunk(long version, int index) =>
@@ -249,6 +265,7 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
         var learner = _learner;
         _learner = null;
         _snapshots.Clear();
+        _relayTails.Clear();
         exchange.Remove(RunId);
         local.Remove(RunId);
         // A generator still sampling the lent policy finishes before it is disposed.

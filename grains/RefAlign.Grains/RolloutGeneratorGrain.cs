@@ -20,7 +20,7 @@ namespace RefAlign.Grains;
 /// moved to a silo that joined) initializes itself from the run's config on its first request.
 /// </summary>
 [RolePlacement(SiloRoles.Generator)]
-public sealed class RolloutGeneratorGrain(ComputeExecutor executor, WeightExchange exchange, InPlaceReplicas replicas, SiloDrain drain, ILocalSiloDetails silo,
+public sealed class RolloutGeneratorGrain(ComputeExecutor executor, ReplicaWeights replicas, InPlaceReplicas inPlace, SiloDrain drain, ILocalSiloDetails silo,
     ILogger<RolloutGeneratorGrain> logger) : Grain, IRolloutGeneratorGrain
 {
     RunConfig? _config;
@@ -76,7 +76,7 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, WeightExchan
         // on what this replica happened to hold (a re-placed one starts from the model folder).
         var target = request.MaxVersion == long.MaxValue ? -1 : request.MaxVersion;
         // A learner on this silo at that version lends its own policy: no snapshot, transfer or copy.
-        using var loan = replicas.TryBorrow(request.RunId, target >= 0 ? target : request.MinVersion, target >= 0 ? target : long.MaxValue);
+        using var loan = inPlace.TryBorrow(request.RunId, target >= 0 ? target : request.MinVersion, target >= 0 ? target : long.MaxValue);
         var (syncBytes, syncSeconds) = (0L, 0.0);
         if (loan is null)
         {
@@ -114,14 +114,9 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, WeightExchan
                 throw new InvalidOperationException($"learner of {runId} is at version {manifest.Version}; generator needs {minVersion}.");
             try
             {
-                // Several chunks in flight hide each request's round trip; the transfer time excludes capture and apply.
+                // The transfer time excludes capture and apply; replicas on this silo share one fetch (see ReplicaWeights).
                 var fetchStarted = System.Diagnostics.Stopwatch.GetTimestamp();
-                // A learner on this silo published into this silo's exchange: read its snapshot in place. Otherwise the
-                // stream, then (gone, cut or corrupted) Orleans chunks; bytes that miss the manifest's digest are never applied.
-                var snapshot = manifest.StreamAddress is { } address && exchange.FindLocal(address) is { } local
-                    ? local
-                    : Verified(manifest, await FetchDirect(manifest), "stream") ?? Verified(manifest, await FetchChunks(learner, manifest), "chunks")
-                      ?? throw new InvalidDataException($"weights of {runId} version {manifest.Version} did not match their SHA-256 ({manifest.Sha256}) by stream or chunks.");
+                var snapshot = await replicas.GetAsync(learner, runId, manifest);
                 var fetchSeconds = System.Diagnostics.Stopwatch.GetElapsedTime(fetchStarted).TotalSeconds;
                 var targets = PolicySetup.Trainable(_policy!, _lora).ToDictionary(p => p.Name, p => (Tensor)p.Parameter);
                 await executor.RunAsync(() => snapshot.ApplyTo(targets));
@@ -139,46 +134,6 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, WeightExchan
                 logger.LogWarning("{Problem}; fetching again", e.Message);
             }
         }
-    }
-
-    /// <summary>The fetched bytes as a snapshot when their SHA-256 is the manifest's; null (and a warning) when not.</summary>
-    WeightSnapshot? Verified(WeightsManifest manifest, byte[][]? chunks, string how)
-    {
-        if (chunks is null) return null;
-        var snapshot = WeightSnapshot.FromChunks([.. manifest.Entries.Select(e => e.ToCompute())], chunks);
-        if (manifest.Sha256.Length == 0 || snapshot.Sha256() == manifest.Sha256) return snapshot;
-        logger.LogWarning("weights of version {Version} by {How} do not match their SHA-256; not applied", manifest.Version, how);
-        return null;
-    }
-
-    /// <summary>The whole snapshot in one stream from the learner silo; null (fall back to chunks) when unavailable.</summary>
-    async Task<byte[][]?> FetchDirect(WeightsManifest manifest)
-    {
-        if (manifest.StreamAddress is null) return null;
-        try
-        {
-            if (await WeightExchange.FetchAsync(manifest.StreamAddress, manifest.TotalBytes) is { } data) return [data];
-            logger.LogWarning("weight stream {Address} no longer holds version {Version}; falling back to chunks", manifest.StreamAddress, manifest.Version);
-        }
-        catch (Exception e) when (e is System.Net.Sockets.SocketException or IOException or OperationCanceledException)
-        {
-            logger.LogWarning(e, "weight stream {Address} failed; falling back to chunks", manifest.StreamAddress);
-        }
-        return null;
-    }
-
-    /// <summary>Orleans chunk calls, several in flight to hide each round trip.</summary>
-    static async Task<byte[][]> FetchChunks(ILearnerGrain learner, WeightsManifest manifest)
-    {
-        var chunks = new byte[manifest.ChunkCount][];
-        using var inFlight = new SemaphoreSlim(4);
-        await Task.WhenAll(Enumerable.Range(0, manifest.ChunkCount).Select(async i =>
-        {
-            await inFlight.WaitAsync();
-            try { chunks[i] = await learner.GetWeightsChunk(manifest.Version, i); }
-            finally { inFlight.Release(); }
-        }));
-        return chunks;
     }
 
     public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)

@@ -18,17 +18,23 @@ namespace RefAlign.Runtime;
 /// Protocol: the client sends one line <c>runId version token\n</c> (at most <see cref="MaxRequestBytes"/> bytes, within
 /// <see cref="RequestDeadline"/>); the server answers an 8-byte little-endian length (−1 when the publication is gone or
 /// the token is wrong) and the bytes. At most <see cref="MaxConnections"/> connections are served at once; more are
-/// closed at once. Every write has a deadline, so a client that stops reading frees its slot.
+/// closed at once. Every write has a deadline, so a client that stops reading frees its slot. A relayed publication
+/// (<see cref="BeginRelay"/>) is served while it arrives: a reader gets each byte once it is in, and is cut if the
+/// relay's own upstream fails; it has its own token, handed out only by the learner's relay chain.
 /// </remarks>
 public sealed class WeightExchange(string? advertisedHost = null)
 {
     const int SliceBytes = 8 << 20;
+    const int ProgressBytes = 1 << 20;
+    // Large socket buffers keep the pipe full between the reader's and the writer's turns (Linux caps them at rmem/wmem_max).
+    const int SocketBufferBytes = 4 << 20;
     public const int MaxRequestBytes = 512;
     public const int MaxConnections = 16;
     public static readonly TimeSpan RequestDeadline = TimeSpan.FromSeconds(5);
     static readonly TimeSpan SliceDeadline = TimeSpan.FromSeconds(30);
+    static readonly TimeSpan ConnectDeadline = TimeSpan.FromSeconds(5);
     readonly SemaphoreSlim _slots = new(MaxConnections, MaxConnections);
-    readonly ConcurrentDictionary<(string Run, long Version), (string Token, WeightSnapshot Snapshot)> _published = new();
+    readonly ConcurrentDictionary<(string Run, long Version), WeightPublication> _published = new();
     int _port;
 
     /// <summary>The port the server listens on (0 until <see cref="ServeAsync"/> binds; then no address is handed out).</summary>
@@ -40,22 +46,49 @@ public sealed class WeightExchange(string? advertisedHost = null)
     /// </summary>
     public string? Publish(string runId, long version, WeightSnapshot snapshot)
     {
-        var token = Guid.NewGuid().ToString("N");
-        _published[(runId, version)] = (token, snapshot);
-        return advertisedHost is null || _port == 0 ? null : $"tcp://{advertisedHost}:{_port}/{Uri.EscapeDataString(runId)}/{version}/{token}";
+        var publication = WeightPublication.Whole(Guid.NewGuid().ToString("N"), snapshot);
+        _published[(runId, version)] = publication;
+        return AddressOf(runId, version, publication);
     }
 
-    public WeightSnapshot? Find(string runId, long version, string token) =>
+    /// <summary>
+    /// Starts relaying version <paramref name="version"/> of a run: a publication of <paramref name="totalBytes"/> that
+    /// the caller fills (advancing its <see cref="WeightPublication.Progress"/>) and that this server streams onward as it
+    /// fills, under a fresh token. Null when this silo already publishes the version or serves nothing (no server): the
+    /// caller fetches for itself only.
+    /// </summary>
+    public (WeightPublication Publication, string Address)? BeginRelay(string runId, long version, long totalBytes)
+    {
+        if (advertisedHost is null || _port == 0 || totalBytes > Array.MaxLength) return null;
+        // Every byte is written by the fill before a reader may see it, so skip zeroing the (large) buffer.
+        var publication = new WeightPublication(Guid.NewGuid().ToString("N"), GC.AllocateUninitializedArray<byte>((int)totalBytes), null);
+        return _published.TryAdd((runId, version), publication) ? (publication, AddressOf(runId, version, publication)!) : null;
+    }
+
+    string? AddressOf(string runId, long version, WeightPublication p) =>
+        advertisedHost is null || _port == 0 ? null : $"tcp://{advertisedHost}:{_port}/{Uri.EscapeDataString(runId)}/{version}/{p.Token}";
+
+    /// <summary>The complete snapshot published under these keys, or null (unknown, wrong token, or still arriving).</summary>
+    public WeightSnapshot? Find(string runId, long version, string token) => FindPublication(runId, version, token)?.Snapshot;
+
+    WeightPublication? FindPublication(string runId, long version, string token) =>
         _published.TryGetValue((runId, version), out var p)
         && System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(p.Token), Encoding.UTF8.GetBytes(token))
-            ? p.Snapshot
+            ? p
             : null;
+
+    /// <summary>How many whole transfers of a publication this server finished (0 when it is not published here).</summary>
+    public int TimesServed(string runId, long version) => _published.TryGetValue((runId, version), out var p) ? p.TimesServed : 0;
 
     /// <summary>Connections being served right now (for tests and health).</summary>
     public int ActiveConnections => MaxConnections - _slots.CurrentCount;
 
     /// <summary>Withdraws one version of a run's weights; its address answers "gone" from then on.</summary>
     public void Retract(string runId, long version) => _published.TryRemove((runId, version), out _);
+
+    /// <summary>Withdraws <paramref name="publication"/> if it is still the one under these keys.</summary>
+    public void Retract(string runId, long version, WeightPublication publication) =>
+        _published.TryRemove(new KeyValuePair<(string, long), WeightPublication>((runId, version), publication));
 
     /// <summary>Withdraws every version of a run's weights.</summary>
     public void Remove(string runId)
@@ -106,17 +139,25 @@ public sealed class WeightExchange(string? advertisedHost = null)
             try
             {
                 client.NoDelay = true;
+                client.SendBufferSize = SocketBufferBytes;
                 var stream = client.GetStream();
                 var line = await ReadRequestLineAsync(stream, cancellation);
                 if (line is null) return;
                 var parts = line.Split(' ');
-                var snapshot = parts is { Length: 3 } && long.TryParse(parts[1], out var v) ? Find(Uri.UnescapeDataString(parts[0]), v, parts[2]) : null;
+                var publication = parts is { Length: 3 } && long.TryParse(parts[1], out var v) ? FindPublication(Uri.UnescapeDataString(parts[0]), v, parts[2]) : null;
                 var header = new byte[8];
-                BinaryPrimitives.WriteInt64LittleEndian(header, snapshot?.TotalBytes ?? -1);
+                BinaryPrimitives.WriteInt64LittleEndian(header, publication?.TotalBytes ?? -1);
                 await WriteAsync(stream, header, cancellation);
-                if (snapshot is null) return;
-                for (long at = 0; at < snapshot.TotalBytes; at += SliceBytes)
-                    await WriteAsync(stream, snapshot.Data.AsMemory((int)at, (int)Math.Min(SliceBytes, snapshot.TotalBytes - at)), cancellation);
+                if (publication is null) return;
+                publication.CountServed();
+                // A relayed publication is streamed as it fills: each write sends what is in, then waits for more.
+                for (long at = 0; at < publication.TotalBytes;)
+                {
+                    var filled = await WaitFilledAsync(publication, at, cancellation);
+                    var length = (int)Math.Min(SliceBytes, Math.Min(filled, publication.TotalBytes) - at);
+                    await WriteAsync(stream, publication.Data.AsMemory((int)at, length), cancellation);
+                    at += length;
+                }
             }
             catch (Exception e) when (e is IOException or SocketException or OperationCanceledException) { }
         }
@@ -140,6 +181,13 @@ public sealed class WeightExchange(string? advertisedHost = null)
         return null;
     }
 
+    static async Task<long> WaitFilledAsync(WeightPublication publication, long at, CancellationToken cancellation)
+    {
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
+        deadline.CancelAfter(SliceDeadline);
+        return await publication.Progress.WaitBeyondAsync(at, deadline.Token);
+    }
+
     static async Task WriteAsync(NetworkStream stream, ReadOnlyMemory<byte> bytes, CancellationToken cancellation)
     {
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
@@ -150,23 +198,47 @@ public sealed class WeightExchange(string? advertisedHost = null)
     /// <summary>Fetches a publication by its address; null when it is gone or the bytes do not match the expected length.</summary>
     public static async Task<byte[]?> FetchAsync(string address, long expectedBytes, CancellationToken cancellation = default)
     {
+        // Every byte is overwritten by the read, so skip zeroing the (large) buffer.
+        var data = GC.AllocateUninitializedArray<byte>((int)expectedBytes);
+        return await FetchIntoAsync(address, data, _ => { }, cancellation) ? data : null;
+    }
+
+    /// <summary>
+    /// Receives a publication straight into <paramref name="into"/> (its length is the expected size), telling
+    /// <paramref name="landed"/> how many bytes are in as they land, so a hasher or a relay can follow. False when the publication is gone or
+    /// its length differs; a cut stream throws <see cref="EndOfStreamException"/>.
+    /// </summary>
+    public static async Task<bool> FetchIntoAsync(string address, byte[] into, Action<long> landed, CancellationToken cancellation = default)
+    {
         var uri = new Uri(address);
         var path = uri.AbsolutePath.Trim('/').Split('/');
         if (uri.Scheme != "tcp" || path.Length != 3) throw new ArgumentException($"not a weight address: {address}", nameof(address));
         // A deadline for the whole transfer, generous for the size (50 MB/s at worst), so a stalled server frees the caller.
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
-        deadline.CancelAfter(TimeSpan.FromSeconds(30 + expectedBytes / 50e6));
-        using var client = new TcpClient { NoDelay = true, ReceiveBufferSize = 4 << 20 };
-        await client.ConnectAsync(uri.Host, uri.Port, deadline.Token);
+        deadline.CancelAfter(TimeSpan.FromSeconds(30 + into.LongLength / 50e6));
+        using var client = new TcpClient { NoDelay = true, ReceiveBufferSize = SocketBufferBytes };
+        // A relay upstream may be a silo that just died: an unanswered connect fails fast, so the caller falls back.
+        using (var connect = CancellationTokenSource.CreateLinkedTokenSource(deadline.Token))
+        {
+            connect.CancelAfter(ConnectDeadline);
+            await client.ConnectAsync(uri.Host, uri.Port, connect.Token);
+        }
         var stream = client.GetStream();
         await stream.WriteAsync(Encoding.UTF8.GetBytes($"{path[0]} {path[1]} {path[2]}\n"), deadline.Token);
         var header = new byte[8];
         await stream.ReadExactlyAsync(header, deadline.Token);
-        var length = BinaryPrimitives.ReadInt64LittleEndian(header);
-        if (length != expectedBytes) return null;
-        // Every byte is overwritten by the read, so skip zeroing the (large) buffer. A cut stream throws EndOfStream.
-        var data = GC.AllocateUninitializedArray<byte>((int)length);
-        await stream.ReadExactlyAsync(data, deadline.Token);
-        return data;
+        if (BinaryPrimitives.ReadInt64LittleEndian(header) != into.LongLength) return false;
+        // Progress is reported every megabyte: the hash of what is in overlaps the read of what is not, without a wake-up
+        // per socket read.
+        for (int at = 0, reported = 0; at < into.Length;)
+        {
+            var read = await stream.ReadAsync(into.AsMemory(at, Math.Min(SliceBytes, into.Length - at)), deadline.Token);
+            if (read == 0) throw new EndOfStreamException($"weight stream {uri.Host}:{uri.Port} ended after {at} of {into.Length} bytes.");
+            at += read;
+            if (at - reported < ProgressBytes && at < into.Length) continue;
+            landed(at);
+            reported = at;
+        }
+        return true;
     }
 }

@@ -68,6 +68,16 @@ public interface ILearnerGrain : IGrainWithStringKey
     [ResponseTimeout("00:10:00")]
     Task<WeightsManifest> GetWeights(long version);
 
+    /// <summary>
+    /// Adds a generator silo that serves version <paramref name="version"/> onward at <paramref name="relayAddress"/> to
+    /// the version's relay chain and returns where that silo should fetch it: the previous silo in the chain, or the
+    /// learner's own stream for the first; so the learner sends each version once however many silos sync. Null when the
+    /// version is not (or no longer) published by stream.
+    /// </summary>
+    /// <remarks>Interleaves (no await inside): a generator joining the chain does not wait behind a learning step.</remarks>
+    [Orleans.Concurrency.AlwaysInterleave]
+    Task<string?> JoinRelay(long version, string relayAddress);
+
     /// <summary>One chunk of version <paramref name="version"/>; fails if that version is no longer kept.</summary>
     /// <remarks>Interleaves: it only reads the immutable published snapshot, so several chunks can be in flight.</remarks>
     [Orleans.Concurrency.AlwaysInterleave]

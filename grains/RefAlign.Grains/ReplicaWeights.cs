@@ -1,0 +1,201 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Logging;
+using RefAlign.Compute.Formats;
+using RefAlign.Contracts.Grains;
+using RefAlign.Contracts.Messages;
+using RefAlign.Runtime;
+
+namespace RefAlign.Grains;
+
+/// <summary>
+/// A silo's copies of the learner's weight versions, fetched once per (run, version) however many replicas on the silo
+/// need them, and relayed onward: while a version arrives, this silo's <see cref="WeightExchange"/> already serves it to
+/// the next generator silo in the learner's chain, so the learner sends each version once. Bytes are received straight
+/// into one buffer and hashed as they land; a replica applies them only after the whole SHA-256 matched the manifest.
+/// </summary>
+/// <remarks>
+/// Sources, in order: the upstream the learner's chain names (a previous silo, or the learner), the learner's own stream,
+/// then Orleans chunks. A relay's downstream checks the digest itself, so a broken or lying upstream costs a retry,
+/// never a wrong weight. The latest two versions of a run stay (a pipelined run samples one behind).
+/// </remarks>
+public sealed class ReplicaWeights(WeightExchange exchange, ILogger<ReplicaWeights> logger)
+{
+    static readonly TimeSpan IdleRunKept = TimeSpan.FromMinutes(10);
+
+    sealed class Fetch(Task<WeightSnapshot> task, WeightPublication? relay)
+    {
+        public Task<WeightSnapshot> Task { get; } = task;
+        public WeightPublication? Relay { get; } = relay;
+        public DateTime Used { get; set; } = DateTime.UtcNow;
+    }
+
+    // Keyed by the digest too: a version number reused after a checkpoint load names different bytes.
+    readonly ConcurrentDictionary<(string Run, long Version, string Sha256), Fetch> _fetches = new();
+    readonly Lock _gate = new();
+
+    /// <summary>
+    /// Version <paramref name="manifest"/> of the run's weights, verified: from the learner's exchange in place when the
+    /// learner is on this silo, from this silo's copy when a replica here already fetched it, else fetched (and relayed).
+    /// </summary>
+    public async Task<WeightSnapshot> GetAsync(ILearnerGrain learner, string runId, WeightsManifest manifest)
+    {
+        if (manifest.StreamAddress is { } address && exchange.FindLocal(address) is { } local) return local;
+        var key = (runId, manifest.Version, manifest.Sha256);
+        Fetch fetch;
+        lock (_gate)
+        {
+            if (!_fetches.TryGetValue(key, out fetch!))
+            {
+                var relay = manifest.StreamAddress is null ? null : exchange.BeginRelay(runId, manifest.Version, manifest.TotalBytes);
+                fetch = new Fetch(FetchAsync(learner, runId, manifest, relay), relay?.Publication);
+                _fetches[key] = fetch;
+            }
+            fetch.Used = DateTime.UtcNow;
+        }
+        try
+        {
+            var snapshot = await fetch.Task;
+            Evict(runId, manifest.Version);
+            return snapshot;
+        }
+        catch
+        {
+            // A failed fetch is not kept: the replica's retry starts a fresh one.
+            if (_fetches.TryRemove(new KeyValuePair<(string, long, string), Fetch>(key, fetch)) && fetch.Relay is { } r)
+                exchange.Retract(runId, manifest.Version, r);
+            throw;
+        }
+    }
+
+    async Task<WeightSnapshot> FetchAsync(ILearnerGrain learner, string runId, WeightsManifest manifest,
+        (WeightPublication Publication, string Address)? relay)
+    {
+        var entries = manifest.Entries.Select(e => e.ToCompute()).ToList();
+        if ((entries.Count == 0 ? 0 : entries.Max(e => e.Offset + e.Length)) != manifest.TotalBytes)
+            throw new InvalidDataException($"weights of {runId} version {manifest.Version}: the index does not describe {manifest.TotalBytes} bytes.");
+        var data = relay?.Publication.Data ?? GC.AllocateUninitializedArray<byte>((int)manifest.TotalBytes);
+        try
+        {
+            var started = System.Diagnostics.Stopwatch.GetTimestamp();
+            List<string> sources = [];
+            if (relay is { } r && await UpstreamAsync(learner, runId, manifest.Version, r.Address) is { } upstream) sources.Add(upstream);
+            if (manifest.StreamAddress is { } origin && !sources.Contains(origin)) sources.Add(origin);
+            var joined = System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds;
+            foreach (var source in sources)
+                if (await FromStreamAsync(source, data, manifest, relay?.Publication))
+                {
+                    // The split a slow sync is read from: the chain call, then the stream with its digest.
+                    logger.LogInformation("weights of {Run} version {Version}: {Bytes} bytes from {Source} (join {JoinMs:F0} ms, stream and digest {StreamMs:F0} ms)",
+                        runId, manifest.Version, manifest.TotalBytes, new Uri(source).Authority, joined,
+                        System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds - joined);
+                    return Completed(new WeightSnapshot(entries, data), relay?.Publication);
+                }
+            await FromChunksAsync(learner, manifest, data);
+            if (Matches(manifest, await Task.Run(() => Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(data))), "chunks"))
+                return Completed(new WeightSnapshot(entries, data), relay?.Publication);
+            throw new InvalidDataException($"weights of {runId} version {manifest.Version} did not match their SHA-256 ({manifest.Sha256}) by stream or chunks.");
+        }
+        catch when (relay is { } r)
+        {
+            // Readers relaying from this silo are cut and fall back to the learner.
+            r.Publication.Progress.Fail();
+            throw;
+        }
+    }
+
+    static WeightSnapshot Completed(WeightSnapshot snapshot, WeightPublication? relay)
+    {
+        relay?.Complete(snapshot);
+        return snapshot;
+    }
+
+    async Task<string?> UpstreamAsync(ILearnerGrain learner, string runId, long version, string relayAddress)
+    {
+        try { return await learner.JoinRelay(version, relayAddress); }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            logger.LogWarning(e, "joining the relay of {Run} version {Version} failed; fetching from the learner", runId, version);
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// One stream attempt into <paramref name="data"/>, hashed while it arrives; true when complete and matching the
+    /// manifest's digest. What lands is forwarded to <paramref name="relay"/>'s readers at once.
+    /// </summary>
+    async Task<bool> FromStreamAsync(string source, byte[] data, WeightsManifest manifest, WeightPublication? relay)
+    {
+        var landed = new FillProgress();
+        using var stop = new CancellationTokenSource();
+        // Off the grain's scheduler: socket reads and hashing are plain thread-pool work.
+        var hashing = manifest.Sha256.Length == 0 ? Task.FromResult("") : Task.Run(() => landed.Sha256Async(data, data.LongLength, stop.Token));
+        try
+        {
+            var complete = await Task.Run(() => WeightExchange.FetchIntoAsync(source, data, n =>
+            {
+                landed.Advance(n);
+                relay?.Progress.Advance(n);
+            }));
+            if (!complete)
+            {
+                logger.LogWarning("weight stream {Address} no longer holds version {Version}", source, manifest.Version);
+                return false;
+            }
+            return Matches(manifest, await hashing, $"stream {source}");
+        }
+        catch (Exception e) when (e is System.Net.Sockets.SocketException or IOException or OperationCanceledException)
+        {
+            logger.LogWarning(e, "weight stream {Address} failed", source);
+            return false;
+        }
+        finally
+        {
+            await stop.CancelAsync();
+            landed.Fail();
+            try { await hashing; }
+            catch (Exception e) when (e is IOException or OperationCanceledException) { }
+        }
+    }
+
+    bool Matches(WeightsManifest manifest, string sha256, string how)
+    {
+        if (manifest.Sha256.Length == 0 || sha256 == manifest.Sha256) return true;
+        logger.LogWarning("weights of version {Version} by {How} do not match their SHA-256; not applied", manifest.Version, how);
+        return false;
+    }
+
+    /// <summary>Orleans chunk calls straight into <paramref name="data"/>, several in flight to hide each round trip.</summary>
+    static async Task FromChunksAsync(ILearnerGrain learner, WeightsManifest manifest, byte[] data)
+    {
+        long at = 0;
+        using var inFlight = new SemaphoreSlim(4);
+        await Task.WhenAll(Enumerable.Range(0, manifest.ChunkCount).Select(async i =>
+        {
+            await inFlight.WaitAsync();
+            try
+            {
+                var chunk = await learner.GetWeightsChunk(manifest.Version, i);
+                var start = (long)i * manifest.ChunkBytes;
+                if (start + chunk.LongLength > data.LongLength)
+                    throw new InvalidDataException($"weights chunk {i} runs past the {data.LongLength} bytes of version {manifest.Version}.");
+                chunk.CopyTo(data, start);
+                Interlocked.Add(ref at, chunk.LongLength);
+            }
+            finally { inFlight.Release(); }
+        }));
+        if (at != data.LongLength)
+            throw new InvalidDataException($"weights of version {manifest.Version}: chunks held {at} bytes, the manifest says {data.LongLength}.");
+    }
+
+    /// <summary>Keeps a run's latest two versions (a pipelined run samples one behind) and drops runs idle for a while.</summary>
+    void Evict(string runId, long version)
+    {
+        var now = DateTime.UtcNow;
+        foreach (var (key, fetch) in _fetches)
+        {
+            var stale = key.Run == runId ? key.Version < version - 1 : now - fetch.Used > IdleRunKept;
+            if (!stale || !_fetches.TryRemove(new KeyValuePair<(string, long, string), Fetch>(key, fetch))) continue;
+            if (fetch.Relay is { } r) exchange.Retract(key.Run, key.Version, r);
+        }
+    }
+}
