@@ -157,6 +157,28 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, WeightExchan
         return chunks;
     }
 
+    // Sr-*'s prompted pass, offloaded from the learner: the replica runs it at exactly the learner's version while the
+    // learner runs its plain forward/backward (GrainTrainingServices.LearnPreferenceAsync).
+
+    public async Task<string> SyncTo(string runId, int step, long version)
+    {
+        drain.ThrowIfDraining($"generator {this.GetPrimaryKeyString()}");
+        if (_config is null) await Initialize(await GrainCompute.ConfigOfRun(GrainFactory, runId));
+        if (_version != version) await SyncWeights(runId, step, version, version);
+        return silo.SiloAddress.ToParsableString();
+    }
+
+    public async Task<PromptedPassReply> ScorePrompted(PromptedPassRequest request)
+    {
+        await SyncTo(request.RunId, request.Step, request.WeightVersion);
+        using var activity = TrainingTelemetry.StartPhase("refine.prompted_pass", request.RunId, request.Step, _version);
+        var (policy, config, pad) = (_policy!, _config!, _pad);
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        var values = await executor.RunAsync(() => RefAlign.Compute.Training.PromptedPass.Compute(policy, [.. request.Pairs.Select(p => p.ToCompute())], config, pad));
+        return new PromptedPassReply(request.Step, _version, [.. values.Select(v => v.Chosen)], [.. values.Select(v => v.Rejected)],
+            System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds, silo.SiloAddress.ToParsableString());
+    }
+
     public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
         var (policy, lora) = (_policy, _lora);
