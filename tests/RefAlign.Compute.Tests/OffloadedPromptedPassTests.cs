@@ -21,7 +21,7 @@ public sealed class OffloadedPromptedPassTests : IDisposable
 
     public void Dispose() => Directory.Delete(_root, recursive: true);
 
-    enum Path2 { Learner, LearnerUnshared, Replica, BrokenOffer }
+    enum Path2 { Learner, Replica, BrokenOffer }
 
     [Theory]
     [InlineData(Algorithm.SrDpo, false)]
@@ -49,7 +49,6 @@ public sealed class OffloadedPromptedPassTests : IDisposable
         {
             using var services = new LocalTrainingServices(cfg with { OutputDir = Path.Combine(_root, $"out-{path}-{lora}") }, tok, d);
             var learner = services.Learner;
-            learner.SharePromptedPrefix = path != Path2.LearnerUnshared;
             // The replica: the model folder plus the learner's trainable tensors of the step's version, as a generator syncs them.
             using var replica = CausalLm.FromPretrained(policy);
             using var adapters = PolicySetup.AttachLora(replica, cfg);
@@ -75,7 +74,8 @@ public sealed class OffloadedPromptedPassTests : IDisposable
         }
 
         var own = await Steps(Path2.Learner);
-        foreach (var path in new[] { Path2.Replica, Path2.BrokenOffer, Path2.LearnerUnshared })
+        // (Shared vs unshared prefix on the learner: SharedPrefixTests.)
+        foreach (var path in new[] { Path2.Replica, Path2.BrokenOffer })
         {
             var other = await Steps(path);
             for (var s = 0; s < own.Count; s++)
