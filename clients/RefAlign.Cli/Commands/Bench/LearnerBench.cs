@@ -26,7 +26,7 @@ internal static class LearnerBench
         var runs = new Option<int>("--runs") { DefaultValueFactory = _ => 3 };
         var clusterSteps = new Option<int>("--cluster-steps")
         {
-            Description = "Steps per run of the two-silo part (Sr-DPO with its prompted pass offloaded; 0 skips it).", DefaultValueFactory = _ => 8,
+            Description = "Steps per run of the two-silo part (Sr-DPO with its prompted pass offloaded; 0 skips it).", DefaultValueFactory = _ => 6,
         };
         var json = CliSupport.JsonOption();
         var cmd = new Command("learner", "Sr-DPO vs DPO vs SFT step time on the same tokens (reference cache warm) and learner FLOP efficiency.")

@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.Json;
 using RefAlign.Client;
+using RefAlign.Compute.Tokenization;
 using RefAlign.Presets;
 
 namespace RefAlign.Cli.Commands.Bench;
@@ -23,13 +24,13 @@ internal static class OffloadBench
 
     sealed record RunTimes(List<double> Step, List<double> Learn, List<double> Offloaded);
 
-    public static async Task<Result> RunAsync(string preset, int pairs, int promptWords, int completionWords, int steps, bool quiet, CancellationToken ct)
+    public static async Task<Result> RunAsync(string preset, int pairs, int promptTokens, int completionTokens, int steps, bool quiet, CancellationToken ct)
     {
         var dir = Directory.CreateTempSubdirectory("refalign-bench-offload-").FullName;
         try
         {
             ModelPresets.Initialize(Path.Combine(dir, "policy"), preset, "llama", seed: 1);
-            WritePairs(Path.Combine(dir, "pairs.jsonl"), pairs, promptWords, completionWords);
+            WritePairs(Path.Combine(dir, "pairs.jsonl"), Path.Combine(dir, "policy"), pairs, promptTokens, completionTokens);
             string[] single = ["--Silo:TorchThreads=1", "--Silo:ComputeThreads=1"];
             if (!quiet) Console.Error.WriteLine("bench: starting a learner silo and a replica silo…");
             await using var a = await LocalSilo.StartAsync(dir, ct, "offload-learner", [.. single, "--Silo:Roles=learner,scorer,reference"]);
@@ -78,14 +79,23 @@ internal static class OffloadBench
         }
     }
 
-    /// <summary>One batch of pairs (every step the same pairs, so the reference cache is warm after the first).</summary>
-    static void WritePairs(string path, int pairs, int promptWords, int completionWords)
+    /// <summary>
+    /// One batch of pairs of about <paramref name="promptTokens"/> + <paramref name="completionTokens"/> tokens with the
+    /// preset's tokenizer (every step the same pairs, so the reference cache is warm after the first).
+    /// </summary>
+    static void WritePairs(string path, string policy, int pairs, int promptTokens, int completionTokens)
     {
-        string[] words = ["the", "river", "runs", "past", "old", "mills", "and", "quiet", "fields", "where", "children", "learn", "to", "count", "stars"];
-        string Text(int n, int salt) => string.Join(' ', Enumerable.Range(0, n).Select(i => words[(i * 7 + salt * 3) % words.Length]));
+        var tok = TextTokenizer.Load(policy);
+        string[] words = ["the", "river", "runs", "past", "old", "mills", "and", "quiet", "fields", "where", "children", "learn", "to", "count", "stars", "at", "night"];
+        string Text(int tokens, int salt)
+        {
+            var text = new StringBuilder();
+            for (var i = 0; tok.Encode(text.ToString(), addSpecialTokens: false).Count < tokens; i++) text.Append(i == 0 ? "" : " ").Append(words[(i * 7 + salt) % words.Length]);
+            return text.ToString();
+        }
         var lines = Enumerable.Range(0, pairs).Select(i => JsonSerializer.Serialize(new Dictionary<string, string>
         {
-            ["prompt"] = Text(promptWords, i), ["chosen"] = Text(completionWords, i + 50), ["rejected"] = Text(completionWords, i + 90),
+            ["prompt"] = Text(promptTokens, i), ["chosen"] = Text(completionTokens, i + 5), ["rejected"] = Text(completionTokens, i + 11),
         }));
         File.WriteAllText(path, string.Join('\n', lines) + "\n", new UTF8Encoding(false));
     }
