@@ -187,10 +187,11 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
         PreferenceRowMessage[] batch = [.. rows.Select(r => r.ToMessage())];
         var ready = _refine is { } r && r.Version == _version ? r.Replica : RefineReplicaAsync(_version);
         _refine = null;
-        if (await ready is not { } replica) return Track((await Learner.LearnPreference(step, batch, promptedOffered: false)).ToCompute());
-        // Sr-*: the replica runs the prompted pass while the learner runs its plain forward/backward, then hands it over.
+        if (await ready is not ({ } replica, { } manifest)) return Track((await Learner.LearnPreference(step, batch, promptedOffered: false)).ToCompute());
+        // Sr-*: the replica pulls this version and runs the prompted pass while the learner runs its plain forward/backward,
+        // then hands it over.
         var learn = Learner.LearnPreference(step, batch, promptedOffered: true);
-        var offer = OfferPromptedAsync(replica, step, rows);
+        var offer = OfferPromptedAsync(replica, manifest, step, rows);
         var result = await learn;
         await offer;
         return Track(result.ToCompute());
@@ -198,23 +199,39 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
 
     string RefineKey => $"{runId}/refine";
 
+    /// <summary>A replica slower than this is given up for the step (the learner, which waits as long, computes the pass).</summary>
+    static readonly TimeSpan RefineTimeout = TimeSpan.FromMinutes(2);
+
+    /// <summary>Steps after a failed or late replica run the prompted pass on the learner, so a sick silo costs one step's wait.</summary>
+    const int RefinePause = 10;
+
+    long _refineAfter;
+
+    void RefineFailed(long version, string what)
+    {
+        _refineAfter = version + RefinePause;
+        note?.Invoke($"{what}; the learner computes the prompted pass for the next {RefinePause} steps");
+    }
+
     /// <summary>The prompted-pass replica being brought to weight version <c>Version</c> ahead of the step that needs it.</summary>
-    (long Version, Task<IRolloutGeneratorGrain?> Replica)? _refine;
+    (long Version, Task<(IRolloutGeneratorGrain, WeightsManifest)?> Replica)? _refine;
 
     /// <summary>
-    /// The replica for Sr-*'s prompted pass, loaded with the learner's current version, or null (the learner computes it):
-    /// the run said so, no generator silo other than the learner's is active, or the replica could not be brought up.
-    /// It syncs before the step because the learner answers no weight request while it learns.
+    /// The replica for Sr-*'s prompted pass with its model loaded, and the manifest of the learner's current version
+    /// (published now, while the learner is idle: it answers no manifest request while it learns), or null (the learner
+    /// computes the pass): the run said so, no generator silo other than the learner's is active, or the replica could not
+    /// be brought up.
     /// </summary>
-    async Task<IRolloutGeneratorGrain?> RefineReplicaAsync(long version)
+    async Task<(IRolloutGeneratorGrain, WeightsManifest)?> RefineReplicaAsync(long version)
     {
-        if (!config.IsSelfRefined || config.Preference.RefinementPass == RefinementPass.Learner) return null;
+        if (!config.IsSelfRefined || config.Preference.RefinementPass == RefinementPass.Learner || version < _refineAfter) return null;
         var learners = roles.Active(SiloRoles.Learner);
         if (roles.Active(SiloRoles.Generator).FirstOrDefault(s => !learners.Contains(s)) is not { } silo) return null;
         var replica = grains.GetGrain<IRolloutGeneratorGrain>(RefineKey);
         try
         {
-            var ranOn = await Hinted(silo, () => replica.SyncTo(runId, -1, Math.Max(0, version)));
+            var manifest = Learner.GetWeights(Math.Max(0, version));
+            var ranOn = await Hinted(silo, () => replica.SyncTo(runId, -1, -1)).WaitAsync(RefineTimeout);
             // Beside the learner it would wait on the compute threads the learner holds while it waits for the replica.
             if (learners.Any(l => l.ToParsableString() == ranOn))
             {
@@ -222,21 +239,25 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
                 await replica.MoveTo(silo);
                 return null;
             }
-            return replica;
+            return (replica, await manifest);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
-            note?.Invoke($"prompted-pass replica {RefineKey} not ready ({e.GetType().Name}: {e.Message}); the learner computes it");
+            RefineFailed(version, $"prompted-pass replica {RefineKey} not ready ({e.GetType().Name}: {e.Message})");
             return null;
         }
     }
 
     /// <summary>Runs the prompted pass on the replica and hands the values (or null on failure: compute them) to the learner.</summary>
-    async Task OfferPromptedAsync(IRolloutGeneratorGrain replica, int step, IReadOnlyList<PreferenceRow> rows)
+    async Task OfferPromptedAsync(IRolloutGeneratorGrain replica, WeightsManifest manifest, int step, IReadOnlyList<PreferenceRow> rows)
     {
         PromptedPassReply? reply = null;
-        try { reply = await replica.ScorePrompted(new PromptedPassRequest(runId, step, Math.Max(0, _version), [.. rows.Select(r => r.Pair.ToMessage())])); }
-        catch (Exception e) { note?.Invoke($"prompted pass on {RefineKey} failed ({e.GetType().Name}: {e.Message}); the learner computes it"); }
+        try
+        {
+            reply = await replica.ScorePrompted(new PromptedPassRequest(runId, step, manifest.Version, [.. rows.Select(r => r.Pair.ToMessage())], manifest))
+                .WaitAsync(RefineTimeout);
+        }
+        catch (Exception e) { RefineFailed(_version, $"prompted pass on {RefineKey} failed ({e.GetType().Name}: {e.Message})"); }
         try { await Learner.OfferPrompted(step, reply); }
         catch (Exception e) when (ClusterFaults.IsTransient(e)) { } // the learner's own call fails the same way and is retried
     }

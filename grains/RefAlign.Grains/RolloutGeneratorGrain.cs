@@ -79,13 +79,13 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, WeightExchan
     /// Fetches weight version <paramref name="target"/> (−1: the learner's current one, at least
     /// <paramref name="minVersion"/>) from the learner and loads it.
     /// </summary>
-    async Task<(long Bytes, double Seconds)> SyncWeights(string runId, int step, long target, long minVersion)
+    async Task<(long Bytes, double Seconds)> SyncWeights(string runId, int step, long target, long minVersion, WeightsManifest? known = null)
     {
         using var activity = TrainingTelemetry.StartPhase(TrainingTelemetry.Phases.WeightSync, runId, step, target);
         var learner = GrainFactory.GetGrain<ILearnerGrain>(runId);
         for (var attempt = 0; ; attempt++)
         {
-            var manifest = await learner.GetWeights(target);
+            var manifest = attempt == 0 && known is not null ? known : await learner.GetWeights(target);
             if (manifest.Version < minVersion)
                 throw new InvalidOperationException($"learner of {runId} is at version {manifest.Version}; generator needs {minVersion}.");
             try
@@ -164,13 +164,16 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, WeightExchan
     {
         drain.ThrowIfDraining($"generator {this.GetPrimaryKeyString()}");
         if (_config is null) await Initialize(await GrainCompute.ConfigOfRun(GrainFactory, runId));
-        if (_version != version) await SyncWeights(runId, step, version, version);
+        if (version >= 0 && _version != version) await SyncWeights(runId, step, version, version);
         return silo.SiloAddress.ToParsableString();
     }
 
     public async Task<PromptedPassReply> ScorePrompted(PromptedPassRequest request)
     {
-        await SyncTo(request.RunId, request.Step, request.WeightVersion);
+        drain.ThrowIfDraining($"generator {this.GetPrimaryKeyString()}");
+        if (_config is null) await Initialize(await GrainCompute.ConfigOfRun(GrainFactory, request.RunId));
+        if (_version != request.WeightVersion)
+            await SyncWeights(request.RunId, request.Step, request.WeightVersion, request.WeightVersion, request.Manifest);
         using var activity = TrainingTelemetry.StartPhase("refine.prompted_pass", request.RunId, request.Step, _version);
         var (policy, config, pad) = (_policy!, _config!, _pad);
         var started = System.Diagnostics.Stopwatch.GetTimestamp();

@@ -16,13 +16,13 @@ public interface IRolloutGeneratorGrain : IGrainWithStringKey
     Task<GenerateReply> Generate(GenerateRequest request);
 
     /// <summary>
-    /// Loads exactly weight version <paramref name="version"/> of the learner of <paramref name="runId"/> (a no-op when
-    /// held), so a prompted pass of that version can run while the learner is busy with its step; returns the replica's silo.
+    /// Loads the run's model (first call) and exactly weight version <paramref name="version"/> of the learner of
+    /// <paramref name="runId"/> (−1: none; a no-op when held); returns the replica's silo.
     /// </summary>
     [ResponseTimeout("00:10:00")]
     Task<string> SyncTo(string runId, int step, long version);
 
-    /// <summary>Sr-*'s prompted no-grad pass over a step's pairs at the request's exact weight version (it syncs first if needed).</summary>
+    /// <summary>Sr-*'s prompted no-grad pass over a step's pairs at the request's exact weight version (it syncs first if needed, from the request's manifest).</summary>
     [ResponseTimeout("00:10:00")]
     Task<PromptedPassReply> ScorePrompted(PromptedPassRequest request);
 
