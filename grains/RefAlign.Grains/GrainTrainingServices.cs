@@ -158,6 +158,8 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
 
     public async Task<IReadOnlyList<ReferenceLogProbs>> ReferenceAsync(IReadOnlyList<PreferencePair> pairs, bool prompted, CancellationToken cancellation)
     {
+        // Sr-*: the replica for the coming step's prompted pass loads the learner's version meanwhile (the learner is idle now).
+        if (prompted && _refine?.Version != _version) _refine = (_version, RefineReplicaAsync(_version));
         // A pair always goes to the same shard (by id), so each shard's cache sees its pairs again next epoch.
         var byShard = pairs.Select((p, i) => (p, i)).GroupBy(x => x.p.Id % _shards).ToList();
         var replies = await Task.WhenAll(byShard.Select(g =>
@@ -180,8 +182,85 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
     public async Task<StepResult> LearnRefAlignAsync(int step, IReadOnlyList<RolloutRow> rows, CancellationToken cancellation) =>
         Track((await Learner.LearnRefAlign(step, [.. rows.Select(r => r.ToMessage())])).ToCompute());
 
-    public async Task<StepResult> LearnPreferenceAsync(int step, IReadOnlyList<PreferenceRow> rows, CancellationToken cancellation) =>
-        Track((await Learner.LearnPreference(step, [.. rows.Select(r => r.ToMessage())])).ToCompute());
+    public async Task<StepResult> LearnPreferenceAsync(int step, IReadOnlyList<PreferenceRow> rows, CancellationToken cancellation)
+    {
+        PreferenceRowMessage[] batch = [.. rows.Select(r => r.ToMessage())];
+        var ready = _refine is { } r && r.Version == _version ? r.Replica : RefineReplicaAsync(_version);
+        _refine = null;
+        if (await ready is not ({ } replica, { } manifest)) return Track((await Learner.LearnPreference(step, batch, promptedOffered: false)).ToCompute());
+        // Sr-*: the replica pulls this version and runs the prompted pass while the learner runs its plain forward/backward,
+        // then hands it over.
+        var learn = Learner.LearnPreference(step, batch, promptedOffered: true);
+        var offer = OfferPromptedAsync(replica, manifest, step, rows);
+        var result = await learn;
+        await offer;
+        return Track(result.ToCompute());
+    }
+
+    string RefineKey => $"{runId}/refine";
+
+    /// <summary>A replica slower than this is given up for the step (the learner, which waits as long, computes the pass).</summary>
+    static readonly TimeSpan RefineTimeout = TimeSpan.FromMinutes(2);
+
+    /// <summary>Steps after a failed or late replica run the prompted pass on the learner, so a sick silo costs one step's wait.</summary>
+    const int RefinePause = 10;
+
+    long _refineAfter;
+
+    void RefineFailed(long version, string what)
+    {
+        _refineAfter = version + RefinePause;
+        note?.Invoke($"{what}; the learner computes the prompted pass for the next {RefinePause} steps");
+    }
+
+    /// <summary>The prompted-pass replica being brought to weight version <c>Version</c> ahead of the step that needs it.</summary>
+    (long Version, Task<(IRolloutGeneratorGrain, WeightsManifest)?> Replica)? _refine;
+
+    /// <summary>
+    /// The replica for Sr-*'s prompted pass with its model loaded, and the manifest of the learner's current version
+    /// (published now, while the learner is idle: it answers no manifest request while it learns), or null (the learner
+    /// computes the pass): the run said so, no generator silo other than the learner's is active, or the replica could not
+    /// be brought up.
+    /// </summary>
+    async Task<(IRolloutGeneratorGrain, WeightsManifest)?> RefineReplicaAsync(long version)
+    {
+        if (!config.IsSelfRefined || config.Preference.RefinementPass == RefinementPass.Learner || version < _refineAfter) return null;
+        var learners = roles.Active(SiloRoles.Learner);
+        if (roles.Active(SiloRoles.Generator).FirstOrDefault(s => !learners.Contains(s)) is not { } silo) return null;
+        var replica = grains.GetGrain<IRolloutGeneratorGrain>(RefineKey);
+        try
+        {
+            var manifest = Learner.GetWeights(Math.Max(0, version));
+            var ranOn = await Hinted(silo, () => replica.SyncTo(runId, -1, -1)).WaitAsync(RefineTimeout);
+            // Beside the learner it would wait on the compute threads the learner holds while it waits for the replica.
+            if (learners.Any(l => l.ToParsableString() == ranOn))
+            {
+                note?.Invoke($"prompted-pass replica {RefineKey} is on learner silo {ranOn}; moving it to {silo.ToParsableString()}");
+                await replica.MoveTo(silo);
+                return null;
+            }
+            return (replica, await manifest);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            RefineFailed(version, $"prompted-pass replica {RefineKey} not ready ({e.GetType().Name}: {e.Message})");
+            return null;
+        }
+    }
+
+    /// <summary>Runs the prompted pass on the replica and hands the values (or null on failure: compute them) to the learner.</summary>
+    async Task OfferPromptedAsync(IRolloutGeneratorGrain replica, WeightsManifest manifest, int step, IReadOnlyList<PreferenceRow> rows)
+    {
+        PromptedPassReply? reply = null;
+        try
+        {
+            reply = await replica.ScorePrompted(new PromptedPassRequest(runId, step, manifest.Version, [.. rows.Select(r => r.Pair.ToMessage())], manifest))
+                .WaitAsync(RefineTimeout);
+        }
+        catch (Exception e) { RefineFailed(_version, $"prompted pass on {RefineKey} failed ({e.GetType().Name}: {e.Message})"); }
+        try { await Learner.OfferPrompted(step, reply); }
+        catch (Exception e) when (ClusterFaults.IsTransient(e)) { } // the learner's own call fails the same way and is retried
+    }
 
     /// <summary>Notes the new version and attaches this step's weight transfer (parallel shards: the slowest one).</summary>
     StepResult Track(StepResult r)

@@ -110,8 +110,45 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
     public Task<StepResultMessage> LearnRefAlign(int step, IReadOnlyList<RolloutRowMessage> rows) =>
         Learn(step, () => Require().RefAlignStep(step, [.. rows.Select(r => r.ToCompute())]));
 
-    public Task<StepResultMessage> LearnPreference(int step, IReadOnlyList<PreferenceRowMessage> rows) =>
-        Learn(step, () => Require().PreferenceStep(step, [.. rows.Select(r => r.ToCompute())]));
+    public async Task<StepResultMessage> LearnPreference(int step, IReadOnlyList<PreferenceRowMessage> rows, bool promptedOffered)
+    {
+        var offer = promptedOffered ? OfferSlot(step) : null;
+        try
+        {
+            return await Learn(step, () =>
+            {
+                var learner = Require();
+                return learner.PreferenceStep(step, [.. rows.Select(r => r.ToCompute())], offer is null ? null : () => Offered(offer, learner.WeightVersion));
+            });
+        }
+        finally { _offers.Remove(step); }
+    }
+
+    /// <summary>A replica's prompted log-probs per step; whichever of the step and the offer arrives first makes the slot.</summary>
+    readonly Dictionary<int, TaskCompletionSource<PromptedPassReply?>> _offers = [];
+
+    /// <summary>How long a step waits for its offer before computing the prompted pass itself (the run always sends one).</summary>
+    static readonly TimeSpan OfferWait = TimeSpan.FromMinutes(2);
+
+    TaskCompletionSource<PromptedPassReply?> OfferSlot(int step)
+    {
+        foreach (var old in _offers.Keys.Where(s => s < step - 1).ToList()) _offers.Remove(old);
+        if (!_offers.TryGetValue(step, out var slot)) _offers[step] = slot = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        return slot;
+    }
+
+    public Task OfferPrompted(int step, PromptedPassReply? values)
+    {
+        OfferSlot(step).TrySetResult(values);
+        return Task.CompletedTask;
+    }
+
+    // Runs on the compute thread after the first plain pass; the offer completes on the grain's scheduler, never here.
+    // Values of any other version than the step's own are not used: the loss must not depend on where Δ was computed.
+    static IReadOnlyList<PromptedPolicyLogProbs>? Offered(TaskCompletionSource<PromptedPassReply?> offer, long version) =>
+        offer.Task.Wait(OfferWait) && offer.Task.Result is { } r && r.WeightVersion == version && r.Chosen.Length == r.Rejected.Length
+            ? [.. r.Chosen.Select((c, i) => new PromptedPolicyLogProbs(c, r.Rejected[i]))]
+            : null;
 
     public Task<StepResultMessage> LearnSft(int step, IReadOnlyList<SftSequenceMessage> rows) =>
         Learn(step, () => Require().SftStep(step, [.. rows.Select(r => r.ToCompute())]));

@@ -103,13 +103,13 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, ReplicaWeigh
     /// Fetches weight version <paramref name="target"/> (−1: the learner's current one, at least
     /// <paramref name="minVersion"/>) from the learner and loads it.
     /// </summary>
-    async Task<(long Bytes, double Seconds)> SyncWeights(string runId, int step, long target, long minVersion)
+    async Task<(long Bytes, double Seconds)> SyncWeights(string runId, int step, long target, long minVersion, WeightsManifest? known = null)
     {
         using var activity = TrainingTelemetry.StartPhase(TrainingTelemetry.Phases.WeightSync, runId, step, target);
         var learner = GrainFactory.GetGrain<ILearnerGrain>(runId);
         for (var attempt = 0; ; attempt++)
         {
-            var manifest = await learner.GetWeights(target);
+            var manifest = attempt == 0 && known is not null ? known : await learner.GetWeights(target);
             if (manifest.Version < minVersion)
                 throw new InvalidOperationException($"learner of {runId} is at version {manifest.Version}; generator needs {minVersion}.");
             try
@@ -134,6 +134,34 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, ReplicaWeigh
                 logger.LogWarning("{Problem}; fetching again", e.Message);
             }
         }
+    }
+
+    // Sr-*'s prompted pass, offloaded from the learner: the replica runs it at exactly the learner's version while the
+    // learner runs its plain forward/backward (GrainTrainingServices.LearnPreferenceAsync).
+
+    public async Task<string> SyncTo(string runId, int step, long version)
+    {
+        drain.ThrowIfDraining($"generator {this.GetPrimaryKeyString()}");
+        if (_config is null) await Initialize(await GrainCompute.ConfigOfRun(GrainFactory, runId));
+        await OwnReplica();
+        if (version >= 0 && _version != version) await SyncWeights(runId, step, version, version);
+        return silo.SiloAddress.ToParsableString();
+    }
+
+    public async Task<PromptedPassReply> ScorePrompted(PromptedPassRequest request)
+    {
+        drain.ThrowIfDraining($"generator {this.GetPrimaryKeyString()}");
+        if (_config is null) await Initialize(await GrainCompute.ConfigOfRun(GrainFactory, request.RunId));
+        var policy = await OwnReplica();
+        if (_version != request.WeightVersion)
+            await SyncWeights(request.RunId, request.Step, request.WeightVersion, request.WeightVersion, request.Manifest);
+        using var activity = TrainingTelemetry.StartPhase("refine.prompted_pass", request.RunId, request.Step, _version);
+        var (config, tok) = (_config!, _tokenizer!);
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        var values = await executor.RunAsync(() => RefAlign.Compute.Training.PromptedPass.Compute(policy, [.. request.Pairs.Select(p => p.ToCompute())], config,
+            PolicySetup.SpecialIds(tok, policy).Pad));
+        return new PromptedPassReply(request.Step, _version, [.. values.Select(v => v.Chosen)], [.. values.Select(v => v.Rejected)],
+            System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds, silo.SiloAddress.ToParsableString());
     }
 
     public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)

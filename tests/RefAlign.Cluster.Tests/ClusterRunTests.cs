@@ -109,6 +109,33 @@ public sealed class ClusterRunTests(ClusterFixture fixture, Xunit.Abstractions.I
     }
 
     [Fact]
+    public async Task SrDpo_prompted_pass_offloaded_to_a_generator_silo_gives_the_learners_losses()
+    {
+        // Silo A holds the learner only; B and C are generator silos, so "auto" runs the prompted pass on a replica there.
+        async Task<List<IReadOnlyDictionary<string, double>>> Run(RefinementPass pass)
+        {
+            var config = fixture.SrDpoConfig($"srdpo-pass-{pass}", seed: 7, steps: 3) with { EvalEvery = 0 };
+            config = config with { Preference = config.Preference with { RefinementPass = pass } };
+            var runId = await fixture.Control.StartRunAsync(config.ToJson());
+            var (summary, events) = await fixture.WaitForEndAsync(runId, TimeSpan.FromMinutes(2));
+            Assert.True(summary.Status == RunStatus.Completed, $"{summary.Status}: {summary.Error}");
+            if (pass == RefinementPass.Auto)
+                Assert.Contains(await fixture.WhereIsAsync(fixture.Client.GetGrain<IRolloutGeneratorGrain>($"{runId}/refine")), new[] { ClusterFixture.SiloB, ClusterFixture.SiloC });
+            return StepMetrics(events);
+        }
+        var offloaded = await Run(RefinementPass.Auto);
+        var learner = await Run(RefinementPass.Learner);
+        Assert.All(offloaded, m => Assert.Equal(1.0, m[Learner.OffloadedMetric])); // the replica's values were used at every step
+        Assert.All(learner, m => Assert.False(m.ContainsKey(Learner.OffloadedMetric)));
+        foreach (var key in new[] { "loss", "refine/delta", "rewards/margins", "grad_norm" })
+        {
+            var (a, b) = (learner.Select(m => m[key]).ToList(), offloaded.Select(m => m[key]).ToList());
+            output.WriteLine($"{key}: max |learner - offloaded| = {a.Zip(b).Max(p => Math.Abs(p.First - p.Second)):E2}");
+            Assert.Equal(a, b, (x, y) => Math.Abs(x - y) <= 1e-6 * Math.Max(1, Math.Abs(x)));
+        }
+    }
+
+    [Fact]
     public async Task SrDpo_with_lora_and_a_separate_reference_model_matches_the_single_process_trainer()
     {
         var config = fixture.SrDpoConfig("srdpo-lora-ref", seed: 3, steps: 3) with

@@ -35,6 +35,7 @@ public sealed class RunConfigTests
     [InlineData("""{ "algorithm": "dpo", "preference": { "beta": 0 } }""", "preference.beta")]
     [InlineData("""{ "algorithm": "dpo", "preference": { "label_smoothing": 0.1 } }""", "preference.label_smoothing")]
     [InlineData("""{ "algorithm": "ipo", "preference": { "logp_reduction": "max" } }""", "preference.logp_reduction")]
+    [InlineData("""{ "algorithm": "sr-dpo", "preference": { "refinement_pass": "gpu" } }""", "preference.refinement_pass")]
     [InlineData("""{ "refalign": { "num_samples": 1 } }""", "refalign.num_samples")]
     [InlineData("""{ "refalign": { "top_p": 1.5 } }""", "refalign.top_p")]
     [InlineData("""{ "refalign": { "calibration_alpha": 0.5 } }""", "refalign.calibration_alpha")]

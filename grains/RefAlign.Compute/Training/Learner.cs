@@ -62,45 +62,72 @@ public sealed partial class Learner : IDisposable
     /// <summary>No-grad passes run each shared prompt once for both completions (on by default; benches and tests compare both).</summary>
     public bool SharePromptedPrefix { get; set; } = true;
 
-    /// <summary>One optimizer step of DPO/cDPO/IPO/Sr-DPO/Sr-IPO over the global batch <paramref name="rows"/>.</summary>
-    public StepResult PreferenceStep(int step, IReadOnlyList<PreferenceRow> rows)
+    /// <summary>
+    /// One optimizer step of DPO/cDPO/IPO/Sr-DPO/Sr-IPO over the global batch <paramref name="rows"/>. For Sr-*,
+    /// <paramref name="offloaded"/> may supply the prompted policy log-probs (one per row, computed by a replica at this
+    /// weight version); it is asked after the first plain pass, so the replica works meanwhile, and null means "compute
+    /// them here". The loss is the same either way.
+    /// </summary>
+    public StepResult PreferenceStep(int step, IReadOnlyList<PreferenceRow> rows, Func<IReadOnlyList<PromptedPolicyLogProbs>?>? offloaded = null)
     {
         if (Replay(step) is { } done) return done;
         var loss = PreferenceLoss.Create(LossOptions);
         var sums = new Dictionary<string, double>();
+        IReadOnlyList<PromptedPolicyLogProbs>? given = null;
+        var asked = false;
         Policy.train();
         foreach (var (start, count, scale) in MicroBatches.Split(rows.Count, _config.MicroBatchSize))
         {
             using var scope = NewDisposeScope();
             var mb = rows.Skip(start).Take(count).ToList();
             var plain = PolicyAndReference(mb, prompted: false, withGrad: true);
-            var prompted = loss.Options.NeedsPrompted ? PolicyAndReference(mb, prompted: true, withGrad: false) : null;
+            PreferenceLogProbs? prompted = null;
+            if (loss.Options.NeedsPrompted)
+            {
+                if (!asked && offloaded is not null)
+                {
+                    given = offloaded() is { } g && g.Count == rows.Count ? g : null;
+                    asked = true;
+                }
+                prompted = given is null ? PolicyAndReference(mb, prompted: true, withGrad: false) : Offloaded(mb, given, start);
+            }
             using var result = loss.Compute(plain, prompted);
             (result.Loss * scale).backward();
             foreach (var (k, v) in result.Metrics) sums[k] = sums.GetValueOrDefault(k) + v * scale;
         }
+        // Whether a replica's values were used (1) or the learner computed them after all (0); only when some were offered.
+        if (asked) sums[OffloadedMetric] = given is null ? 0 : 1;
         return Commit(step, sums);
     }
+
+    /// <summary>Reported by a Sr-* step that was offered the prompted log-probs: 1 when it used them.</summary>
+    public const string OffloadedMetric = "refine/offloaded";
 
     /// <summary>Per-pair policy log-probs (with or without a graph) next to the matching reference values.</summary>
     PreferenceLogProbs PolicyAndReference(List<PreferenceRow> mb, bool prompted, bool withGrad)
     {
         var prompts = mb.Select(r => prompted ? r.Pair.PromptedPrompt! : r.Pair.Prompt).ToList();
         List<int[]> chosen = [.. mb.Select(r => r.Pair.Chosen)], rejected = [.. mb.Select(r => r.Pair.Rejected)];
-        Tensor values;
-        using (withGrad ? null : no_grad())
-        {
-            // A pass without a gradient (Sr-*'s prompted query) is a judgement, not training: no LoRA dropout in it.
-            using (withGrad ? null : PolicySetup.EvalMode(Policy))
-            {
-                // The prompted query p ⊕ x is long and shared by both completions: run it once (KV cache) for the pair.
-                var logps = withGrad || !SharePromptedPrefix
-                    ? SequenceLogProbs.Compute(Policy, SequenceCollator.ConcatenatedPreference(prompts, chosen, rejected, _padId))
-                    : SequenceLogProbs.SharedPrefix(Policy, prompts, chosen, rejected, _padId);
-                values = logps.Reduced(SumReduction ? LogProbReduction.Sum : LogProbReduction.Mean);
-            }
-        }
+        var reduction = SumReduction ? LogProbReduction.Sum : LogProbReduction.Mean;
+        var values = withGrad
+            ? SequenceLogProbs.Compute(Policy, SequenceCollator.ConcatenatedPreference(prompts, chosen, rejected, _padId)).Reduced(reduction)
+            : PromptedPass.NoGradValues(Policy, prompts, chosen, rejected, reduction, _padId, SharePromptedPrefix);
         var n = mb.Count;
+        var (refChosen, refRejected) = ReferenceValues(mb, prompted);
+        return new PreferenceLogProbs(values.narrow(0, 0, n), values.narrow(0, n, n), refChosen, refRejected);
+    }
+
+    /// <summary>The prompted log-probs a replica computed for rows start.. of the step, as the loss takes them.</summary>
+    PreferenceLogProbs Offloaded(List<PreferenceRow> mb, IReadOnlyList<PromptedPolicyLogProbs> given, int start)
+    {
+        var part = given.Skip(start).Take(mb.Count).ToList();
+        var (refChosen, refRejected) = ReferenceValues(mb, prompted: true);
+        return new PreferenceLogProbs(tensor(part.Select(v => (float)v.Chosen).ToArray(), device: Policy.Device),
+            tensor(part.Select(v => (float)v.Rejected).ToArray(), device: Policy.Device), refChosen, refRejected);
+    }
+
+    (Tensor Chosen, Tensor Rejected) ReferenceValues(List<PreferenceRow> mb, bool prompted)
+    {
         double Pick(ReferenceLogProbs r, bool chosen) => (prompted, chosen, SumReduction) switch
         {
             (false, true, true) => r.ChosenSum, (false, true, false) => r.ChosenMean,
@@ -108,9 +135,8 @@ public sealed partial class Learner : IDisposable
             (true, true, true) => r.PromptedChosenSum, (true, true, false) => r.PromptedChosenMean,
             (true, false, true) => r.PromptedRejectedSum, _ => r.PromptedRejectedMean,
         };
-        var refChosen = tensor(mb.Select(r => (float)Pick(r.Reference, true)).ToArray(), device: Policy.Device);
-        var refRejected = tensor(mb.Select(r => (float)Pick(r.Reference, false)).ToArray(), device: Policy.Device);
-        return new PreferenceLogProbs(values.narrow(0, 0, n), values.narrow(0, n, n), refChosen, refRejected);
+        return (tensor(mb.Select(r => (float)Pick(r.Reference, true)).ToArray(), device: Policy.Device),
+            tensor(mb.Select(r => (float)Pick(r.Reference, false)).ToArray(), device: Policy.Device));
     }
 
     /// <summary>One RefAlign optimizer step: −A·log π(y|x) as a token-level masked mean over the whole batch.</summary>

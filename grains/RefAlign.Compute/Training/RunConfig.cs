@@ -167,6 +167,19 @@ public sealed record PreferenceSection
     public string? RefinementPrompt { get; init; }
     /// <summary>Sum (DPO reference code) or mean over completion tokens (TRL's IPO).</summary>
     public LogProbReduction LogpReduction { get; init; } = LogProbReduction.Sum;
+    /// <summary>Where a cluster runs Sr-*'s prompted no-grad pass; the loss is the same either way.</summary>
+    public RefinementPass RefinementPass { get; init; } = RefinementPass.Auto;
+}
+
+/// <summary>Where Sr-*'s prompted pass (Δ) runs on a cluster.</summary>
+[JsonConverter(typeof(SnakeCaseEnumConverter<RefinementPass>))]
+public enum RefinementPass
+{
+    /// <summary>On a policy replica of a generator silo other than the learner's, concurrently with the learner's step; else on the learner.</summary>
+    [JsonStringEnumMemberName("auto")] Auto,
+
+    /// <summary>Always on the learner, after its plain pass (the prompt shared by both completions).</summary>
+    [JsonStringEnumMemberName("learner")] Learner,
 }
 
 public sealed record RefAlignSection

@@ -85,6 +85,7 @@ internal static class RunConfigValidator
             Check(pr.Lambda >= 0 && double.IsFinite(pr.Lambda), "preference.lambda", "must be ≥ 0");
             Check(pr.RefinementPrompt is null || pr.RefinementPrompt.Trim().Length > 0, "preference.refinement_prompt", "must not be blank");
             Check(Enum.IsDefined(pr.LogpReduction), "preference.logp_reduction", "must be sum or mean");
+            Check(Enum.IsDefined(pr.RefinementPass), "preference.refinement_pass", "must be auto or learner");
         }
         else if (!c.IsSft)
         {

@@ -27,8 +27,20 @@ public interface ILearnerGrain : IGrainWithStringKey
     [ResponseTimeout("00:30:00")]
     Task<StepResultMessage> LearnRefAlign(int step, IReadOnlyList<RolloutRowMessage> rows);
 
+    /// <summary>
+    /// A preference step. With <paramref name="promptedOffered"/> (Sr-* only), the learner runs its first plain pass and
+    /// then waits for <see cref="OfferPrompted"/> to bring the prompted log-probs a replica computed at this version; a
+    /// reply that is missing, late or of another version makes it compute them itself (the loss is the same).
+    /// </summary>
     [ResponseTimeout("00:30:00")]
-    Task<StepResultMessage> LearnPreference(int step, IReadOnlyList<PreferenceRowMessage> rows);
+    Task<StepResultMessage> LearnPreference(int step, IReadOnlyList<PreferenceRowMessage> rows, bool promptedOffered);
+
+    /// <summary>
+    /// Hands step <paramref name="step"/> the prompted log-probs of a replica (null: the replica failed, compute them
+    /// here). Interleaves: it arrives while <see cref="LearnPreference"/> runs and only completes what that step awaits.
+    /// </summary>
+    [Orleans.Concurrency.AlwaysInterleave]
+    Task OfferPrompted(int step, PromptedPassReply? values);
 
     [ResponseTimeout("00:30:00")]
     Task<StepResultMessage> LearnSft(int step, IReadOnlyList<SftSequenceMessage> rows);

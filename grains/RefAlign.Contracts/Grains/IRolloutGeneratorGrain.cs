@@ -15,6 +15,17 @@ public interface IRolloutGeneratorGrain : IGrainWithStringKey
     [ResponseTimeout("00:30:00")]
     Task<GenerateReply> Generate(GenerateRequest request);
 
+    /// <summary>
+    /// Loads the run's model (first call) and exactly weight version <paramref name="version"/> of the learner of
+    /// <paramref name="runId"/> (−1: none; a no-op when held); returns the replica's silo.
+    /// </summary>
+    [ResponseTimeout("00:10:00")]
+    Task<string> SyncTo(string runId, int step, long version);
+
+    /// <summary>Sr-*'s prompted no-grad pass over a step's pairs at the request's exact weight version (it syncs first if needed, from the request's manifest).</summary>
+    [ResponseTimeout("00:10:00")]
+    Task<PromptedPassReply> ScorePrompted(PromptedPassRequest request);
+
     /// <summary>A read of one field: answered while a generation runs, so cluster views never wait on busy generators.</summary>
     [Orleans.Concurrency.AlwaysInterleave]
     Task<long> WeightVersion();

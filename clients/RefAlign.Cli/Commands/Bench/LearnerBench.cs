@@ -24,15 +24,25 @@ internal static class LearnerBench
         var promptTokens = new Option<int>("--prompt-tokens") { DefaultValueFactory = _ => 96 };
         var completionTokens = new Option<int>("--completion-tokens") { DefaultValueFactory = _ => 96 };
         var runs = new Option<int>("--runs") { DefaultValueFactory = _ => 3 };
+        var clusterSteps = new Option<int>("--cluster-steps")
+        {
+            Description = "Steps per run of the two-silo part (Sr-DPO with its prompted pass offloaded; 0 skips it).", DefaultValueFactory = _ => 6,
+        };
         var json = CliSupport.JsonOption();
         var cmd = new Command("learner", "Sr-DPO vs DPO vs SFT step time on the same tokens (reference cache warm) and learner FLOP efficiency.")
         {
-            preset, pairs, promptTokens, completionTokens, runs, json,
+            preset, pairs, promptTokens, completionTokens, runs, clusterSteps, json,
         };
-        cmd.SetAction(r => CliSupport.Run(() =>
+        cmd.SetAction(async (r, ct) => await CliSupport.RunAsync(async () =>
         {
             BenchSupport.UseDevice(r);
             var res = Run(r.GetValue(preset)!, r.GetValue(pairs), r.GetValue(promptTokens), r.GetValue(completionTokens), r.GetValue(runs), r.GetValue(json));
+            if (r.GetValue(clusterSteps) > 0)
+                res = res with
+                {
+                    Offload = await OffloadBench.RunAsync(r.GetValue(preset)!, r.GetValue(pairs), r.GetValue(promptTokens), r.GetValue(completionTokens),
+                        r.GetValue(clusterSteps), r.GetValue(json), ct),
+                };
             if (r.GetValue(json)) CliSupport.WriteJson(res);
             else BenchSupport.Print("Learner", [
                 ("preset / threads", $"{res.Preset} / {res.Threads}"),
@@ -46,6 +56,13 @@ internal static class LearnerBench
                 ("matmul peak", $"{res.MatmulGflops:F1} GFLOP/s"),
                 ("DPO step achieved", $"{res.DpoGflops:F1} GFLOP/s"),
                 ("learner FLOP/s ÷ matmul FLOP/s", $"{res.LearnerToMatmul:F2}"),
+                .. res.Offload is not { } o ? [] : (IEnumerable<(string, string)>)[
+                    ("two silos: DPO step (grains, median)", $"{o.DpoStep:F3} s (learn {o.DpoLearn:F3} s)"),
+                    ("two silos: Sr-DPO step, prompted pass offloaded", $"{o.SrDpoOffloadedStep:F3} s (learn {o.SrDpoOffloadedLearn:F3} s; replica values used in {o.OffloadedShare:P0} of steps)"),
+                    ("two silos: Sr-DPO step, prompted pass on the learner", $"{o.SrDpoLearnerStep:F3} s (learn {o.SrDpoLearnerLearn:F3} s)"),
+                    ("Sr-DPO offloaded ÷ DPO (goal ≤ 1.10)", $"{o.OffloadedOverDpo:F3}"),
+                    ("Sr-DPO on the learner ÷ DPO, same silos", $"{o.LearnerOverDpo:F3}"),
+                ],
             ]);
             return 0;
         }));
@@ -56,11 +73,17 @@ internal static class LearnerBench
         double DpoSeconds, double SrDpoSeconds, double SrDpoOverDpo, double SrDpoUnsharedOverDpo, double SftSeconds, double SftOverDpo, double MatmulGflops, double DpoGflops,
         double LearnerToMatmul)
     {
+        /// <summary>The two-silo part (null when skipped).</summary>
+        public OffloadBench.Result? Offload { get; init; }
+
         /// <summary>The figures scripts compare against their goals, under the names every bench uses.</summary>
         public IReadOnlyDictionary<string, double> Ratios => new Dictionary<string, double>
         {
             ["srdpo_over_dpo"] = SrDpoOverDpo, ["srdpo_unshared_prefix_over_dpo"] = SrDpoUnsharedOverDpo, ["sft_over_dpo"] = SftOverDpo, ["learner_flops_ratio"] = LearnerToMatmul,
-        };
+        }.Concat(Offload is not { } o ? [] : new Dictionary<string, double>
+        {
+            ["srdpo_over_dpo_offloaded"] = o.OffloadedOverDpo, ["srdpo_over_dpo_two_silos_learner"] = o.LearnerOverDpo,
+        }).ToDictionary();
     }
 
     static Result Run(string preset, int pairCount, int promptTokens, int completionTokens, int runs, bool quiet)
