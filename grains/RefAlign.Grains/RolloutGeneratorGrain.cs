@@ -85,6 +85,8 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, ReplicaWeigh
             if (stale) (syncBytes, syncSeconds) = await SyncWeights(request.RunId, request.Step, target, request.MinVersion);
         }
         var (policy, version) = loan is null ? (_policy!, _version) : (loan.Policy, loan.Version);
+        // In place nothing moves; the run's byte counter still gets its series (at 0), which dashboards chart.
+        if (loan is not null) TrainingTelemetry.BatchBytesMoved.Add(0, new KeyValuePair<string, object?>(TrainingTelemetry.Tags.RunId, request.RunId));
         _sampledVersion = version;
         using var activity = TrainingTelemetry.StartPhase("generate.shard", request.RunId, request.Step, version);
         activity?.SetTag(TrainingTelemetry.Tags.Shard, this.GetPrimaryKeyString());
