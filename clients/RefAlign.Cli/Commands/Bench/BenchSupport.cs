@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
+using RefAlign.Client;
 using RefAlign.Compute.Models;
 using Spectre.Console;
 using static TorchSharp.torch;
@@ -92,5 +93,23 @@ internal static class BenchSupport
         var t = new Table().Title(title).AddColumns("figure", "value");
         foreach (var (f, v) in rows) t.AddRow(Markup.Escape(f), Markup.Escape(v));
         AnsiConsole.Write(t);
+    }
+
+    /// <summary>Waits, a minute at most, until <paramref name="count"/> generator-role silos are active.</summary>
+    internal static async Task WaitForGeneratorsAsync(RefAlignClient client, int count, CancellationToken ct)
+    {
+        for (var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(1); ; await Task.Delay(250, ct))
+        {
+            var c = await client.GetClusterAsync(ct);
+            if (c.Silos.Count(s => s.Status == "Active" && s.Roles.Contains("generator")) >= count) return;
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"fewer than {count} generator silos joined within a minute.");
+        }
+    }
+
+    /// <summary>Fails the bench unless run <paramref name="id"/> completed: figures from a failed run mean nothing.</summary>
+    internal static async Task EnsureCompletedAsync(RefAlignClient client, string id, string what, CancellationToken ct)
+    {
+        var run = await client.GetRunAsync(id, ct);
+        if (run.Status != RunStatus.Completed) throw new InvalidOperationException($"{what} run ended {run.Status}: {run.Error}");
     }
 }

@@ -131,7 +131,7 @@ internal static class ClusterBench
                 await SyncTimes(client, shards: 1, syncs, ct);
                 await using var c = await LocalSilo.StartAsync(dir, ct, "silo-c", join);
                 await using var d = await LocalSilo.StartAsync(dir, ct, "silo-d", join);
-                await WaitForGeneratorsAsync(client, 3, ct);
+                await BenchSupport.WaitForGeneratorsAsync(client, 3, ct);
                 // Placement picks a generator silo at random per shard: six shards, retried until they cover all three.
                 for (var attempt = 0; attempt < 4 && broadcastSilos < 3; attempt++)
                 {
@@ -158,7 +158,7 @@ internal static class ClusterBench
                 using var client = new RefAlignClient(new RefAlignClientOptions { Address = new Uri(a.GrpcAddress) });
                 await GenerationSeconds(client, oneSilo, ct);
                 await using var c = await LocalSilo.StartAsync(dir, ct, "scale-c", join);
-                await WaitForGeneratorsAsync(client, 2, ct);
+                await BenchSupport.WaitForGeneratorsAsync(client, 2, ct);
                 await GenerationSeconds(client, twoSilos, ct);
             });
 
@@ -185,8 +185,7 @@ internal static class ClusterBench
         var id = await client.StartRunAsync(Config("policy", 6, shards: 2), ct);
         await foreach (var e in client.WatchRunAsync(id, 0, ct))
             if (e.Kind == RunEventKind.Phase && e.Phase == "generate" && e.PhaseSeconds is { } s) sink.Add(s);
-        var run = await client.GetRunAsync(id, ct);
-        if (run.Status != RunStatus.Completed) throw new InvalidOperationException($"scale-out run ended {run.Status}: {run.Error}");
+        await BenchSupport.EnsureCompletedAsync(client, id, "scale-out", ct);
     }
 
     /// <summary>
@@ -204,19 +203,8 @@ internal static class ClusterBench
             if (e.Metrics.TryGetValue("weight_sync/bytes", out var bytes)) sink.Add((bytes / shards, e.Metrics["weight_sync/seconds"]));
             foreach (var g in (await client.GetClusterAsync(ct)).Generators.Where(g => g.RunId == id)) silos.Add(g.Silo);
         }
-        var run = await client.GetRunAsync(id, ct);
-        if (run.Status != RunStatus.Completed) throw new InvalidOperationException($"transfer run ended {run.Status}: {run.Error}");
+        await BenchSupport.EnsureCompletedAsync(client, id, "transfer", ct);
         return silos.Count;
-    }
-
-    static async Task WaitForGeneratorsAsync(RefAlignClient client, int count, CancellationToken ct)
-    {
-        for (var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(1); ; await Task.Delay(250, ct))
-        {
-            var c = await client.GetClusterAsync(ct);
-            if (c.Silos.Count(s => s.Status == "Active" && s.Roles.Contains("generator")) >= count) return;
-            if (DateTime.UtcNow > deadline) throw new TimeoutException($"fewer than {count} generator silos joined within a minute.");
-        }
     }
 
     static async Task Step(bool quiet, string label, Func<Task> work)

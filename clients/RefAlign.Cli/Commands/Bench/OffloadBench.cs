@@ -37,7 +37,7 @@ internal static class OffloadBench
             await using var b = await LocalSilo.StartAsync(dir, ct, "offload-replica",
                 [.. single, "--Silo:Roles=generator", $"--Cluster:PrimarySiloEndpoint=127.0.0.1:{a.SiloPort}"]);
             using var client = new RefAlignClient(new RefAlignClientOptions { Address = new Uri(a.GrpcAddress) });
-            await WaitForGeneratorAsync(client, ct);
+            await BenchSupport.WaitForGeneratorsAsync(client, 1, ct);
             var dpo = await TimeRun(client, Config("dpo", "auto", pairs, steps), quiet, ct);
             var offloaded = await TimeRun(client, Config("sr-dpo", "auto", pairs, steps), quiet, ct);
             var learner = await TimeRun(client, Config("sr-dpo", "learner", pairs, steps), quiet, ct);
@@ -64,19 +64,8 @@ internal static class OffloadBench
                 (e.Phase == "step" ? times.Step : e.Phase == "learn" ? times.Learn : null)?.Add(s);
             if (e.Kind == RunEventKind.Step && e.Metrics.TryGetValue("refine/offloaded", out var used)) times.Offloaded.Add(used);
         }
-        var run = await client.GetRunAsync(id, ct);
-        if (run.Status != RunStatus.Completed) throw new InvalidOperationException($"bench run ended {run.Status}: {run.Error}");
+        await BenchSupport.EnsureCompletedAsync(client, id, "bench", ct);
         return times;
-    }
-
-    static async Task WaitForGeneratorAsync(RefAlignClient client, CancellationToken ct)
-    {
-        for (var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(1); ; await Task.Delay(250, ct))
-        {
-            var c = await client.GetClusterAsync(ct);
-            if (c.Silos.Any(s => s.Status == "Active" && s.Roles.Contains("generator"))) return;
-            if (DateTime.UtcNow > deadline) throw new TimeoutException("the replica silo did not join within a minute.");
-        }
     }
 
     /// <summary>
