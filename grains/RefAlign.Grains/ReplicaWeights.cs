@@ -91,8 +91,8 @@ public sealed class ReplicaWeights(WeightExchange exchange, ILogger<ReplicaWeigh
                     return Completed(new WeightSnapshot(entries, data), relay?.Publication);
                 }
             await FromChunksAsync(learner, manifest, data);
-            if (Matches(manifest, await Task.Run(() => Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(data))), "chunks"))
-                return Completed(new WeightSnapshot(entries, data), relay?.Publication);
+            var chunked = new WeightSnapshot(entries, data);
+            if (Matches(manifest, await Task.Run(chunked.Sha256), "chunks")) return Completed(chunked, relay?.Publication);
             throw new InvalidDataException($"weights of {runId} version {manifest.Version} did not match their SHA-256 ({manifest.Sha256}) by stream or chunks.");
         }
         catch when (relay is { } r)

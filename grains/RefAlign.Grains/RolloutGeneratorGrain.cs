@@ -57,6 +57,16 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, ReplicaWeigh
         return _policy;
     }
 
+    /// <summary>
+    /// Refuses work while the silo drains; a generator re-placed after a silo loss (or moved to a silo that joined)
+    /// initializes itself from the run's config on its first request.
+    /// </summary>
+    async Task ReadyFor(string runId)
+    {
+        drain.ThrowIfDraining($"generator {this.GetPrimaryKeyString()}");
+        if (_config is null) await Initialize(await GrainCompute.ConfigOfRun(GrainFactory, runId));
+    }
+
     public Task<long> WeightVersion() => Task.FromResult(_sampledVersion);
 
     public Task Release()
@@ -69,8 +79,7 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, ReplicaWeigh
 
     public async Task<GenerateReply> Generate(GenerateRequest request)
     {
-        drain.ThrowIfDraining($"generator {this.GetPrimaryKeyString()}");
-        if (_config is null) await Initialize(await GrainCompute.ConfigOfRun(GrainFactory, request.RunId));
+        await ReadyFor(request.RunId);
         var config = _config!;
         // Always exactly the newest version the request allows: which weights sample a step never depends on timing or
         // on what this replica happened to hold (a re-placed one starts from the model folder).
@@ -143,8 +152,7 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, ReplicaWeigh
 
     public async Task<string> SyncTo(string runId, int step, long version)
     {
-        drain.ThrowIfDraining($"generator {this.GetPrimaryKeyString()}");
-        if (_config is null) await Initialize(await GrainCompute.ConfigOfRun(GrainFactory, runId));
+        await ReadyFor(runId);
         await OwnReplica();
         if (version >= 0 && _version != version) await SyncWeights(runId, step, version, version);
         return silo.SiloAddress.ToParsableString();
@@ -152,8 +160,7 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, ReplicaWeigh
 
     public async Task<PromptedPassReply> ScorePrompted(PromptedPassRequest request)
     {
-        drain.ThrowIfDraining($"generator {this.GetPrimaryKeyString()}");
-        if (_config is null) await Initialize(await GrainCompute.ConfigOfRun(GrainFactory, request.RunId));
+        await ReadyFor(request.RunId);
         var policy = await OwnReplica();
         if (_version != request.WeightVersion)
             await SyncWeights(request.RunId, request.Step, request.WeightVersion, request.WeightVersion, request.Manifest);
