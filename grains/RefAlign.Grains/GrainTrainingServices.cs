@@ -187,20 +187,31 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
         PreferenceRowMessage[] batch = [.. rows.Select(r => r.ToMessage())];
         var ready = _refine is { } r && r.Version == _version ? r.Replica : RefineReplicaAsync(_version);
         _refine = null;
-        if (await ready is not ({ } replica, { } manifest)) return Track((await Learner.LearnPreference(step, batch, promptedOffered: false)).ToCompute());
+        // A replica that is not up in time (e.g. its silo is stuck) is not waited for: the learner computes the pass.
+        if (await Task.WhenAny(ready, Task.Delay(ReplicaGrace, cancellation)) != ready)
+            RefineFailed(_version, $"prompted-pass replica {RefineKey} not ready within {ReplicaGrace.TotalSeconds:0}s");
+        if (!ready.IsCompleted || await ready is not ({ } replica, { } manifest))
+            return Track((await Learner.LearnPreference(step, batch, promptedOffered: false)).ToCompute());
         // Sr-*: the replica pulls this version and runs the prompted pass while the learner runs its plain forward/backward,
-        // then hands it over.
-        var learn = Learner.LearnPreference(step, batch, promptedOffered: true);
-        var offer = OfferPromptedAsync(replica, manifest, step, rows);
-        var result = await learn;
-        await offer;
-        return Track(result.ToCompute());
+        // then hands it over. The step never waits on the replica beyond the learner's own patience.
+        var version = _version;
+        _ = OfferPromptedAsync(replica, manifest, step, rows);
+        var result = Track((await Learner.LearnPreference(step, batch, promptedOffered: true)).ToCompute());
+        if (result.Metrics.GetValueOrDefault(Compute.Training.Learner.OffloadedMetric, 1) == 0)
+            RefineFailed(version, $"prompted pass on {RefineKey} was late for step {step}");
+        return result;
     }
 
     string RefineKey => $"{runId}/refine";
 
-    /// <summary>A replica slower than this is given up for the step (the learner, which waits as long, computes the pass).</summary>
+    /// <summary>A replica call slower than this is given up (the learner gave up on it sooner, see LearnerGrain.OfferPatience).</summary>
     static readonly TimeSpan RefineTimeout = TimeSpan.FromMinutes(2);
+
+    /// <summary>
+    /// How long a step waits for its replica to hold the step's version (a first one loads its model meanwhile) before the
+    /// learner computes the pass.
+    /// </summary>
+    static readonly TimeSpan ReplicaGrace = TimeSpan.FromSeconds(30);
 
     /// <summary>Steps after a failed or late replica run the prompted pass on the learner, so a sick silo costs one step's wait.</summary>
     const int RefinePause = 10;
@@ -209,6 +220,7 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
 
     void RefineFailed(long version, string what)
     {
+        if (_refineAfter > version) return; // already paused (the replica's failure and the learner's timeout both report)
         _refineAfter = version + RefinePause;
         note?.Invoke($"{what}; the learner computes the prompted pass for the next {RefinePause} steps");
     }
@@ -258,8 +270,9 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
                 .WaitAsync(RefineTimeout);
         }
         catch (Exception e) { RefineFailed(_version, $"prompted pass on {RefineKey} failed ({e.GetType().Name}: {e.Message})"); }
+        // Nobody awaits this: the learner's own call reports (and retries) whatever fails here too.
         try { await Learner.OfferPrompted(step, reply); }
-        catch (Exception e) when (ClusterFaults.IsTransient(e)) { } // the learner's own call fails the same way and is retried
+        catch (Exception) { }
     }
 
     /// <summary>Notes the new version and attaches this step's weight transfer (parallel shards: the slowest one).</summary>

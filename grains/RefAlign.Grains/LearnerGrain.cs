@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
@@ -118,7 +119,9 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
             return await Learn(step, () =>
             {
                 var learner = Require();
-                return learner.PreferenceStep(step, [.. rows.Select(r => r.ToCompute())], offer is null ? null : () => Offered(offer, learner.WeightVersion));
+                var started = Stopwatch.StartNew();
+                return learner.PreferenceStep(step, [.. rows.Select(r => r.ToCompute())],
+                    offer is null ? null : () => Offered(offer, learner.WeightVersion, OfferPatience(started.Elapsed)));
             });
         }
         finally { _offers.Remove(step); }
@@ -127,8 +130,16 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
     /// <summary>A replica's prompted log-probs per step; whichever of the step and the offer arrives first makes the slot.</summary>
     readonly Dictionary<int, TaskCompletionSource<PromptedPassReply?>> _offers = [];
 
-    /// <summary>How long a step waits for its offer before computing the prompted pass itself (the run always sends one).</summary>
-    static readonly TimeSpan OfferWait = TimeSpan.FromMinutes(2);
+    /// <summary>
+    /// How long a step waits for its offer before computing the prompted pass itself: twice its own plain pass so far
+    /// (a replica later than that saves nothing), at least <see cref="OfferFloor"/> for the round trip, at most
+    /// <see cref="OfferCeiling"/>. A replica's silo that dies mid-pass thus costs the step seconds, not the call timeout.
+    /// </summary>
+    static TimeSpan OfferPatience(TimeSpan plainPass) =>
+        TimeSpan.FromTicks(Math.Clamp(2 * plainPass.Ticks, OfferFloor.Ticks, OfferCeiling.Ticks));
+
+    static readonly TimeSpan OfferFloor = TimeSpan.FromSeconds(5);
+    static readonly TimeSpan OfferCeiling = TimeSpan.FromMinutes(2);
 
     TaskCompletionSource<PromptedPassReply?> OfferSlot(int step)
     {
@@ -145,8 +156,8 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
 
     // Runs on the compute thread after the first plain pass; the offer completes on the grain's scheduler, never here.
     // Values of any other version than the step's own are not used: the loss must not depend on where Δ was computed.
-    static IReadOnlyList<PromptedPolicyLogProbs>? Offered(TaskCompletionSource<PromptedPassReply?> offer, long version) =>
-        offer.Task.Wait(OfferWait) && offer.Task.Result is { } r && r.WeightVersion == version && r.Chosen.Length == r.Rejected.Length
+    static IReadOnlyList<PromptedPolicyLogProbs>? Offered(TaskCompletionSource<PromptedPassReply?> offer, long version, TimeSpan patience) =>
+        offer.Task.Wait(patience) && offer.Task.Result is { } r && r.WeightVersion == version && r.Chosen.Length == r.Rejected.Length
             ? [.. r.Chosen.Select((c, i) => new PromptedPolicyLogProbs(c, r.Rejected[i]))]
             : null;
 

@@ -56,12 +56,12 @@ public sealed class ChaosTests(FailoverClusterFixture fixture, ITestOutputHelper
         return (run, weights, AppliedStepJournal.Lineage(journal));
     }
 
-    static async Task UntilAsync(Func<bool> done, string what, TimeSpan? timeout = null)
+    async Task UntilAsync(Func<bool> done, string what, TimeSpan? timeout = null)
     {
         var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromMinutes(3));
         while (!done())
         {
-            Assert.True(DateTime.UtcNow < deadline, what);
+            Assert.True(DateTime.UtcNow < deadline, $"{what}\n{Cluster.Logs()}");
             await Task.Delay(100);
         }
     }

@@ -32,6 +32,9 @@ public sealed class ProcessCluster : IAsyncDisposable
 
     public IEnumerable<string> Names => _silos.Keys;
 
+    /// <summary>The last lines of every silo's log, for the message of a failed wait (CI keeps nothing else).</summary>
+    public string Logs(int lines = 40) => string.Join('\n', _silos.Keys.Select(n => $"---- {n}\n{_silos[n].Process.Log(lines)}"));
+
     /// <summary>Starts Redis and the silos (name, roles) in order, and waits until every silo sees every other.</summary>
     public static Task<ProcessCluster> StartAsync(DemoWorkspace workspace, params (string Name, string Roles)[] silos) =>
         StartAsync(workspace, null, [], null, silos);

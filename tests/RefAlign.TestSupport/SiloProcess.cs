@@ -74,6 +74,7 @@ public sealed class SiloProcess : IAsyncDisposable
             .. _viaCli ? (string[])[BuiltTools.CliDll, "silo"] : [BuiltTools.SiloDll], $"--Silo:SiloName={Name}", $"--Silo:GrpcPort={GrpcPort}", $"--Silo:HttpPort={HttpPort}",
             $"--Silo:SiloPort={SiloPort}", $"--Silo:GatewayPort={GatewayPort}", $"--Silo:WeightPort={WeightPort}",
             "--Logging:LogLevel:Default=Warning", "--Logging:LogLevel:RefAlign=Information",
+            "--Logging:Console:TimestampFormat=HH:mm:ss.fff ", // failures are read against the tests' clock
         ];
         foreach (var a in fixedArgs.Concat(_args)) psi.ArgumentList.Add(a);
         foreach (var name in psi.Environment.Keys.Where(k => k.StartsWith("REFALIGN_", StringComparison.Ordinal) || k.StartsWith("OTEL_", StringComparison.Ordinal)).ToList())

@@ -56,7 +56,14 @@ public static class OrleansSilo
             silo.UseInMemoryReminderService();
         }
 
-        silo.Configure<ReminderOptions>(o => o.MinimumReminderPeriod = TimeSpan.FromTicks(Math.Min(o.MinimumReminderPeriod.Ticks, options.SupervisionPeriod.Ticks)));
+        silo.Configure<ReminderOptions>(o =>
+        {
+            o.MinimumReminderPeriod = TimeSpan.FromTicks(Math.Min(o.MinimumReminderPeriod.Ticks, options.SupervisionPeriod.Ticks));
+            // A silo drops its first read of the reminder table when its ring range changes meanwhile (silos starting
+            // together, as after a whole-cluster restart) and reads again only at this refresh: Orleans' 5 minutes
+            // would leave runs unsupervised that long, so refresh every supervision period.
+            o.RefreshReminderListPeriod = TimeSpan.FromTicks(Math.Min(o.RefreshReminderListPeriod.Ticks, options.SupervisionPeriod.Ticks));
+        });
 
         if (settings.IsRedisStorage)
         {
