@@ -38,7 +38,7 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
     bool _live;
     bool _drained;
     /// <summary>Published weight versions: the current one and the one before it (kept for a pipelined run's generators).</summary>
-    readonly SortedDictionary<long, (WeightSnapshot Snapshot, string? Url, string Sha256)> _snapshots = [];
+    readonly SortedDictionary<long, (WeightSnapshot Snapshot, string? Url, string Digest)> _snapshots = [];
     /// <summary>Per published version, the last generator silo in its relay chain (see <see cref="JoinRelay"/>).</summary>
     readonly Dictionary<long, string> _relayTails = [];
     IGrainTimer? _release;
@@ -269,8 +269,8 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
             if (wanted != current) throw new WeightVersionGoneException(RunId, wanted, current);
             await PublishAsync(current);
         }
-        var (snapshot, url, sha) = _snapshots[wanted];
-        return new WeightsManifest(wanted, snapshot.ChunkCount(ChunkBytes), ChunkBytes, snapshot.TotalBytes, [.. snapshot.Entries.Select(e => e.ToMessage())], url, sha);
+        var (snapshot, url, digest) = _snapshots[wanted];
+        return new WeightsManifest(wanted, snapshot.ChunkCount(ChunkBytes), ChunkBytes, snapshot.TotalBytes, [.. snapshot.Entries.Select(e => e.ToMessage())], url, digest);
     }
 
     /// <summary>Captures and publishes the current weights as <paramref name="version"/>, keeping only it and the one before.</summary>
@@ -278,12 +278,12 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
     {
         if (_snapshots.ContainsKey(version)) return;
         var learner = Require();
-        var (snapshot, sha) = await executor.RunAsync(() =>
+        var (snapshot, digest) = await executor.RunAsync(() =>
         {
             var s = WeightSnapshot.Capture(learner.TrainableParameters());
-            return (s, s.Sha256());
+            return (s, s.Digest());
         });
-        _snapshots[version] = (snapshot, exchange.Publish(RunId, version, snapshot), sha);
+        _snapshots[version] = (snapshot, exchange.Publish(RunId, version, snapshot), digest);
         foreach (var old in _snapshots.Keys.Where(v => v < version - 1).ToList())
         {
             _snapshots.Remove(old);

@@ -11,7 +11,7 @@ namespace RefAlign.Grains;
 /// A silo's copies of the learner's weight versions, fetched once per (run, version) however many replicas on the silo
 /// need them, and relayed onward: while a version arrives, this silo's <see cref="WeightExchange"/> already serves it to
 /// the next generator silo in the learner's chain, so the learner sends each version once. Bytes are received straight
-/// into one buffer and hashed as they land; a replica applies them only after the whole SHA-256 matched the manifest.
+/// into one buffer and hashed as they land; a replica applies them only after the whole digest matched the manifest.
 /// </summary>
 /// <remarks>
 /// Sources, in order: the upstream the learner's chain names (a previous silo, or the learner), the learner's own stream,
@@ -30,7 +30,7 @@ public sealed class ReplicaWeights(WeightExchange exchange, ILogger<ReplicaWeigh
     }
 
     // Keyed by the digest too: a version number reused after a checkpoint load names different bytes.
-    readonly ConcurrentDictionary<(string Run, long Version, string Sha256), Fetch> _fetches = new();
+    readonly ConcurrentDictionary<(string Run, long Version, string Digest), Fetch> _fetches = new();
     readonly Lock _gate = new();
 
     /// <summary>
@@ -40,7 +40,7 @@ public sealed class ReplicaWeights(WeightExchange exchange, ILogger<ReplicaWeigh
     public async Task<WeightSnapshot> GetAsync(ILearnerGrain learner, string runId, WeightsManifest manifest)
     {
         if (manifest.StreamAddress is { } address && exchange.FindLocal(address) is { } local) return local;
-        var key = (runId, manifest.Version, manifest.Sha256);
+        var key = (runId, manifest.Version, manifest.Digest);
         Fetch fetch;
         lock (_gate)
         {
@@ -92,8 +92,8 @@ public sealed class ReplicaWeights(WeightExchange exchange, ILogger<ReplicaWeigh
                 }
             await FromChunksAsync(learner, manifest, data);
             var chunked = new WeightSnapshot(entries, data);
-            if (Matches(manifest, await Task.Run(chunked.Sha256), "chunks")) return Completed(chunked, relay?.Publication);
-            throw new InvalidDataException($"weights of {runId} version {manifest.Version} did not match their SHA-256 ({manifest.Sha256}) by stream or chunks.");
+            if (Matches(manifest, await Task.Run(chunked.Digest), "chunks")) return Completed(chunked, relay?.Publication);
+            throw new InvalidDataException($"weights of {runId} version {manifest.Version} did not match their digest ({manifest.Digest}) by stream or chunks.");
         }
         catch when (relay is { } r)
         {
@@ -128,7 +128,7 @@ public sealed class ReplicaWeights(WeightExchange exchange, ILogger<ReplicaWeigh
         var landed = new FillProgress();
         using var stop = new CancellationTokenSource();
         // Off the grain's scheduler: socket reads and hashing are plain thread-pool work.
-        var hashing = manifest.Sha256.Length == 0 ? Task.FromResult("") : Task.Run(() => landed.Sha256Async(data, data.LongLength, stop.Token));
+        var hashing = manifest.Digest.Length == 0 ? Task.FromResult("") : Task.Run(() => landed.DigestAsync(data, data.LongLength, stop.Token));
         try
         {
             var complete = await Task.Run(() => WeightExchange.FetchIntoAsync(source, data, n =>
@@ -157,10 +157,11 @@ public sealed class ReplicaWeights(WeightExchange exchange, ILogger<ReplicaWeigh
         }
     }
 
-    bool Matches(WeightsManifest manifest, string sha256, string how)
+    bool Matches(WeightsManifest manifest, string digest, string how)
     {
-        if (manifest.Sha256.Length == 0 || sha256 == manifest.Sha256) return true;
-        logger.LogWarning("weights of version {Version} by {How} do not match their SHA-256; not applied", manifest.Version, how);
+        if (manifest.Digest.Length == 0 || digest == manifest.Digest) return true;
+        logger.LogWarning("weights of version {Version} by {How} have digest {Actual}, not the manifest's {Expected}; not applied",
+            manifest.Version, how, digest, manifest.Digest);
         return false;
     }
 

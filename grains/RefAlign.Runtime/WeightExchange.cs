@@ -12,7 +12,7 @@ namespace RefAlign.Runtime;
 /// messages (and HTTP) copy a payload in small segments, one socket stream moves it at close to raw TCP speed. Each
 /// publication has a random 128-bit token that is part of its address (handed out only in the learner's manifest,
 /// compared in constant time), so only holders of the manifest can fetch it; the manifest also carries the weights'
-/// SHA-256, which the receiver checks before using a byte.
+/// digest (<see cref="WeightDigest"/>), which the receiver checks before using a byte.
 /// </summary>
 /// <remarks>
 /// Protocol: the client sends one line <c>runId version token\n</c> (at most <see cref="MaxRequestBytes"/> bytes, within

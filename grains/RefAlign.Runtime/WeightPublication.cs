@@ -1,4 +1,3 @@
-using System.Security.Cryptography;
 using RefAlign.Compute.Formats;
 
 namespace RefAlign.Runtime;
@@ -58,19 +57,19 @@ public sealed class FillProgress
     }
 
     /// <summary>
-    /// SHA-256 of <paramref name="data"/>'s first <paramref name="length"/> bytes, hashed slice by slice as they are
-    /// filled, so the digest is ready right after the last byte arrives instead of a whole pass later.
+    /// The <see cref="WeightDigest"/> of <paramref name="data"/>'s first <paramref name="length"/> bytes, hashed slice by
+    /// slice as they are filled, so the digest is ready right after the last byte arrives instead of a whole pass later.
     /// </summary>
-    public async Task<string> Sha256Async(byte[] data, long length, CancellationToken cancellation)
+    public async Task<string> DigestAsync(byte[] data, long length, CancellationToken cancellation)
     {
-        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var digest = new WeightDigest();
         for (long at = 0; at < length;)
         {
             var filled = Math.Min(length, await WaitBeyondAsync(at, cancellation));
-            hash.AppendData(data, (int)at, (int)(filled - at));
+            digest.Append(data.AsSpan((int)at, (int)(filled - at)));
             at = filled;
         }
-        return Convert.ToHexStringLower(hash.GetHashAndReset());
+        return digest.Current();
     }
 }
 

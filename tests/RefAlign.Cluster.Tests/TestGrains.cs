@@ -1,4 +1,3 @@
-using System.Security.Cryptography;
 using Orleans.Runtime;
 using RefAlign.Contracts.Grains;
 using RefAlign.Runtime;
@@ -7,7 +6,7 @@ using RefAlign.Grains;
 
 namespace RefAlign.Cluster.Tests;
 
-/// <summary>What a weight fetch on another silo received: where it ran, the chunking, and a hash of the bytes.</summary>
+/// <summary>What a weight fetch on another silo received: where it ran, the chunking, and the digest of the bytes.</summary>
 [GenerateSerializer, Immutable]
 public sealed record WeightFetch(
     [property: Id(0)] string Silo,
@@ -16,7 +15,7 @@ public sealed record WeightFetch(
     [property: Id(3)] int ChunkBytes,
     [property: Id(4)] long TotalBytes,
     [property: Id(5)] IReadOnlyList<int> ChunkLengths,
-    [property: Id(6)] byte[] Sha256,
+    [property: Id(6)] string Digest,
     [property: Id(7)] IReadOnlyList<string> EntryNames);
 
 /// <summary>Pulls a learner's published weights the way a rollout generator does, from a generator silo.</summary>
@@ -36,6 +35,6 @@ public sealed class WeightFetchProbeGrain(ILocalSiloDetails silo) : Grain, IWeig
         for (var i = 0; i < manifest.ChunkCount; i++) chunks.Add(await learner.GetWeightsChunk(manifest.Version, i));
         var snapshot = WeightSnapshot.FromChunks([.. manifest.Entries.Select(e => e.ToCompute())], chunks);
         return new WeightFetch(silo.SiloAddress.ToString(), manifest.Version, manifest.ChunkCount, manifest.ChunkBytes, manifest.TotalBytes,
-            [.. chunks.Select(c => c.Length)], SHA256.HashData(snapshot.Data), [.. snapshot.Entries.Select(e => e.Name)]);
+            [.. chunks.Select(c => c.Length)], snapshot.Digest(), [.. snapshot.Entries.Select(e => e.Name)]);
     }
 }

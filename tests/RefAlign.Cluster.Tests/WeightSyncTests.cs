@@ -1,4 +1,3 @@
-using System.Security.Cryptography;
 using RefAlign.Compute.Training.Optimization;
 using RefAlign.Contracts.Grains;
 using RefAlign.Contracts.Messages;
@@ -93,7 +92,8 @@ public sealed class WeightSyncTests(ClusterFixture fixture, BigModelFixture big)
             Assert.All(fetched.ChunkLengths, n => Assert.True(n <= LearnerGrain.ChunkBytes, $"chunk of {n} bytes"));
             Assert.Equal(manifest.TotalBytes, fetched.ChunkLengths.Sum(n => (long)n));
             Assert.Equal(expected.Entries.Select(e => e.Name), fetched.EntryNames);
-            Assert.Equal(SHA256.HashData(expected.Data), fetched.Sha256);
+            Assert.Equal(expected.Digest(), fetched.Digest);
+            Assert.Equal(expected.Digest(), manifest.Digest);
 
             // Learner silo → the cluster client, compared byte for byte, with the index.
             var received = await FetchThroughClient(learner, manifest);
@@ -179,7 +179,7 @@ public sealed class WeightSyncTests(ClusterFixture fixture, BigModelFixture big)
         }
 
         async Task<string> ProbeHashAsync(string id) =>
-            Convert.ToHexString((await fixture.Client.GetGrain<IWeightFetchProbeGrain>($"{id}/probe-{Guid.NewGuid():N}").FetchAsync(id)).Sha256);
+            (await fixture.Client.GetGrain<IWeightFetchProbeGrain>($"{id}/probe-{Guid.NewGuid():N}").FetchAsync(id)).Digest;
     }
 
     static IReadOnlyList<Rollout> GenerateLocally(RunConfig config, TextTokenizer tok, IReadOnlyList<ReferencePrompt> prompts, WeightSnapshot? weights)

@@ -1,3 +1,4 @@
+using System.IO.Hashing;
 using System.Net;
 using RefAlign.Runtime;
 using RefAlign.Compute.Formats;
@@ -5,7 +6,10 @@ using static TorchSharp.torch;
 
 namespace RefAlign.Silo.Tests;
 
-/// <summary>The silo's TCP weight server: what a generator fetches is bit-identical, and only the current token works.</summary>
+/// <summary>
+/// The silo's TCP weight server: what a generator fetches is bit-identical, and only the current token works; the digest
+/// it is checked against is XXH3-128 of the bytes, whole or as they land.
+/// </summary>
 public sealed class WeightExchangeTests
 {
     [Fact]
@@ -40,5 +44,24 @@ public sealed class WeightExchangeTests
 
         cts.Cancel();
         await server;
+    }
+
+    [Fact]
+    public async Task The_weight_digest_is_xxh128_of_the_bytes_whole_or_as_they_land_and_one_flipped_byte_changes_it()
+    {
+        using var a = randn(300, 200);
+        var snapshot = WeightSnapshot.Capture([("a", a)]);
+        var digest = snapshot.Digest();
+        Assert.Equal("xxh128:" + Convert.ToHexStringLower(XxHash128.Hash(snapshot.Data)), digest);
+
+        // Hashed slice by slice while a writer fills the buffer, as a replica does while the stream lands.
+        var landed = new FillProgress();
+        var hashing = landed.DigestAsync(snapshot.Data, snapshot.TotalBytes, CancellationToken.None);
+        for (long at = 0; at < snapshot.TotalBytes; at += 7_777) landed.Advance(Math.Min(snapshot.TotalBytes, at + 7_777));
+        Assert.Equal(digest, await hashing);
+
+        var flipped = (byte[])snapshot.Data.Clone();
+        flipped[flipped.Length / 2] ^= 0x01;
+        Assert.NotEqual(digest, new WeightSnapshot(snapshot.Entries, flipped).Digest());
     }
 }

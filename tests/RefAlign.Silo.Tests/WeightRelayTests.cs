@@ -172,7 +172,7 @@ public sealed class WeightRelayTests : IAsyncDisposable
         {
             var f = Of(learner);
             return new WeightsManifest(5, f._snapshot.ChunkCount(LearnerGrain.ChunkBytes), LearnerGrain.ChunkBytes, f._snapshot.TotalBytes,
-                [.. f._snapshot.Entries.Select(e => e.ToMessage())], f._origin, f._snapshot.Sha256());
+                [.. f._snapshot.Entries.Select(e => e.ToMessage())], f._origin, f._snapshot.Digest());
         }
 
         protected override object? Invoke(MethodInfo? method, object?[]? args)

@@ -127,7 +127,7 @@ public sealed class WeightServerAbuseTests : IDisposable
     {
         using var a = randn(300, 200);
         var snapshot = WeightSnapshot.Capture([("a", a)]);
-        var digest = snapshot.Sha256();
+        var digest = snapshot.Digest();
         using var stop = new CancellationTokenSource();
 
         var (cutPort, _) = await ImpostorAsync(snapshot.TotalBytes, snapshot.Data[..(snapshot.Data.Length / 2)], stop.Token);
@@ -138,9 +138,9 @@ public sealed class WeightServerAbuseTests : IDisposable
         var (badPort, _) = await ImpostorAsync(snapshot.TotalBytes, corrupted, stop.Token);
         var received = await WeightExchange.FetchAsync($"tcp://127.0.0.1:{badPort}/run/1/token", snapshot.TotalBytes);
         Assert.NotNull(received);
-        // What the generator does before applying: the bytes must match the manifest's SHA-256.
-        Assert.NotEqual(digest, WeightSnapshot.FromChunks(snapshot.Entries, [received!]).Sha256());
-        Assert.Equal(digest, WeightSnapshot.FromChunks(snapshot.Entries, [snapshot.Data]).Sha256());
+        // What the generator does before applying: the bytes must match the manifest's digest.
+        Assert.NotEqual(digest, WeightSnapshot.FromChunks(snapshot.Entries, [received!]).Digest());
+        Assert.Equal(digest, WeightSnapshot.FromChunks(snapshot.Entries, [snapshot.Data]).Digest());
         stop.Cancel();
     }
 }

@@ -12,13 +12,13 @@ namespace RefAlign.Silo.Tests;
 
 /// <summary>
 /// The stream's cost split on loopback in one process, printed (run with a detailed console logger): raw TCP, the
-/// bare receive, SHA-256, and a replica's whole fetch (receive + hash as it lands). Asserts only that bytes match;
+/// bare receive, the digest (XXH3-128), and a replica's whole fetch (receive + digest as it lands). Asserts only that bytes match;
 /// the numbers are for reading, the bench is the figure of record.
 /// </summary>
 public sealed class WeightStreamSpeedTests(ITestOutputHelper output)
 {
     [Fact]
-    public async Task The_replica_fetch_is_printed_against_raw_tcp_and_sha256()
+    public async Task The_replica_fetch_is_printed_against_raw_tcp_and_the_digest()
     {
         using var a = randn(20_000_000 / 1024, 1024);
         var snapshot = WeightSnapshot.Capture([("a", a)]);
@@ -40,8 +40,8 @@ public sealed class WeightStreamSpeedTests(ITestOutputHelper output)
             var bare = await WeightExchange.FetchAsync(origin, snapshot.TotalBytes);
             var bareRate = Rate(t);
             t = Stopwatch.GetTimestamp();
-            _ = System.Security.Cryptography.SHA256.HashData(snapshot.Data);
-            var shaRate = Rate(t);
+            _ = snapshot.Digest();
+            var digestRate = Rate(t);
             // A replica without a server of its own (no relay), fresh each round so nothing is cached.
             var replicas = new ReplicaWeights(new WeightExchange(), NullLogger<ReplicaWeights>.Instance);
             t = Stopwatch.GetTimestamp();
@@ -51,7 +51,7 @@ public sealed class WeightStreamSpeedTests(ITestOutputHelper output)
             Assert.Equal(snapshot.TotalBytes, raw);
             Assert.NotNull(bare);
             output.WriteLine($"{snapshot.TotalBytes / 1e6:F0} MB: raw TCP {rawRate:F0} MB/s, bare receive {bareRate:F0} MB/s, " +
-                $"SHA-256 {shaRate:F0} MB/s, replica fetch {fetchRate:F0} MB/s ({fetchRate / rawRate:F2} of raw)");
+                $"digest {digestRate:F0} MB/s, replica fetch {fetchRate:F0} MB/s ({fetchRate / rawRate:F2} of raw)");
         }
         await stop.CancelAsync();
         await serving;

@@ -15,8 +15,8 @@ public sealed class WeightSnapshot(IReadOnlyList<WeightEntry> entries, byte[] da
     public byte[] Data { get; } = data;
     public long TotalBytes => Data.LongLength;
 
-    /// <summary>SHA-256 of <see cref="Data"/> as lower-case hex: what a receiver checks the bytes it got against.</summary>
-    public string Sha256() => Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(Data));
+    /// <summary>The <see cref="WeightDigest"/> of <see cref="Data"/>: what a receiver checks the bytes it got against.</summary>
+    public string Digest() => WeightDigest.Of(Data);
 
     /// <summary>Copies the named tensors (moved to CPU, made contiguous) into one buffer, in name order.</summary>
     public static WeightSnapshot Capture(IEnumerable<(string Name, Tensor Tensor)> tensors)

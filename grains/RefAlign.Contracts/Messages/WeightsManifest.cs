@@ -12,8 +12,8 @@ public sealed record TensorEntry(
 /// <summary>
 /// The index of a published weight version. The bytes come either from <see cref="StreamAddress"/> in one stream (the
 /// learner silo's weight server, <c>tcp://host:port/run/version/token</c>, near raw TCP speed) or, when that is absent
-/// or fails, in <see cref="ChunkCount"/> Orleans chunk calls. <see cref="Sha256"/> is the weights' digest: bytes that do
-/// not match it (a truncated or corrupted transfer) are never applied.
+/// or fails, in <see cref="ChunkCount"/> Orleans chunk calls. <see cref="Digest"/> is the weights' integrity digest
+/// (<c>xxh128:</c> hex, empty for none): bytes that do not match it (a truncated or corrupted transfer) are never applied.
 /// </summary>
 [GenerateSerializer, Immutable]
 public sealed record WeightsManifest(
@@ -23,4 +23,4 @@ public sealed record WeightsManifest(
     [property: Id(3)] long TotalBytes,
     [property: Id(4)] IReadOnlyList<TensorEntry> Entries,
     [property: Id(5)] string? StreamAddress = null,
-    [property: Id(6)] string Sha256 = "");
+    [property: Id(6)] string Digest = "");
