@@ -278,18 +278,19 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
     {
         if (_snapshots.ContainsKey(version)) return;
         var learner = Require();
-        var (snapshot, digest) = await executor.RunAsync(() =>
-        {
-            var s = WeightSnapshot.Capture(learner.TrainableParameters());
-            return (s, s.Digest());
-        });
-        _snapshots[version] = (snapshot, exchange.Publish(RunId, version, snapshot), digest);
+        // The versions this one makes stale go first: once no stream reads them, their buffers take this capture.
         foreach (var old in _snapshots.Keys.Where(v => v < version - 1).ToList())
         {
             _snapshots.Remove(old);
             _relayTails.Remove(old);
             exchange.Retract(RunId, old);
         }
+        var (snapshot, digest) = await executor.RunAsync(() =>
+        {
+            var s = WeightSnapshot.Capture(learner.TrainableParameters(), exchange.Buffers.Rent);
+            return (s, s.Digest());
+        });
+        _snapshots[version] = (snapshot, exchange.Publish(RunId, version, snapshot, recycle: true), digest);
     }
 
     public Task<string?> JoinRelay(long version, string relayAddress)

@@ -12,6 +12,8 @@ namespace RefAlign.Grains;
 /// need them, and relayed onward: while a version arrives, this silo's <see cref="WeightExchange"/> already serves it to
 /// the next generator silo in the learner's chain, so the learner sends each version once. Bytes are received straight
 /// into one buffer and hashed as they land; a replica applies them only after the whole digest matched the manifest.
+/// Buffers come from the silo's <see cref="WeightBuffers"/> and go back once no replica, stream or fill reads them (see
+/// <see cref="WeightPublication"/>'s holds), so in steady state a version lands in memory that is already resident.
 /// </summary>
 /// <remarks>
 /// Sources, in order: the upstream the learner's chain names (a previous silo, or the learner), the learner's own stream,
@@ -22,10 +24,12 @@ public sealed class ReplicaWeights(WeightExchange exchange, ILogger<ReplicaWeigh
 {
     static readonly TimeSpan IdleRunKept = TimeSpan.FromMinutes(10);
 
-    sealed class Fetch(Task<WeightSnapshot> task, WeightPublication? relay)
+    sealed class Fetch(Task<WeightSnapshot> task, WeightPublication buffer, bool relayed)
     {
         public Task<WeightSnapshot> Task { get; } = task;
-        public WeightPublication? Relay { get; } = relay;
+        /// <summary>The bytes; this entry holds them until it is evicted.</summary>
+        public WeightPublication Buffer { get; } = buffer;
+        public bool Relayed { get; } = relayed;
         public DateTime Used { get; set; } = DateTime.UtcNow;
     }
 
@@ -36,76 +40,87 @@ public sealed class ReplicaWeights(WeightExchange exchange, ILogger<ReplicaWeigh
     /// <summary>
     /// Version <paramref name="manifest"/> of the run's weights, verified: from the learner's exchange in place when the
     /// learner is on this silo, from this silo's copy when a replica here already fetched it, else fetched (and relayed).
+    /// Dispose the lease once the bytes are applied: until then its buffer is not reused.
     /// </summary>
-    public async Task<WeightSnapshot> GetAsync(ILearnerGrain learner, string runId, WeightsManifest manifest)
+    public async Task<WeightLease> GetAsync(ILearnerGrain learner, string runId, WeightsManifest manifest)
     {
-        if (manifest.StreamAddress is { } address && exchange.FindLocal(address) is { } local) return local;
+        if (manifest.StreamAddress is { } address && exchange.HoldLocal(address) is { } local) return new WeightLease(local.Snapshot!, local);
         var key = (runId, manifest.Version, manifest.Digest);
-        Fetch fetch;
-        lock (_gate)
+        while (true)
         {
-            if (!_fetches.TryGetValue(key, out fetch!))
+            Fetch fetch;
+            lock (_gate)
             {
-                var relay = manifest.StreamAddress is null ? null : exchange.BeginRelay(runId, manifest.Version, manifest.TotalBytes);
-                fetch = new Fetch(FetchAsync(learner, runId, manifest, relay), relay?.Publication);
-                _fetches[key] = fetch;
+                if (!_fetches.TryGetValue(key, out fetch!))
+                {
+                    // The versions this one makes stale go first: once unread, their buffers take this one's bytes.
+                    Evict(runId, manifest.Version);
+                    var (buffer, relayAddress) = exchange.BeginRelay(runId, manifest.Version, manifest.TotalBytes);
+                    buffer.TryHold(); // the fill's own, released when it ends
+                    fetch = new Fetch(FetchAsync(learner, runId, manifest, buffer, relayAddress), buffer, relayAddress is not null);
+                    _fetches[key] = fetch;
+                }
+                fetch.Used = DateTime.UtcNow;
             }
-            fetch.Used = DateTime.UtcNow;
-        }
-        try
-        {
-            var snapshot = await fetch.Task;
-            Evict(runId, manifest.Version);
-            return snapshot;
-        }
-        catch
-        {
-            // A failed fetch is not kept: the replica's retry starts a fresh one.
-            if (_fetches.TryRemove(new KeyValuePair<(string, long, string), Fetch>(key, fetch)) && fetch.Relay is { } r)
-                exchange.Retract(runId, manifest.Version, r);
-            throw;
+            WeightSnapshot snapshot;
+            try { snapshot = await fetch.Task; }
+            catch
+            {
+                // A failed fetch is not kept: the replica's retry starts a fresh one.
+                if (_fetches.TryRemove(new KeyValuePair<(string, long, string), Fetch>(key, fetch))) Drop(key.runId, key.Version, fetch);
+                throw;
+            }
+            if (fetch.Buffer.TryHold())
+            {
+                Evict(runId, manifest.Version);
+                return new WeightLease(snapshot, fetch.Buffer);
+            }
+            // Evicted (and its buffer reused) between its end and this read: fetch it again.
         }
     }
 
-    async Task<WeightSnapshot> FetchAsync(ILearnerGrain learner, string runId, WeightsManifest manifest,
-        (WeightPublication Publication, string Address)? relay)
+    /// <summary>Readies this silo's receive buffers for a replica of <paramref name="bytes"/> (see <see cref="WeightBuffers.Prepare"/>).</summary>
+    public void Prepare(long bytes) => exchange.Buffers.Prepare(bytes, WeightBuffers.MaxSpares);
+
+    async Task<WeightSnapshot> FetchAsync(ILearnerGrain learner, string runId, WeightsManifest manifest, WeightPublication buffer, string? relayAddress)
     {
-        var entries = manifest.Entries.Select(e => e.ToCompute()).ToList();
-        if ((entries.Count == 0 ? 0 : entries.Max(e => e.Offset + e.Length)) != manifest.TotalBytes)
-            throw new InvalidDataException($"weights of {runId} version {manifest.Version}: the index does not describe {manifest.TotalBytes} bytes.");
-        var data = relay?.Publication.Data ?? GC.AllocateUninitializedArray<byte>((int)manifest.TotalBytes);
         try
         {
+            var entries = manifest.Entries.Select(e => e.ToCompute()).ToList();
+            if ((entries.Count == 0 ? 0 : entries.Max(e => e.Offset + e.Length)) != manifest.TotalBytes)
+                throw new InvalidDataException($"weights of {runId} version {manifest.Version}: the index does not describe {manifest.TotalBytes} bytes.");
+            var data = buffer.Data;
             var started = System.Diagnostics.Stopwatch.GetTimestamp();
             List<string> sources = [];
-            if (relay is { } r && await UpstreamAsync(learner, runId, manifest.Version, r.Address) is { } upstream) sources.Add(upstream);
+            if (relayAddress is not null && await UpstreamAsync(learner, runId, manifest.Version, relayAddress) is { } upstream) sources.Add(upstream);
             if (manifest.StreamAddress is { } origin && !sources.Contains(origin)) sources.Add(origin);
             var joined = System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds;
             foreach (var source in sources)
-                if (await FromStreamAsync(source, data, manifest, relay?.Publication))
+                if (await FromStreamAsync(source, data, manifest, buffer))
                 {
                     // The split a slow sync is read from: the chain call, then the stream with its digest.
                     logger.LogInformation("weights of {Run} version {Version}: {Bytes} bytes from {Source} (join {JoinMs:F0} ms, stream and digest {StreamMs:F0} ms)",
                         runId, manifest.Version, manifest.TotalBytes, new Uri(source).Authority, joined,
                         System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds - joined);
-                    return Completed(new WeightSnapshot(entries, data), relay?.Publication);
+                    return Completed(new WeightSnapshot(entries, data), buffer);
                 }
             await FromChunksAsync(learner, manifest, data);
             var chunked = new WeightSnapshot(entries, data);
-            if (Matches(manifest, await Task.Run(chunked.Digest), "chunks")) return Completed(chunked, relay?.Publication);
+            if (Matches(manifest, await Task.Run(chunked.Digest), "chunks")) return Completed(chunked, buffer);
             throw new InvalidDataException($"weights of {runId} version {manifest.Version} did not match their digest ({manifest.Digest}) by stream or chunks.");
         }
-        catch when (relay is { } r)
+        catch
         {
             // Readers relaying from this silo are cut and fall back to the learner.
-            r.Publication.Progress.Fail();
+            buffer.Progress.Fail();
             throw;
         }
+        finally { buffer.Release(); }
     }
 
-    static WeightSnapshot Completed(WeightSnapshot snapshot, WeightPublication? relay)
+    static WeightSnapshot Completed(WeightSnapshot snapshot, WeightPublication buffer)
     {
-        relay?.Complete(snapshot);
+        buffer.Complete(snapshot);
         return snapshot;
     }
 
@@ -123,7 +138,7 @@ public sealed class ReplicaWeights(WeightExchange exchange, ILogger<ReplicaWeigh
     /// One stream attempt into <paramref name="data"/>, hashed while it arrives; true when complete and matching the
     /// manifest's digest. What lands is forwarded to <paramref name="relay"/>'s readers at once.
     /// </summary>
-    async Task<bool> FromStreamAsync(string source, byte[] data, WeightsManifest manifest, WeightPublication? relay)
+    async Task<bool> FromStreamAsync(string source, byte[] data, WeightsManifest manifest, WeightPublication relay)
     {
         var landed = new FillProgress();
         using var stop = new CancellationTokenSource();
@@ -134,7 +149,7 @@ public sealed class ReplicaWeights(WeightExchange exchange, ILogger<ReplicaWeigh
             var complete = await Task.Run(() => WeightExchange.FetchIntoAsync(source, data, n =>
             {
                 landed.Advance(n);
-                relay?.Progress.Advance(n);
+                relay.Progress.Advance(n);
             }));
             if (!complete)
             {
@@ -195,8 +210,14 @@ public sealed class ReplicaWeights(WeightExchange exchange, ILogger<ReplicaWeigh
         foreach (var (key, fetch) in _fetches)
         {
             var stale = key.Run == runId ? key.Version < version - 1 : now - fetch.Used > IdleRunKept;
-            if (!stale || !_fetches.TryRemove(new KeyValuePair<(string, long, string), Fetch>(key, fetch))) continue;
-            if (fetch.Relay is { } r) exchange.Retract(key.Run, key.Version, r);
+            if (stale && _fetches.TryRemove(new KeyValuePair<(string, long, string), Fetch>(key, fetch))) Drop(key.Run, key.Version, fetch);
         }
+    }
+
+    /// <summary>Withdraws a fetch that left the cache: its relay stops being served and the cache's hold ends.</summary>
+    void Drop(string runId, long version, Fetch fetch)
+    {
+        if (fetch.Relayed) exchange.Retract(runId, version, fetch.Buffer);
+        fetch.Buffer.Release();
     }
 }

@@ -54,6 +54,9 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, ReplicaWeigh
             return (policy, PolicySetup.AttachLora(policy, config));
         });
         _version = 0;
+        // An own replica receives the learner's versions: ready resident buffers for them while it samples its first step.
+        var bytes = PolicySetup.Trainable(_policy, _lora).Sum(p => p.Parameter.NumberOfElements * p.Parameter.ElementSize);
+        _ = Task.Run(() => replicas.Prepare(bytes));
         return _policy;
     }
 
@@ -127,10 +130,10 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, ReplicaWeigh
             {
                 // The transfer time excludes capture and apply; replicas on this silo share one fetch (see ReplicaWeights).
                 var fetchStarted = System.Diagnostics.Stopwatch.GetTimestamp();
-                var snapshot = await replicas.GetAsync(learner, runId, manifest);
+                using var lease = await replicas.GetAsync(learner, runId, manifest);
                 var fetchSeconds = System.Diagnostics.Stopwatch.GetElapsedTime(fetchStarted).TotalSeconds;
                 var targets = PolicySetup.Trainable(_policy!, _lora).ToDictionary(p => p.Name, p => (Tensor)p.Parameter);
-                await executor.RunAsync(() => snapshot.ApplyTo(targets));
+                await executor.RunAsync(() => lease.Snapshot.ApplyTo(targets));
                 _version = manifest.Version;
                 activity?.SetTag("refalign.bytes", manifest.TotalBytes);
                 TrainingTelemetry.BatchBytesMoved.Add(manifest.TotalBytes, new KeyValuePair<string, object?>(TrainingTelemetry.Tags.RunId, runId));

@@ -40,29 +40,43 @@ public sealed class WeightExchange(string? advertisedHost = null)
     /// <summary>The port the server listens on (0 until <see cref="ServeAsync"/> binds; then no address is handed out).</summary>
     public int Port => _port;
 
+    /// <summary>The silo's spare weight buffers: a learner captures into them, a replica receives into them.</summary>
+    public WeightBuffers Buffers { get; } = new();
+
     /// <summary>
     /// Publishes <paramref name="snapshot"/> as version <paramref name="version"/> of the run's weights (a learner keeps
-    /// the versions its generators may still ask for); returns its address (null without a server).
+    /// the versions its generators may still ask for); returns its address (null without a server). With
+    /// <paramref name="recycle"/> the snapshot's buffer (rented from <see cref="Buffers"/>) goes back there once the
+    /// version is retracted and no stream or replica reads it any more.
     /// </summary>
-    public string? Publish(string runId, long version, WeightSnapshot snapshot)
+    public string? Publish(string runId, long version, WeightSnapshot snapshot, bool recycle = false)
     {
-        var publication = WeightPublication.Whole(Guid.NewGuid().ToString("N"), snapshot);
-        _published[(runId, version)] = publication;
+        // The registry holds the publication (its creator's hold) until it is retracted.
+        var publication = WeightPublication.Whole(Guid.NewGuid().ToString("N"), snapshot, recycle ? Buffers.Return : null);
+        WeightPublication? replaced = null;
+        _published.AddOrUpdate((runId, version), publication, (_, old) =>
+        {
+            replaced = old;
+            return publication;
+        });
+        replaced?.Release();
         return AddressOf(runId, version, publication);
     }
 
     /// <summary>
-    /// Starts relaying version <paramref name="version"/> of a run: a publication of <paramref name="totalBytes"/> that
-    /// the caller fills (advancing its <see cref="WeightPublication.Progress"/>) and that this server streams onward as it
-    /// fills, under a fresh token. Null when this silo already publishes the version or serves nothing (no server): the
-    /// caller fetches for itself only.
+    /// Starts receiving version <paramref name="version"/> of a run: a publication of <paramref name="totalBytes"/> in a
+    /// buffer from <see cref="Buffers"/> (it returns there after the last <see cref="WeightPublication.Release"/>; the
+    /// caller holds the first), which the caller fills, advancing its <see cref="WeightPublication.Progress"/>. This server
+    /// relays it onward as it fills, under a fresh token, at the returned address; the address is null when this silo
+    /// already publishes the version or serves nothing (no server): the caller fetches for itself only.
     /// </summary>
-    public (WeightPublication Publication, string Address)? BeginRelay(string runId, long version, long totalBytes)
+    public (WeightPublication Publication, string? Address) BeginRelay(string runId, long version, long totalBytes)
     {
-        if (advertisedHost is null || _port == 0 || totalBytes > Array.MaxLength) return null;
-        // Every byte is written by the fill before a reader may see it, so skip zeroing the (large) buffer.
-        var publication = new WeightPublication(Guid.NewGuid().ToString("N"), GC.AllocateUninitializedArray<byte>((int)totalBytes), null);
-        return _published.TryAdd((runId, version), publication) ? (publication, AddressOf(runId, version, publication)!) : null;
+        var publication = new WeightPublication(Guid.NewGuid().ToString("N"), Buffers.Rent(totalBytes), null, Buffers.Return);
+        if (advertisedHost is null || _port == 0 || !publication.TryHold()) return (publication, null);
+        if (_published.TryAdd((runId, version), publication)) return (publication, AddressOf(runId, version, publication));
+        publication.Release();
+        return (publication, null);
     }
 
     string? AddressOf(string runId, long version, WeightPublication p) =>
@@ -84,24 +98,38 @@ public sealed class WeightExchange(string? advertisedHost = null)
     public int ActiveConnections => MaxConnections - _slots.CurrentCount;
 
     /// <summary>Withdraws one version of a run's weights; its address answers "gone" from then on.</summary>
-    public void Retract(string runId, long version) => _published.TryRemove((runId, version), out _);
+    public void Retract(string runId, long version)
+    {
+        if (_published.TryRemove((runId, version), out var p)) p.Release();
+    }
 
     /// <summary>Withdraws <paramref name="publication"/> if it is still the one under these keys.</summary>
-    public void Retract(string runId, long version, WeightPublication publication) =>
-        _published.TryRemove(new KeyValuePair<(string, long), WeightPublication>((runId, version), publication));
+    public void Retract(string runId, long version, WeightPublication publication)
+    {
+        if (_published.TryRemove(new KeyValuePair<(string, long), WeightPublication>((runId, version), publication))) publication.Release();
+    }
 
     /// <summary>Withdraws every version of a run's weights.</summary>
     public void Remove(string runId)
     {
-        foreach (var key in _published.Keys.Where(k => k.Run == runId).ToList()) _published.TryRemove(key, out _);
+        foreach (var key in _published.Keys.Where(k => k.Run == runId).ToList()) Retract(key.Run, key.Version);
     }
 
     /// <summary>The snapshot behind <paramref name="address"/> when this very silo published it (no transfer needed).</summary>
-    public WeightSnapshot? FindLocal(string address)
+    public WeightSnapshot? FindLocal(string address) => LocalPublication(address)?.Snapshot;
+
+    /// <summary>
+    /// As <see cref="FindLocal"/>, held: the caller reads its bytes and then calls <see cref="WeightPublication.Release"/>,
+    /// so the buffer is not reused under it. Null when not published here (or no longer).
+    /// </summary>
+    public WeightPublication? HoldLocal(string address) =>
+        LocalPublication(address) is { Snapshot: not null } p && p.TryHold() ? p : null;
+
+    WeightPublication? LocalPublication(string address)
     {
         if (!Uri.TryCreate(address, UriKind.Absolute, out var uri) || uri.Port != _port) return null;
         var path = uri.AbsolutePath.Trim('/').Split('/');
-        return path.Length == 3 && long.TryParse(path[1], out var v) ? Find(Uri.UnescapeDataString(path[0]), v, path[2]) : null;
+        return path.Length == 3 && long.TryParse(path[1], out var v) ? FindPublication(Uri.UnescapeDataString(path[0]), v, path[2]) : null;
     }
 
     /// <summary>Accepts connections until cancelled; each request is served on its own task.</summary>
@@ -136,6 +164,7 @@ public sealed class WeightExchange(string? advertisedHost = null)
     {
         using (client)
         {
+            WeightPublication? held = null;
             try
             {
                 client.NoDelay = true;
@@ -145,6 +174,9 @@ public sealed class WeightExchange(string? advertisedHost = null)
                 if (line is null) return;
                 var parts = line.Split(' ');
                 var publication = parts is { Length: 3 } && long.TryParse(parts[1], out var v) ? FindPublication(Uri.UnescapeDataString(parts[0]), v, parts[2]) : null;
+                // Held while streamed: a version retracted meanwhile keeps its buffer until this reader is done.
+                if (publication is not null && !publication.TryHold()) publication = null;
+                held = publication;
                 var header = new byte[8];
                 BinaryPrimitives.WriteInt64LittleEndian(header, publication?.TotalBytes ?? -1);
                 await WriteAsync(stream, header, cancellation);
@@ -160,6 +192,7 @@ public sealed class WeightExchange(string? advertisedHost = null)
                 }
             }
             catch (Exception e) when (e is IOException or SocketException or OperationCanceledException) { }
+            finally { held?.Release(); }
         }
     }
 

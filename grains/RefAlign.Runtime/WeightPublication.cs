@@ -78,8 +78,15 @@ public sealed class FillProgress
 /// arrives from upstream and served onward as it fills. <see cref="Snapshot"/> is set once the bytes are complete (and,
 /// for a relay, verified).
 /// </summary>
-public sealed class WeightPublication(string token, byte[] data, WeightSnapshot? snapshot)
+/// <remarks>
+/// Its buffer is reused for a later version once nobody reads it: each reader (the exchange's registry, a stream being
+/// served, a replica applying the bytes, a fill in progress) takes a hold, and the last <see cref="Release"/> hands the
+/// buffer to <paramref name="freed"/>. It starts with one hold, its creator's.
+/// </remarks>
+public sealed class WeightPublication(string token, byte[] data, WeightSnapshot? snapshot, Action<byte[]>? freed = null)
 {
+    readonly Lock _gate = new();
+    int _holds = 1;
     int _served;
 
     public string Token { get; } = token;
@@ -93,6 +100,28 @@ public sealed class WeightPublication(string token, byte[] data, WeightSnapshot?
 
     internal void CountServed() => Interlocked.Increment(ref _served);
 
+    /// <summary>Another reader of the buffer; false once the last hold was released (the buffer may be reused).</summary>
+    public bool TryHold()
+    {
+        lock (_gate)
+        {
+            if (_holds == 0) return false;
+            _holds++;
+            return true;
+        }
+    }
+
+    /// <summary>Ends one hold; the last one frees the buffer for reuse.</summary>
+    public void Release()
+    {
+        lock (_gate)
+        {
+            if (_holds == 0) throw new InvalidOperationException("a weight publication was released more often than held.");
+            if (--_holds > 0) return;
+        }
+        freed?.Invoke(Data);
+    }
+
     /// <summary>The relayed bytes are complete and verified.</summary>
     public void Complete(WeightSnapshot snapshot)
     {
@@ -100,9 +129,9 @@ public sealed class WeightPublication(string token, byte[] data, WeightSnapshot?
         Progress.Advance(TotalBytes);
     }
 
-    internal static WeightPublication Whole(string token, WeightSnapshot snapshot)
+    internal static WeightPublication Whole(string token, WeightSnapshot snapshot, Action<byte[]>? freed)
     {
-        var p = new WeightPublication(token, snapshot.Data, snapshot);
+        var p = new WeightPublication(token, snapshot.Data, snapshot, freed);
         p.Progress.Advance(snapshot.TotalBytes);
         return p;
     }

@@ -49,8 +49,9 @@ public sealed class WeightRelayTests : IAsyncDisposable
     {
         var snapshot = Weights();
         var relay = await StartAsync();
-        var (publication, address) = relay.BeginRelay("run-1", 2, snapshot.TotalBytes)!.Value;
-        Assert.Null(relay.BeginRelay("run-1", 2, snapshot.TotalBytes)); // one relay per version
+        var (publication, relayed) = relay.BeginRelay("run-1", 2, snapshot.TotalBytes);
+        var address = Assert.IsType<string>(relayed);
+        Assert.Null(relay.BeginRelay("run-1", 2, snapshot.TotalBytes).Address); // one relay per version
         Assert.Null(relay.FindLocal(address)); // not complete: nothing to use in place yet
 
         // The reader connects before a byte is in and is fed in uneven steps, with pauses.
@@ -68,8 +69,8 @@ public sealed class WeightRelayTests : IAsyncDisposable
         Assert.Equal(1, relay.TimesServed("run-1", 2));
 
         // A relay whose upstream fails cuts its readers (they fall back), rather than leaving them waiting.
-        var (failing, failingAddress) = relay.BeginRelay("run-1", 3, snapshot.TotalBytes)!.Value;
-        var cut = WeightExchange.FetchAsync(failingAddress, snapshot.TotalBytes);
+        var (failing, failingAddress) = relay.BeginRelay("run-1", 3, snapshot.TotalBytes);
+        var cut = WeightExchange.FetchAsync(failingAddress!, snapshot.TotalBytes);
         snapshot.Data.AsSpan(0, 1000).CopyTo(failing.Data);
         failing.Progress.Advance(1000);
         failing.Progress.Fail();
@@ -92,10 +93,10 @@ public sealed class WeightRelayTests : IAsyncDisposable
 
         // Two replicas on each silo, all at once: one fetch per silo, silo k reads from silo k − 1.
         var fetched = await Task.WhenAll(silos.SelectMany(s => new[] { s.Replicas.GetAsync(learner, "run-1", manifest), s.Replicas.GetAsync(learner, "run-1", manifest) }));
-        Assert.All(fetched, f => Assert.Equal(snapshot.Data, f.Data));
+        Assert.All(fetched, f => Assert.Equal(snapshot.Data, f.Snapshot.Data));
         Assert.Equal(1, learnerExchange.TimesServed("run-1", 5));
         Assert.Equal([1, 1, 0], silos.Select(s => s.Exchange.TimesServed("run-1", 5)));
-        Assert.Same(fetched[0], fetched[1]);
+        Assert.Same(fetched[0].Snapshot, fetched[1].Snapshot);
         Assert.Equal(3, FakeLearner.Of(learner).Joined.Count);
     }
 
@@ -113,8 +114,8 @@ public sealed class WeightRelayTests : IAsyncDisposable
             var learner = FakeLearner.Create(snapshot, origin, upstreamOverride: $"tcp://127.0.0.1:{upstream}/run-1/5/0123");
             var silo = await StartAsync();
             var replicas = new ReplicaWeights(silo, NullLogger<ReplicaWeights>.Instance);
-            var got = await replicas.GetAsync(learner, "run-1", FakeLearner.Manifest(learner));
-            Assert.Equal(snapshot.Data, got.Data);
+            using var got = await replicas.GetAsync(learner, "run-1", FakeLearner.Manifest(learner));
+            Assert.Equal(snapshot.Data, got.Snapshot.Data);
         }
         Assert.Equal(2, learnerExchange.TimesServed("run-1", 5));
     }
@@ -168,10 +169,10 @@ public sealed class WeightRelayTests : IAsyncDisposable
 
         public static FakeLearner Of(ILearnerGrain learner) => (FakeLearner)(object)learner;
 
-        public static WeightsManifest Manifest(ILearnerGrain learner)
+        public static WeightsManifest Manifest(ILearnerGrain learner, long version = 5)
         {
             var f = Of(learner);
-            return new WeightsManifest(5, f._snapshot.ChunkCount(LearnerGrain.ChunkBytes), LearnerGrain.ChunkBytes, f._snapshot.TotalBytes,
+            return new WeightsManifest(version, f._snapshot.ChunkCount(LearnerGrain.ChunkBytes), LearnerGrain.ChunkBytes, f._snapshot.TotalBytes,
                 [.. f._snapshot.Entries.Select(e => e.ToMessage())], f._origin, f._snapshot.Digest());
         }
 

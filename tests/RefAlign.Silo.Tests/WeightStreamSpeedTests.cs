@@ -45,9 +45,9 @@ public sealed class WeightStreamSpeedTests(ITestOutputHelper output)
             // A replica without a server of its own (no relay), fresh each round so nothing is cached.
             var replicas = new ReplicaWeights(new WeightExchange(), NullLogger<ReplicaWeights>.Instance);
             t = Stopwatch.GetTimestamp();
-            var fetched = await replicas.GetAsync(fake, $"run-{round}", manifest);
+            using var fetched = await replicas.GetAsync(fake, $"run-{round}", manifest);
             var fetchRate = Rate(t);
-            Assert.Equal(snapshot.Data, fetched.Data);
+            Assert.Equal(snapshot.Data, fetched.Snapshot.Data);
             Assert.Equal(snapshot.TotalBytes, raw);
             Assert.NotNull(bare);
             output.WriteLine($"{snapshot.TotalBytes / 1e6:F0} MB: raw TCP {rawRate:F0} MB/s, bare receive {bareRate:F0} MB/s, " +
@@ -86,7 +86,7 @@ public sealed class WeightStreamSpeedTests(ITestOutputHelper output)
                 var t = Stopwatch.GetTimestamp();
                 var got = await Task.WhenAll(silos.Select(s => s.GetAsync(fake, "run-1", manifest)));
                 seconds.Add(Stopwatch.GetElapsedTime(t).TotalSeconds);
-                Assert.All(got, g => Assert.Equal(snapshot.Data, g.Data));
+                Assert.All(got, g => Assert.Equal(snapshot.Data, g.Snapshot.Data));
                 Assert.Equal(1, learner.TimesServed("run-1", version));
             }
             output.WriteLine($"{snapshot.TotalBytes / 1e6:F0} MB to 1 silo {seconds[0]:F3} s, to 3 relayed {seconds[1]:F3} s: {seconds[1] / seconds[0]:F2}");

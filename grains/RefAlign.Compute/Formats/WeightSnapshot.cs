@@ -18,13 +18,17 @@ public sealed class WeightSnapshot(IReadOnlyList<WeightEntry> entries, byte[] da
     /// <summary>The <see cref="WeightDigest"/> of <see cref="Data"/>: what a receiver checks the bytes it got against.</summary>
     public string Digest() => WeightDigest.Of(Data);
 
-    /// <summary>Copies the named tensors (moved to CPU, made contiguous) into one buffer, in name order.</summary>
-    public static WeightSnapshot Capture(IEnumerable<(string Name, Tensor Tensor)> tensors)
+    /// <summary>
+    /// Copies the named tensors (moved to CPU, made contiguous) into one buffer, in name order: a new one, or one of the
+    /// given size from <paramref name="allocate"/> (every byte is overwritten, so it may hold anything).
+    /// </summary>
+    public static WeightSnapshot Capture(IEnumerable<(string Name, Tensor Tensor)> tensors, Func<long, byte[]>? allocate = null)
     {
         var list = tensors.OrderBy(t => t.Name, StringComparer.Ordinal).ToList();
         var total = list.Sum(t => t.Tensor.NumberOfElements * t.Tensor.ElementSize);
         if (total > Array.MaxLength) throw new NotSupportedException($"a {total}-byte weight set exceeds one buffer; shard it.");
-        var data = new byte[total];
+        var data = allocate?.Invoke(total) ?? new byte[total];
+        if (data.LongLength != total) throw new ArgumentException($"the buffer for a {total}-byte capture holds {data.LongLength} bytes.", nameof(allocate));
         var entries = new List<WeightEntry>(list.Count);
         long offset = 0;
         using var _ = no_grad();

@@ -16,7 +16,7 @@ namespace RefAlign.Cli.Commands.Bench;
 /// <c>refalign bench cluster</c>: (1) orchestration overhead — a RefAlign step through the grains on one silo over the
 /// same step in-process (<c>refalign train</c>'s services); (2) weight transfer between two silo processes on loopback
 /// against raw loopback TCP measured in the same run (each of 5 syncs ÷ the median of 5 raw TCP runs; the minimum is the
-/// figure), and a broadcast — one sync to three generator silos (relayed, the learner sends once) over one; (3) scale-out — the generation phase of a two-shard run with one
+/// figure; each run's first sync, a fresh silo's cold one, is a warm-up reported on its own), and a broadcast — one sync to three generator silos (relayed, the learner sends once) over one; (3) scale-out — the generation phase of a two-shard run with one
 /// generator silo, then with two (separate processes, one compute and one libtorch thread each).
 /// </summary>
 internal static class ClusterBench
@@ -43,6 +43,7 @@ internal static class ClusterBench
                 ("silo→silo weight transfer (slowest of 5 syncs)", $"{res.TransferMBps:F0} MB/s"),
                 ("raw loopback TCP (median of 5)", $"{res.RawTcpMBps:F0} MB/s"),
                 ("transfer ÷ raw TCP, min of 5 (goal ≥ 0.8)", $"{res.TransferToTcp:F2} (range {res.TransferToTcpRange[0]:F2}–{res.TransferToTcpRange[1]:F2})"),
+                ("first sync of a fresh silo (warm-up, not in the 5)", $"{res.FirstSyncSeconds:F3} s"),
                 ("sync to 3 generator silos ÷ to 1, median (goal ≤ 1.3)", $"{res.Broadcast3Vs1:F2} ({res.BroadcastOneSeconds:F3} s → {res.BroadcastThreeSeconds:F3} s, {res.BroadcastSilos} silos)"),
                 ("generation phase, 1 generator silo (median)", $"{res.GenerateOneSilo:F3} s"),
                 ("generation phase, 2 generator silos (median)", $"{res.GenerateTwoSilos:F3} s"),
@@ -56,7 +57,7 @@ internal static class ClusterBench
     /// <remarks><c>PhaseSeconds</c>: per phase, the median in-process and through-the-grains seconds.</remarks>
     internal sealed record Result(int Steps, double LocalStepSeconds, double GrainStepSeconds, double OverheadRatio,
         IReadOnlyDictionary<string, double[]> PhaseSeconds,
-        double SyncBytes, double TransferMBps, double RawTcpMBps, double TransferToTcp, double[] TransferToTcpRange,
+        double SyncBytes, double TransferMBps, double RawTcpMBps, double TransferToTcp, double[] TransferToTcpRange, double FirstSyncSeconds,
         double BroadcastOneSeconds, double BroadcastThreeSeconds, int BroadcastSilos,
         double GenerateOneSilo, double GenerateTwoSilos)
     {
@@ -120,7 +121,7 @@ internal static class ClusterBench
 
             // (2) weights between silo processes: learner on A, generator on B; every step B pulls the new version (5 syncs).
             // Then C and D join and a three-shard run syncs three generator silos at once, relayed A → B → C → D.
-            List<(double Bytes, double Seconds)> syncs = [], broadcast = [];
+            List<(double Bytes, double Seconds)> syncs = [], broadcast = [], warmUps = [];
             var broadcastSilos = 0;
             await Step(quiet, "weight transfer between two silos, then a broadcast to three", async () =>
             {
@@ -128,7 +129,7 @@ internal static class ClusterBench
                 string[] join = ["--Silo:Roles=generator", $"--Cluster:PrimarySiloEndpoint=127.0.0.1:{a.SiloPort}"];
                 await using var b = await LocalSilo.StartAsync(dir, ct, "silo-b", join);
                 using var client = new RefAlignClient(new RefAlignClientOptions { Address = new Uri(a.GrpcAddress) });
-                await SyncTimes(client, shards: 1, syncs, ct);
+                await SyncTimes(client, shards: 1, syncs, warmUps, ct);
                 await using var c = await LocalSilo.StartAsync(dir, ct, "silo-c", join);
                 await using var d = await LocalSilo.StartAsync(dir, ct, "silo-d", join);
                 await BenchSupport.WaitForGeneratorsAsync(client, 3, ct);
@@ -136,7 +137,7 @@ internal static class ClusterBench
                 for (var attempt = 0; attempt < 4 && broadcastSilos < 3; attempt++)
                 {
                     broadcast.Clear();
-                    broadcastSilos = await SyncTimes(client, shards: 6, broadcast, ct);
+                    broadcastSilos = await SyncTimes(client, shards: 6, broadcast, warmUps, ct);
                 }
             });
             var raws = new List<double>();
@@ -171,6 +172,7 @@ internal static class ClusterBench
             var slowest = rates.Count == 0 ? 0 : rates.Min();
             return new Result(steps, M(local), M(grain), M(local) > 0 ? M(grain) / M(local) : 0, phaseMedians,
                 syncs.Count == 0 ? 0 : syncs.Average(s => s.Bytes), slowest * raw / 1e6, raw / 1e6, slowest, [slowest, rates.Count == 0 ? 0 : rates.Max()],
+                warmUps.Count == 0 ? 0 : warmUps[0].Seconds,
                 MedianOf([.. syncs.Select(s => s.Seconds)]), MedianOf([.. broadcast.Select(s => s.Seconds)]), broadcastSilos, M(oneSilo), M(twoSilos));
         }
         finally
@@ -189,18 +191,26 @@ internal static class ClusterBench
     }
 
     /// <summary>
-    /// Runs six steps (five weight syncs) with <paramref name="shards"/> generator shards and adds each sync's bytes and
-    /// seconds (the slowest shard's fetch and verify); returns how many generator silos the shards were spread over.
+    /// Runs seven steps (six weight syncs) with <paramref name="shards"/> generator shards and adds each sync's bytes and
+    /// seconds (the slowest shard's fetch and verify), the first one to <paramref name="warmUps"/>: it is a fresh
+    /// replica's first (JIT, first touch of its buffers), not the steady state a run spends its time in. Returns how many
+    /// generator silos the shards were spread over.
     /// </summary>
-    static async Task<int> SyncTimes(RefAlignClient client, int shards, List<(double Bytes, double Seconds)> sink, CancellationToken ct)
+    static async Task<int> SyncTimes(RefAlignClient client, int shards, List<(double Bytes, double Seconds)> sink,
+        List<(double Bytes, double Seconds)> warmUps, CancellationToken ct)
     {
         // The weights are the preset's whatever the batch: a small batch and short samples keep each step quick.
-        var id = await client.StartRunAsync(Config("policy", 6, shards, batch: 6, samples: 2, tokens: 4), ct);
+        var id = await client.StartRunAsync(Config("policy", 7, shards, batch: 6, samples: 2, tokens: 4), ct);
         var silos = new HashSet<string>();
+        var first = true;
         await foreach (var e in client.WatchRunAsync(id, 0, ct))
         {
             if (e.Kind != RunEventKind.Step) continue;
-            if (e.Metrics.TryGetValue("weight_sync/bytes", out var bytes)) sink.Add((bytes / shards, e.Metrics["weight_sync/seconds"]));
+            if (e.Metrics.TryGetValue("weight_sync/bytes", out var bytes))
+            {
+                (first ? warmUps : sink).Add((bytes / shards, e.Metrics["weight_sync/seconds"]));
+                first = false;
+            }
             foreach (var g in (await client.GetClusterAsync(ct)).Generators.Where(g => g.RunId == id)) silos.Add(g.Silo);
         }
         await BenchSupport.EnsureCompletedAsync(client, id, "transfer", ct);
