@@ -17,23 +17,11 @@ namespace RefAlign.Silo.Tests;
 /// </summary>
 public sealed class WeightBufferReuseTests : IAsyncDisposable
 {
-    readonly CancellationTokenSource _stop = new(TimeSpan.FromMinutes(2));
-    readonly List<Task> _servers = [];
+    readonly WeightServers _servers = new();
 
-    async Task<WeightExchange> StartAsync()
-    {
-        var exchange = new WeightExchange("127.0.0.1");
-        _servers.Add(exchange.ServeAsync(new IPEndPoint(IPAddress.Loopback, 0), _stop.Token));
-        while (exchange.Port == 0) await Task.Delay(10);
-        return exchange;
-    }
+    Task<WeightExchange> StartAsync() => _servers.StartAsync();
 
-    public async ValueTask DisposeAsync()
-    {
-        await _stop.CancelAsync();
-        await Task.WhenAll(_servers);
-        _stop.Dispose();
-    }
+    public ValueTask DisposeAsync() => _servers.DisposeAsync();
 
     static WeightSnapshot Version(int seed, int floats)
     {

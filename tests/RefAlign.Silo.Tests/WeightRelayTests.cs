@@ -19,23 +19,11 @@ namespace RefAlign.Silo.Tests;
 /// </summary>
 public sealed class WeightRelayTests : IAsyncDisposable
 {
-    readonly CancellationTokenSource _stop = new(TimeSpan.FromMinutes(2));
-    readonly List<Task> _servers = [];
+    readonly WeightServers _servers = new();
 
-    async Task<WeightExchange> StartAsync()
-    {
-        var exchange = new WeightExchange("127.0.0.1");
-        _servers.Add(exchange.ServeAsync(new IPEndPoint(IPAddress.Loopback, 0), _stop.Token));
-        while (exchange.Port == 0) await Task.Delay(10);
-        return exchange;
-    }
+    Task<WeightExchange> StartAsync() => _servers.StartAsync();
 
-    public async ValueTask DisposeAsync()
-    {
-        await _stop.CancelAsync();
-        await Task.WhenAll(_servers);
-        _stop.Dispose();
-    }
+    public ValueTask DisposeAsync() => _servers.DisposeAsync();
 
     static WeightSnapshot Weights()
     {
@@ -125,20 +113,20 @@ public sealed class WeightRelayTests : IAsyncDisposable
     {
         var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();
-        _servers.Add(Task.Run(async () =>
+        _servers.Track(Task.Run(async () =>
         {
             using var _ = listener;
             try
             {
-                while (!_stop.IsCancellationRequested)
+                while (!_servers.Stopping.IsCancellationRequested)
                 {
-                    using var c = await listener.AcceptTcpClientAsync(_stop.Token);
+                    using var c = await listener.AcceptTcpClientAsync(_servers.Stopping);
                     var s = c.GetStream();
-                    await s.ReadAtLeastAsync(new byte[256], 1, throwOnEndOfStream: false, _stop.Token);
+                    await s.ReadAtLeastAsync(new byte[256], 1, throwOnEndOfStream: false, _servers.Stopping);
                     var header = new byte[8];
                     BinaryPrimitives.WriteInt64LittleEndian(header, announced);
-                    await s.WriteAsync(header, _stop.Token);
-                    await s.WriteAsync(body, _stop.Token);
+                    await s.WriteAsync(header, _servers.Stopping);
+                    await s.WriteAsync(body, _servers.Stopping);
                 }
             }
             catch (OperationCanceledException) { }

@@ -62,16 +62,8 @@ public sealed class WeightStreamSpeedTests(ITestOutputHelper output)
     {
         using var a = randn(20_000_000 / 1024, 1024);
         var snapshot = WeightSnapshot.Capture([("a", a)]);
-        using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        var servers = new List<Task>();
-        async Task<WeightExchange> Start()
-        {
-            var e = new WeightExchange("127.0.0.1");
-            servers.Add(e.ServeAsync(new IPEndPoint(IPAddress.Loopback, 0), stop.Token));
-            while (e.Port == 0) await Task.Delay(10);
-            return e;
-        }
-        var learner = await Start();
+        await using var servers = new WeightServers();
+        var learner = await servers.StartAsync();
         for (var round = 0; round < 3; round++)
         {
             var seconds = new List<double>();
@@ -82,7 +74,7 @@ public sealed class WeightStreamSpeedTests(ITestOutputHelper output)
                 var fake = WeightRelayTests.FakeLearner.Create(snapshot, learner.Publish("run-1", version, snapshot)!);
                 var manifest = WeightRelayTests.FakeLearner.Manifest(fake) with { Version = version };
                 var silos = new List<ReplicaWeights>();
-                for (var i = 0; i < count; i++) silos.Add(new ReplicaWeights(await Start(), NullLogger<ReplicaWeights>.Instance));
+                for (var i = 0; i < count; i++) silos.Add(new ReplicaWeights(await servers.StartAsync(), NullLogger<ReplicaWeights>.Instance));
                 var t = Stopwatch.GetTimestamp();
                 var got = await Task.WhenAll(silos.Select(s => s.GetAsync(fake, "run-1", manifest)));
                 seconds.Add(Stopwatch.GetElapsedTime(t).TotalSeconds);
@@ -91,8 +83,6 @@ public sealed class WeightStreamSpeedTests(ITestOutputHelper output)
             }
             output.WriteLine($"{snapshot.TotalBytes / 1e6:F0} MB to 1 silo {seconds[0]:F3} s, to 3 relayed {seconds[1]:F3} s: {seconds[1] / seconds[0]:F2}");
         }
-        await stop.CancelAsync();
-        await Task.WhenAll(servers);
     }
 
     static async Task<long> RawAsync(byte[] data)
