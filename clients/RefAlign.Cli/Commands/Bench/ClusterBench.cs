@@ -25,14 +25,18 @@ internal static class ClusterBench
     {
         var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 10 };
         var preset = new Option<string>("--preset") { Description = "Policy preset of both measurements.", DefaultValueFactory = _ => "small" };
-        var only = new Option<string>("--only") { Description = "all, or transfer: only the weight transfer and broadcast parts.", DefaultValueFactory = _ => "all" };
-        only.AcceptOnlyFromAmong("all", "transfer");
+        var only = new Option<string>("--only")
+        {
+            Description = "all; transfer: only the weight transfer and broadcast parts; overhead: only the one-silo overhead; scale: only the scale-out part.",
+            DefaultValueFactory = _ => "all",
+        };
+        only.AcceptOnlyFromAmong("all", "transfer", "overhead", "scale");
         var json = CliSupport.JsonOption();
         var cmd = new Command("cluster", "Orchestration overhead on one silo, and silo-to-silo weight transfer vs raw TCP.") { steps, preset, only, json };
         cmd.SetAction(async (r, ct) => await CliSupport.RunAsync(async () =>
         {
             BenchSupport.UseDevice(r);
-            var res = await RunAsync(r.GetValue(steps), r.GetValue(preset)!, r.GetValue(only) == "transfer", r.GetValue(json), ct);
+            var res = await RunAsync(r.GetValue(steps), r.GetValue(preset)!, r.GetValue(only)!, r.GetValue(json), ct);
             if (r.GetValue(json)) CliSupport.WriteJson(res);
             else BenchSupport.Print("Cluster", [
                 ("RefAlign step, in-process (median)", $"{res.LocalStepSeconds:F3} s"),
@@ -48,6 +52,7 @@ internal static class ClusterBench
                 ("generation phase, 1 generator silo (median)", $"{res.GenerateOneSilo:F3} s"),
                 ("generation phase, 2 generator silos (median)", $"{res.GenerateTwoSilos:F3} s"),
                 ("2 silos ÷ 1 (goal ≤ 0.6)", $"{res.GenerateRatio:F3}"),
+                ("this host's floor for it: 2 CPU-bound threads ÷ 1, halved", $"{res.HostParallelFloor:F3} (0.5 on two free cores)"),
             ]);
             return 0;
         }));
@@ -59,7 +64,7 @@ internal static class ClusterBench
         IReadOnlyDictionary<string, double[]> PhaseSeconds,
         double SyncBytes, double TransferMBps, double RawTcpMBps, double TransferToTcp, double[] TransferToTcpRange, double FirstSyncSeconds,
         double BroadcastOneSeconds, double BroadcastThreeSeconds, int BroadcastSilos,
-        double GenerateOneSilo, double GenerateTwoSilos)
+        double GenerateOneSilo, double GenerateTwoSilos, double HostParallelFloor)
     {
         public double GenerateRatio => GenerateOneSilo > 0 ? GenerateTwoSilos / GenerateOneSilo : 0;
         public double Broadcast3Vs1 => BroadcastOneSeconds > 0 ? BroadcastThreeSeconds / BroadcastOneSeconds : 0;
@@ -72,7 +77,7 @@ internal static class ClusterBench
         };
     }
 
-    static async Task<Result> RunAsync(int steps, string preset, bool transferOnly, bool quiet, CancellationToken ct)
+    static async Task<Result> RunAsync(int steps, string preset, string only, bool quiet, CancellationToken ct)
     {
         var dir = Directory.CreateTempSubdirectory("refalign-bench-cluster-").FullName;
         try
@@ -89,7 +94,8 @@ internal static class ClusterBench
             var local = new List<double>();
             var localPhases = new Dictionary<string, List<double>>();
             var grainPhases = new Dictionary<string, List<double>>();
-            if (!transferOnly) await Step(quiet, "in-process steps", async () =>
+            bool Runs(string part) => only == "all" || only == part;
+            if (Runs("overhead")) await Step(quiet, "in-process steps", async () =>
             {
                 var cfg = RunConfig.Parse(config).Validate(requirePaths: false) with { OutputDir = Path.Combine(dir, "local") };
                 var cwd = Environment.CurrentDirectory;
@@ -106,7 +112,7 @@ internal static class ClusterBench
 
             // (1b) the same config through the grains of one silo.
             var grain = new List<double>();
-            if (!transferOnly) await Step(quiet, "grain steps on one silo", async () =>
+            if (Runs("overhead")) await Step(quiet, "grain steps on one silo", async () =>
             {
                 await using var silo = await LocalSilo.StartAsync(dir, ct, "bench-silo");
                 using var client = new RefAlignClient(new RefAlignClientOptions { Address = new Uri(silo.GrpcAddress) });
@@ -123,7 +129,7 @@ internal static class ClusterBench
             // Then C and D join and a three-shard run syncs three generator silos at once, relayed A → B → C → D.
             List<(double Bytes, double Seconds)> syncs = [], broadcast = [], warmUps = [];
             var broadcastSilos = 0;
-            await Step(quiet, "weight transfer between two silos, then a broadcast to three", async () =>
+            if (Runs("transfer")) await Step(quiet, "weight transfer between two silos, then a broadcast to three", async () =>
             {
                 await using var a = await LocalSilo.StartAsync(dir, ct, "silo-a", "--Silo:Roles=learner,scorer,reference");
                 string[] join = ["--Silo:Roles=generator", $"--Cluster:PrimarySiloEndpoint=127.0.0.1:{a.SiloPort}"];
@@ -141,17 +147,19 @@ internal static class ClusterBench
                 }
             });
             var raws = new List<double>();
-            await Step(quiet, "raw loopback TCP", async () =>
+            if (Runs("transfer")) await Step(quiet, "raw loopback TCP", async () =>
             {
                 for (var i = 0; i < 5; i++) raws.Add(await RawTcpBytesPerSecond(256 << 20, ct));
             });
-            var raw = raws.Order().ElementAt(raws.Count / 2);
+            var raw = raws.Count == 0 ? 0 : raws.Order().ElementAt(raws.Count / 2);
             var rates = syncs.Select(s => s.Bytes / s.Seconds / raw).ToList();
 
             // (3) the generation phase of a two-shard run on one generator silo, then on two; each silo one thread of libtorch.
             List<double> oneSilo = [], twoSilos = [];
-            if (!transferOnly) await Step(quiet, "generation on one, then two generator silos", async () =>
+            var hostScale = 0.0;
+            if (Runs("scale")) await Step(quiet, "generation on one, then two generator silos", async () =>
             {
+                hostScale = HostParallelFloor();
                 string[] single = ["--Silo:TorchThreads=1", "--Silo:ComputeThreads=1"];
                 await using var a = await LocalSilo.StartAsync(dir, ct, "scale-a", [.. single, "--Silo:Roles=learner,scorer,reference"]);
                 string[] join = [.. single, "--Silo:Roles=generator", $"--Cluster:PrimarySiloEndpoint=127.0.0.1:{a.SiloPort}"];
@@ -173,12 +181,46 @@ internal static class ClusterBench
             return new Result(steps, M(local), M(grain), M(local) > 0 ? M(grain) / M(local) : 0, phaseMedians,
                 syncs.Count == 0 ? 0 : syncs.Average(s => s.Bytes), slowest * raw / 1e6, raw / 1e6, slowest, [slowest, rates.Count == 0 ? 0 : rates.Max()],
                 warmUps.Count == 0 ? 0 : warmUps[0].Seconds,
-                MedianOf([.. syncs.Select(s => s.Seconds)]), MedianOf([.. broadcast.Select(s => s.Seconds)]), broadcastSilos, M(oneSilo), M(twoSilos));
+                MedianOf([.. syncs.Select(s => s.Seconds)]), MedianOf([.. broadcast.Select(s => s.Seconds)]), broadcastSilos, M(oneSilo), M(twoSilos), hostScale);
         }
         finally
         {
             Directory.Delete(dir, recursive: true);
         }
+    }
+
+    /// <summary>
+    /// What two silos can gain over one on this host at best: the wall time of a fixed CPU-bound loop on two threads at
+    /// once ÷ on one, halved (median of 3). 0.5 where two cores are free; more on a host whose cores are shared with other
+    /// work, which bounds <c>generate_2_silos_vs_1</c> from below.
+    /// </summary>
+    static double HostParallelFloor()
+    {
+        static ulong Spin(long n)
+        {
+            var x = 88172645463325252UL;
+            for (var i = 0L; i < n; i++)
+            {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+            }
+            return x;
+        }
+        static double Seconds(int threads, long n)
+        {
+            var sink = new ulong[threads];
+            var workers = Enumerable.Range(0, threads).Select(t => new Thread(() => sink[t] = Spin(n))).ToList();
+            var started = Stopwatch.GetTimestamp();
+            workers.ForEach(w => w.Start());
+            workers.ForEach(w => w.Join());
+            var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
+            return sink.Contains(0UL) ? double.NaN : seconds; // the loop's result is used, so it is not optimized away
+        }
+        const long Work = 400_000_000;
+        Seconds(1, Work / 20);
+        var ratios = Enumerable.Range(0, 3).Select(_ => Seconds(2, Work) / Seconds(1, Work) / 2).Order().ToList();
+        return ratios[1];
     }
 
     /// <summary>Runs a two-shard RefAlign run to its end and adds each step's generation-phase seconds.</summary>
