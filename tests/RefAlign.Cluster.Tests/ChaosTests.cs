@@ -15,7 +15,9 @@ namespace RefAlign.Cluster.Tests;
 [Collection(FailoverCollection.Name)]
 public sealed class ChaosTests(FailoverClusterFixture fixture, ITestOutputHelper output) : IAsyncLifetime
 {
-    const int Steps = 60;
+    // Long enough for the learner's fault cycle and at least two worker ones (each a recovery and a silo start) on a
+    // fast machine, where one cycle lasts ~20 steps.
+    const int Steps = 90;
     ProcessCluster Cluster => fixture.Cluster;
 
     public Task InitializeAsync() => fixture.HealAsync();
@@ -112,8 +114,8 @@ public sealed class ChaosTests(FailoverClusterFixture fixture, ITestOutputHelper
         var learnerKilled = false;
         // The learner silo goes first, once the run is past its first checkpoint: a fast machine can finish both runs
         // within a few fault cycles (each one is a recovery and a silo start), and the learner's is the fault that counts
-        // most. Then the worker silo, at RefAlign steps or at once when that run is done and the Sr-DPO run is not.
-        foreach (var at in new[] { 8, 15, 25, 35, 45 })
+        // most. Then the worker silo, at RefAlign steps, or right away when that run is done and the Sr-DPO run is not.
+        foreach (var at in new[] { 8, 20, 35, 50, 65 })
         {
             await UntilAsync(() => ra.Step >= at || Finishing(ra), $"RefAlign run stuck before step {at}");
             if (runs.All(Finishing)) break;
