@@ -70,11 +70,7 @@ public sealed class ReplicaWeights(WeightExchange exchange, ILogger<ReplicaWeigh
                 if (_fetches.TryRemove(new KeyValuePair<(string, long, string), Fetch>(key, fetch))) Drop(key.runId, key.Version, fetch);
                 throw;
             }
-            if (fetch.Buffer.TryHold())
-            {
-                Evict(runId, manifest.Version);
-                return new WeightLease(snapshot, fetch.Buffer);
-            }
+            if (fetch.Buffer.TryHold()) return new WeightLease(snapshot, fetch.Buffer);
             // Evicted (and its buffer reused) between its end and this read: fetch it again.
         }
     }
