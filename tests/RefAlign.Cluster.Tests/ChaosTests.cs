@@ -58,10 +58,12 @@ public sealed class ChaosTests(FailoverClusterFixture fixture, ITestOutputHelper
         return (run, weights, AppliedStepJournal.Lineage(journal));
     }
 
-    async Task UntilAsync(Func<bool> done, string what, TimeSpan? timeout = null)
+    Task UntilAsync(Func<bool> done, string what, TimeSpan? timeout = null) => UntilAsync(() => Task.FromResult(done()), what, timeout);
+
+    async Task UntilAsync(Func<Task<bool>> done, string what, TimeSpan? timeout = null)
     {
         var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromMinutes(3));
-        while (!done())
+        while (!await done())
         {
             Assert.True(DateTime.UtcNow < deadline, $"{what}\n{Cluster.Logs()}");
             await Task.Delay(100);
@@ -75,14 +77,10 @@ public sealed class ChaosTests(FailoverClusterFixture fixture, ITestOutputHelper
     /// learner's version call can time out); null when the run finishes first.</summary>
     async Task<string?> LearnerSiloAsync(RefAlignClient client, Watched run)
     {
-        var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(1);
-        while (!Finishing(run))
-        {
-            if (await Cluster.WhereAsync(client, "learner", run.RunId) is { } silo) return silo;
-            Assert.True(DateTime.UtcNow < deadline, $"{run.RunId}: its learner's silo is not in the cluster view\n{Cluster.Logs()}");
-            await Task.Delay(100);
-        }
-        return null;
+        string? silo = null;
+        await UntilAsync(async () => Finishing(run) || (silo = await Cluster.WhereAsync(client, "learner", run.RunId)) is not null,
+            $"{run.RunId}: its learner's silo is not in the cluster view", TimeSpan.FromMinutes(1));
+        return silo;
     }
 
     [Fact]

@@ -19,8 +19,6 @@ public sealed class WeightBufferReuseTests : IAsyncDisposable
 {
     readonly WeightServers _servers = new();
 
-    Task<WeightExchange> StartAsync() => _servers.StartAsync();
-
     public ValueTask DisposeAsync() => _servers.DisposeAsync();
 
     static WeightSnapshot Version(int seed, int floats)
@@ -33,8 +31,8 @@ public sealed class WeightBufferReuseTests : IAsyncDisposable
     [Fact]
     public async Task A_replica_reuses_the_buffer_of_a_version_nobody_reads_and_never_one_still_leased()
     {
-        var learnerExchange = await StartAsync();
-        var replicaExchange = await StartAsync();
+        var learnerExchange = await _servers.StartAsync();
+        var replicaExchange = await _servers.StartAsync();
         var replicas = new ReplicaWeights(replicaExchange, NullLogger<ReplicaWeights>.Instance);
         var versions = Enumerable.Range(1, 4).Select(v => Version(v, 1 << 18)).ToList();
         var size = versions[0].TotalBytes;
@@ -69,7 +67,7 @@ public sealed class WeightBufferReuseTests : IAsyncDisposable
     [Fact]
     public async Task A_retracted_version_keeps_its_buffer_until_the_stream_sending_it_is_done()
     {
-        var exchange = await StartAsync();
+        var exchange = await _servers.StartAsync();
         // Larger than both socket buffers together, so the server is still writing when the version is retracted.
         var snapshot = Version(7, 6 << 20);
         var address = new Uri(exchange.Publish("run-1", 1, snapshot, recycle: true)!);

@@ -15,10 +15,8 @@ public sealed class WeightExchangeTests
     [Fact]
     public async Task Published_weights_stream_bit_exactly_and_stale_addresses_are_refused()
     {
-        var exchange = new WeightExchange("127.0.0.1");
-        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(1));
-        var server = exchange.ServeAsync(new IPEndPoint(IPAddress.Loopback, 0), cts.Token);
-        while (exchange.Port == 0) await Task.Delay(10);
+        await using var servers = new WeightServers();
+        var exchange = await servers.StartAsync();
 
         using var a = randn(1000, 517);
         using var b = randn(33).to(ScalarType.BFloat16);
@@ -41,9 +39,6 @@ public sealed class WeightExchangeTests
         Assert.Equal(snapshot.Data, await WeightExchange.FetchAsync(newer!, snapshot.TotalBytes));
         exchange.Remove("run-1");
         Assert.Null(exchange.FindLocal(newer!));
-
-        cts.Cancel();
-        await server;
     }
 
     [Fact]

@@ -21,8 +21,6 @@ public sealed class WeightRelayTests : IAsyncDisposable
 {
     readonly WeightServers _servers = new();
 
-    Task<WeightExchange> StartAsync() => _servers.StartAsync();
-
     public ValueTask DisposeAsync() => _servers.DisposeAsync();
 
     static WeightSnapshot Weights()
@@ -36,7 +34,7 @@ public sealed class WeightRelayTests : IAsyncDisposable
     public async Task A_publication_still_arriving_is_served_to_a_second_reader_bit_for_bit()
     {
         var snapshot = Weights();
-        var relay = await StartAsync();
+        var relay = await _servers.StartAsync();
         var (publication, relayed) = relay.BeginRelay("run-1", 2, snapshot.TotalBytes);
         var address = Assert.IsType<string>(relayed);
         Assert.Null(relay.BeginRelay("run-1", 2, snapshot.TotalBytes).Address); // one relay per version
@@ -69,12 +67,12 @@ public sealed class WeightRelayTests : IAsyncDisposable
     public async Task Three_silos_relayed_in_a_chain_get_identical_bytes_and_the_learner_sends_once()
     {
         var snapshot = Weights();
-        var learnerExchange = await StartAsync();
+        var learnerExchange = await _servers.StartAsync();
         var learner = FakeLearner.Create(snapshot, learnerExchange.Publish("run-1", 5, snapshot)!);
         var silos = new List<(WeightExchange Exchange, ReplicaWeights Replicas)>();
         for (var i = 0; i < 3; i++)
         {
-            var e = await StartAsync();
+            var e = await _servers.StartAsync();
             silos.Add((e, new ReplicaWeights(e, NullLogger<ReplicaWeights>.Instance)));
         }
         var manifest = FakeLearner.Manifest(learner);
@@ -92,7 +90,7 @@ public sealed class WeightRelayTests : IAsyncDisposable
     public async Task A_cut_or_lying_upstream_falls_back_to_the_learner()
     {
         var snapshot = Weights();
-        var learnerExchange = await StartAsync();
+        var learnerExchange = await _servers.StartAsync();
         var origin = learnerExchange.Publish("run-1", 5, snapshot)!;
         var corrupted = (byte[])snapshot.Data.Clone();
         corrupted[123_456] ^= 0x10;
@@ -100,7 +98,7 @@ public sealed class WeightRelayTests : IAsyncDisposable
         {
             var upstream = await ImpostorAsync(snapshot.TotalBytes, body);
             var learner = FakeLearner.Create(snapshot, origin, upstreamOverride: $"tcp://127.0.0.1:{upstream}/run-1/5/0123");
-            var silo = await StartAsync();
+            var silo = await _servers.StartAsync();
             var replicas = new ReplicaWeights(silo, NullLogger<ReplicaWeights>.Instance);
             using var got = await replicas.GetAsync(learner, "run-1", FakeLearner.Manifest(learner));
             Assert.Equal(snapshot.Data, got.Snapshot.Data);

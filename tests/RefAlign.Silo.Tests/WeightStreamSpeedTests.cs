@@ -22,10 +22,8 @@ public sealed class WeightStreamSpeedTests(ITestOutputHelper output)
     {
         using var a = randn(20_000_000 / 1024, 1024);
         var snapshot = WeightSnapshot.Capture([("a", a)]);
-        using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        var learner = new WeightExchange("127.0.0.1");
-        var serving = learner.ServeAsync(new IPEndPoint(IPAddress.Loopback, 0), stop.Token);
-        while (learner.Port == 0) await Task.Delay(10);
+        await using var servers = new WeightServers();
+        var learner = await servers.StartAsync();
         var origin = learner.Publish("run-1", 5, snapshot)!;
         var fake = WeightRelayTests.FakeLearner.Create(snapshot, origin);
         var manifest = WeightRelayTests.FakeLearner.Manifest(fake);
@@ -53,8 +51,6 @@ public sealed class WeightStreamSpeedTests(ITestOutputHelper output)
             output.WriteLine($"{snapshot.TotalBytes / 1e6:F0} MB: raw TCP {rawRate:F0} MB/s, bare receive {bareRate:F0} MB/s, " +
                 $"digest {digestRate:F0} MB/s, replica fetch {fetchRate:F0} MB/s ({fetchRate / rawRate:F2} of raw)");
         }
-        await stop.CancelAsync();
-        await serving;
     }
 
     [Fact]

@@ -17,7 +17,8 @@ namespace RefAlign.Cli.Commands.Bench;
 /// same step in-process (<c>refalign train</c>'s services); (2) weight transfer between two silo processes on loopback
 /// against raw loopback TCP measured in the same run (each of 5 syncs ÷ the median of 5 raw TCP runs; the minimum is the
 /// figure; each run's first sync, a fresh silo's cold one, is a warm-up reported on its own), and a broadcast — one sync to three generator silos (relayed, the learner sends once) over one; (3) scale-out — the generation phase of a two-shard run with one
-/// generator silo, then with two (separate processes, one compute and one libtorch thread each).
+/// generator silo, then with two (separate processes, one compute and one libtorch thread each), next to this host's own
+/// parallel floor (<see cref="HostParallelFloor"/>).
 /// </summary>
 internal static class ClusterBench
 {
@@ -156,10 +157,10 @@ internal static class ClusterBench
 
             // (3) the generation phase of a two-shard run on one generator silo, then on two; each silo one thread of libtorch.
             List<double> oneSilo = [], twoSilos = [];
-            var hostScale = 0.0;
+            var hostFloor = 0.0;
             if (Runs("scale")) await Step(quiet, "generation on one, then two generator silos", async () =>
             {
-                hostScale = HostParallelFloor();
+                hostFloor = HostParallelFloor();
                 string[] single = ["--Silo:TorchThreads=1", "--Silo:ComputeThreads=1"];
                 await using var a = await LocalSilo.StartAsync(dir, ct, "scale-a", [.. single, "--Silo:Roles=learner,scorer,reference"]);
                 string[] join = [.. single, "--Silo:Roles=generator", $"--Cluster:PrimarySiloEndpoint=127.0.0.1:{a.SiloPort}"];
@@ -181,7 +182,7 @@ internal static class ClusterBench
             return new Result(steps, M(local), M(grain), M(local) > 0 ? M(grain) / M(local) : 0, phaseMedians,
                 syncs.Count == 0 ? 0 : syncs.Average(s => s.Bytes), slowest * raw / 1e6, raw / 1e6, slowest, [slowest, rates.Count == 0 ? 0 : rates.Max()],
                 warmUps.Count == 0 ? 0 : warmUps[0].Seconds,
-                MedianOf([.. syncs.Select(s => s.Seconds)]), MedianOf([.. broadcast.Select(s => s.Seconds)]), broadcastSilos, M(oneSilo), M(twoSilos), hostScale);
+                MedianOf([.. syncs.Select(s => s.Seconds)]), MedianOf([.. broadcast.Select(s => s.Seconds)]), broadcastSilos, M(oneSilo), M(twoSilos), hostFloor);
         }
         finally
         {
