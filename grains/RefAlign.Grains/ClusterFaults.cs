@@ -38,18 +38,24 @@ public static partial class ClusterFaults
     [GeneratedRegex(@"S\d{1,3}(\.\d{1,3}){3}:\d+:\d+")]
     private static partial Regex SiloAddressPattern();
 
-    /// <summary>Runs <paramref name="call"/>, again after transient failures, until <see cref="WorkerRetryBudget"/> is spent.</summary>
-    public static async Task<T> RetryAsync<T>(Func<Task<T>> call, CancellationToken cancellation, Action<Exception, TimeSpan>? onRetry = null)
+    /// <summary>
+    /// Runs <paramref name="call"/>, again after transient failures, until <see cref="WorkerRetryBudget"/> is spent or
+    /// <paramref name="cancellation"/> is cancelled (checked between tries). <paramref name="abandon"/> ends the wait at
+    /// once, even for a call whose reply never comes.
+    /// </summary>
+    public static async Task<T> RetryAsync<T>(Func<Task<T>> call, CancellationToken cancellation, Action<Exception, TimeSpan>? onRetry = null,
+        CancellationToken abandon = default)
     {
         var deadline = DateTime.UtcNow + WorkerRetryBudget;
         for (var attempt = 1; ; attempt++)
         {
             try
             {
-                return await call();
+                return await call().WaitAsync(abandon);
             }
             // A learner that is not ready is the run loop's to fix (it initializes and resumes the learner), not a worker's.
-            catch (Exception e) when (IsTransient(e) && e is not LearnerNotReadyException && DateTime.UtcNow < deadline && !cancellation.IsCancellationRequested)
+            catch (Exception e) when (IsTransient(e) && e is not LearnerNotReadyException && DateTime.UtcNow < deadline
+                && !cancellation.IsCancellationRequested && !abandon.IsCancellationRequested)
             {
                 var delay = TimeSpan.FromMilliseconds(Math.Min(250 * Math.Pow(2, attempt - 1), 8000));
                 onRetry?.Invoke(e, delay);

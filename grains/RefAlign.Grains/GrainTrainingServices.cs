@@ -15,10 +15,11 @@ namespace RefAlign.Grains;
 /// joins takes shards at the next step and one that leaves gives them up). A worker call that fails because its silo
 /// was lost is sent again and lands on a surviving silo; workers are deterministic, so a retried step equals the first.
 /// In pipelined mode the next step's generation starts as soon as this step's is back, so it overlaps learning and
-/// runs one weight version behind (bounded by max_staleness).
+/// runs one weight version behind (bounded by max_staleness). Every grain call ends when <paramref name="attempt"/> is
+/// cancelled (the run's stall watch gave up on this attempt), whether or not its reply ever comes.
 /// </summary>
 public sealed class GrainTrainingServices(string runId, RunConfig config, string configJson, TrainingData data, IGrainFactory grains,
-    RoleDirectory roles, int totalSteps, Action<string>? note = null) : ITrainingServices
+    RoleDirectory roles, int totalSteps, Action<string>? note = null, CancellationToken attempt = default) : ITrainingServices
 {
     const int ScoreChunk = 64;
     readonly int _shards = config.Distributed.Shards;
@@ -37,7 +38,7 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
     public async Task InitializeAsync(CancellationToken cancellation = default)
     {
         var stepsPerEpoch = data.StepsPerEpoch(config.BatchSize);
-        var work = new List<Task> { Learner.Initialize(configJson, totalSteps, stepsPerEpoch) };
+        var work = new List<Task> { Learner.Initialize(configJson, totalSteps, stepsPerEpoch).WaitAsync(attempt) };
         var role = config.IsPreference ? SiloRoles.Reference : SiloRoles.Generator;
         foreach (var (key, shard) in ShardKeys.Select((k, i) => (k, i)))
             work.Add(Retry(() => Hinted(SiloFor(role, shard), () => config.IsPreference
@@ -81,16 +82,18 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
     Task Retry(Func<Task> call, string what, CancellationToken cancellation) =>
         Retry(async () => { await call(); return true; }, what, cancellation);
 
+    // A stop lets the step's calls finish (the loop stops after the step); only the stall watch abandons them.
     Task<T> Retry<T>(Func<Task<T>> call, string what, CancellationToken cancellation) =>
         ClusterFaults.RetryAsync(call, cancellation, (e, delay) =>
-            note?.Invoke($"{what} failed ({e.GetType().Name}{(ClusterFaults.LostSilo(e) is { } s ? $", silo {s}" : "")}); retrying in {delay.TotalSeconds:0.#}s"));
+            note?.Invoke($"{what} failed ({e.GetType().Name}{(ClusterFaults.LostSilo(e) is { } s ? $", silo {s}" : "")}); retrying in {delay.TotalSeconds:0.#}s"),
+            abandon: attempt);
 
     public async Task<IReadOnlyList<Rollout>> GenerateAsync(int step, IReadOnlyList<ReferencePrompt> prompts, CancellationToken cancellation)
     {
         IReadOnlyList<Rollout> rollouts;
         if (_prefetch is { } p && p.Step == step)
         {
-            rollouts = await p.Task;
+            rollouts = await p.Task.WaitAsync(attempt);
             _prefetch = null;
         }
         else rollouts = await GenerateShards(step, prompts, Math.Max(0, _version), cancellation);
@@ -180,7 +183,7 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
     }
 
     public async Task<StepResult> LearnRefAlignAsync(int step, IReadOnlyList<RolloutRow> rows, CancellationToken cancellation) =>
-        Track((await Learner.LearnRefAlign(step, [.. rows.Select(r => r.ToMessage())])).ToCompute());
+        Track((await Learner.LearnRefAlign(step, [.. rows.Select(r => r.ToMessage())]).WaitAsync(attempt)).ToCompute());
 
     public async Task<StepResult> LearnPreferenceAsync(int step, IReadOnlyList<PreferenceRow> rows, CancellationToken cancellation)
     {
@@ -191,12 +194,12 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
         if (await Task.WhenAny(ready, Task.Delay(ReplicaGrace, cancellation)) != ready)
             RefineFailed(_version, $"prompted-pass replica {RefineKey} not ready within {ReplicaGrace.TotalSeconds:0}s");
         if (!ready.IsCompleted || await ready is not ({ } replica, { } manifest))
-            return Track((await Learner.LearnPreference(step, batch, promptedOffered: false)).ToCompute());
+            return Track((await Learner.LearnPreference(step, batch, promptedOffered: false).WaitAsync(attempt)).ToCompute());
         // Sr-*: the replica pulls this version and runs the prompted pass while the learner runs its plain forward/backward,
         // then hands it over. The step never waits on the replica beyond the learner's own patience.
         var version = _version;
         _ = OfferPromptedAsync(replica, manifest, step, rows);
-        var result = Track((await Learner.LearnPreference(step, batch, promptedOffered: true)).ToCompute());
+        var result = Track((await Learner.LearnPreference(step, batch, promptedOffered: true).WaitAsync(attempt)).ToCompute());
         if (result.Metrics.GetValueOrDefault(Compute.Training.Learner.OffloadedMetric, 1) == 0)
             RefineFailed(version, $"prompted pass on {RefineKey} was late for step {step}");
         return result;
@@ -286,21 +289,21 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
     }
 
     public async Task<StepResult> LearnSftAsync(int step, IReadOnlyList<SftSequence> rows, CancellationToken cancellation) =>
-        Track((await Learner.LearnSft(step, [.. rows.Select(r => r.ToMessage())])).ToCompute());
+        Track((await Learner.LearnSft(step, [.. rows.Select(r => r.ToMessage())]).WaitAsync(attempt)).ToCompute());
 
     public Task<IReadOnlyDictionary<string, double>> EvaluateSftAsync(IReadOnlyList<SftSequence> rows, CancellationToken cancellation) =>
-        Learner.EvaluateSft([.. rows.Select(r => r.ToMessage())]);
+        Learner.EvaluateSft([.. rows.Select(r => r.ToMessage())]).WaitAsync(attempt);
 
     public Task<IReadOnlyDictionary<string, double>> EvaluatePreferenceAsync(IReadOnlyList<PreferenceRow> rows, CancellationToken cancellation) =>
-        Learner.EvaluatePreference([.. rows.Select(r => r.ToMessage())]);
+        Learner.EvaluatePreference([.. rows.Select(r => r.ToMessage())]).WaitAsync(attempt);
 
     /// <summary>A pipelined run saves the next step's prefetched rollouts with the checkpoint, so a resume from it is exact.</summary>
     public async Task<string> CheckpointAsync(CheckpointManifest manifest, CancellationToken cancellation)
     {
         IReadOnlyList<RolloutMessage>? prefetch = null;
         if (_pipelined && _prefetch is { } p && p.Step == manifest.Step)
-            prefetch = [.. (await p.Task).Select(r => r.ToMessage())];
-        return await Learner.Checkpoint(manifest.ToMessage(), prefetch);
+            prefetch = [.. (await p.Task.WaitAsync(attempt)).Select(r => r.ToMessage())];
+        return await Learner.Checkpoint(manifest.ToMessage(), prefetch).WaitAsync(attempt);
     }
 
     /// <summary>
@@ -312,10 +315,10 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
 
     public async Task<CheckpointManifest?> RestoreLatestAsync(CancellationToken cancellation)
     {
-        var resume = await Learner.Resume(fromCheckpoint: _pipelined);
+        var resume = await Learner.Resume(fromCheckpoint: _pipelined).WaitAsync(attempt);
         var manifest = resume.Position?.ToCompute();
         RecentlyApplied = [.. (resume.RecentlyApplied ?? []).Select(r => r.ToCompute())];
-        _version = await Learner.WeightVersion();
+        _version = await Learner.WeightVersion().WaitAsync(attempt);
         _prefetch = resume.Prefetch is { } rollouts && manifest is not null
             ? (manifest.Step, Task.FromResult<IReadOnlyList<Rollout>>([.. rollouts.Select(r => r.ToCompute())]))
             : null;

@@ -14,7 +14,8 @@ namespace RefAlign.Grains;
 /// over grain-backed services from a grain timer, and keeps an event log for watchers. Queries and stop interleave with
 /// the running loop. Supervision: every running run holds a reminder, so after the loss of any silo the grain is
 /// reactivated wherever it lands and its loop continues by itself; a failed attempt is retried with backoff until
-/// <c>distributed.max_restarts</c> attempts in a row made no progress.
+/// <c>distributed.max_restarts</c> attempts in a row made no progress. An attempt in which no step finishes within
+/// <c>distributed.stall_timeout_seconds</c> is abandoned and counted as failed (the stall watch).
 /// </summary>
 public sealed class TrainingRunGrain(
     [PersistentState("run")] IPersistentState<RunState> state,
@@ -30,6 +31,7 @@ public sealed class TrainingRunGrain(
     RunEventLog _log = null!;
     readonly SemaphoreSlim _writeLock = new(1, 1);
     CancellationTokenSource? _stop;
+    StallWatch? _watch;
     IGrainTimer? _loop;
     IReadOnlyList<RunWorker> _workers = [];
     string? _recovery;
@@ -201,14 +203,18 @@ public sealed class TrainingRunGrain(
         System.Diagnostics.Activity.Current = null;
         var stop = _stop!;
         var relaunch = (TimeSpan?)null;
+        StallWatch? watch = null;
         try
         {
             var config = GrainCompute.Parse(S.ConfigJson);
+            // Not tied to stop: a stop lets the loop checkpoint its finished steps through the services first.
+            watch = _watch = new StallWatch(config.Distributed.StallTimeoutSeconds);
+            Progress();
             var data = await executor.RunAsync(() => TrainingData.Load(config, TextTokenizer.Load(config.Policy.Model)));
             var total = data.TotalSteps(config);
             S.TotalSteps = total;
             var services = new GrainTrainingServices(RunId, config, S.ConfigJson, data, GrainFactory, roles, total,
-                note => logger.LogWarning("run {Run}: {Note}", RunId, note));
+                note => logger.LogWarning("run {Run}: {Note}", RunId, note), watch.Token);
             _workers = [.. services.ShardKeys.Select(k => new RunWorker(config.IsPreference ? SiloRoles.Reference : SiloRoles.Generator, k))];
             await WaitForLearnerSiloAsync(services, stop.Token);
             _files ??= RunFiles.Open(config.OutputDir, logger);
@@ -222,6 +228,13 @@ public sealed class TrainingRunGrain(
         {
             S.Status = RunStatus.Stopped;
             Append(RunEventKind.Status, S.Step, message: "stopped");
+        }
+        catch (OperationCanceledException) when (watch?.Fired == true && S.Status == RunStatus.Running)
+        {
+            // A call this attempt waits on may never answer: start over from the learner's state, as after any failure.
+            logger.LogWarning("run {Run}: {Error}", RunId, watch.Error);
+            _recovery = "after a stalled attempt";
+            if (await CountFailure(watch.Error)) relaunch = Backoff();
         }
         catch (Exception e) when (ClusterFaults.IsTransient(e) && S.Status == RunStatus.Running)
         {
@@ -238,6 +251,8 @@ public sealed class TrainingRunGrain(
         }
         finally
         {
+            _watch = null;
+            watch?.Dispose();
             _loop?.Dispose();
             _loop = null;
             if (relaunch is { } delay) Launch(delay);
@@ -269,6 +284,7 @@ public sealed class TrainingRunGrain(
                     await PersistAsync();
                     announced = true;
                 }
+                Progress(); // waiting for a learner silo, visibly, is not a stall
                 await Task.Delay(TimeSpan.FromSeconds(2), cancellation);
             }
         }
@@ -281,8 +297,11 @@ public sealed class TrainingRunGrain(
         catch (Exception e) when (ClusterFaults.IsTransient(e)) { }
     }
 
+    void Progress() => _watch?.Progress();
+
     async Task IRunObserver.OnResumeAsync(int step, long weightVersion, bool fromCheckpoint, IReadOnlyList<StepResult> recentlyApplied)
     {
+        Progress();
         ApplyResume(step, weightVersion, fromCheckpoint);
         // A learner ahead of what this run reported: the step's reply was lost with a silo (the grain's, or the learner's
         // after a drain checkpoint). Report it now, from the learner's record when it is live, so every step appears
@@ -327,6 +346,7 @@ public sealed class TrainingRunGrain(
 
     async Task IRunObserver.OnStepAsync(StepReport r)
     {
+        Progress();
         S.Step = r.Step + 1;
         S.WeightVersion = r.WeightVersion;
         var metrics = new Dictionary<string, double>(r.Metrics) { ["tokens_per_second"] = r.TokensPerSecond, ["total_steps"] = r.TotalSteps };
@@ -344,12 +364,14 @@ public sealed class TrainingRunGrain(
 
     void IRunObserver.OnEval(int step, IReadOnlyDictionary<string, double> metrics)
     {
+        Progress();
         Append(RunEventKind.Eval, step, metrics);
         _files?.OnEval(step, metrics);
     }
 
     async Task IRunObserver.OnCheckpointAsync(int step, string folder)
     {
+        Progress();
         S.LatestCheckpoint = folder;
         S.LatestCheckpointStep = step;
         _files?.OnCheckpoint(step, folder);
@@ -399,8 +421,3 @@ public sealed class TrainingRunGrain(
             S.CreatedAt, S.Error, S.LastMetrics, S.ConfigJson);
     }
 }
-
-/// <summary>A run that made progress cannot find the checkpoint it wrote: it fails rather than start over from step 0.</summary>
-public sealed class CheckpointMissingException(string runId, int step, int checkpointStep, string? folder)
-    : Exception(FormattableString.Invariant(
-        $"run '{runId}' was at step {step} with a checkpoint of step {checkpointStep} ({folder}), but its learner found none that recent; refusing to start over from an earlier step. Is Silo:CheckpointRoot a folder every learner silo shares?"));

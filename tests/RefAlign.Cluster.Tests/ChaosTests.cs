@@ -18,15 +18,18 @@ public sealed class ChaosTests(FailoverClusterFixture fixture, ITestOutputHelper
     // Long enough for the learner's fault cycle and at least two worker ones (each a recovery and a silo start) on a
     // fast machine, where one cycle lasts ~20 steps.
     const int Steps = 90;
+    // An attempt waiting on a call the cluster lost (one forwarded to a silo that then died) is abandoned after this,
+    // well inside the 3 minutes a recovery may take here.
+    const int StallTimeoutSeconds = 60;
     ProcessCluster Cluster => fixture.Cluster;
 
     public Task InitializeAsync() => fixture.HealAsync();
 
     public Task DisposeAsync() => fixture.HealAsync();
 
-    static string RefAlign(string name) => TinyRuns.RefAlign(name, Steps, checkpointEvery: 6);
+    static string RefAlign(string name) => TinyRuns.RefAlign(name, Steps, checkpointEvery: 6, stallTimeoutSeconds: StallTimeoutSeconds);
 
-    static string SrDpo(string name) => TinyRuns.SrDpo(name, Steps, checkpointEvery: 6);
+    static string SrDpo(string name) => TinyRuns.SrDpo(name, Steps, checkpointEvery: 6, stallTimeoutSeconds: StallTimeoutSeconds);
 
     sealed class Watched(string runId)
     {
@@ -38,6 +41,10 @@ public sealed class ChaosTests(FailoverClusterFixture fixture, ITestOutputHelper
 
         public DateTimeOffset? FirstStepAfter(DateTimeOffset t) =>
             Events.Where(e => e.Kind == RunEventKind.Step && e.Time > t).Select(e => (DateTimeOffset?)e.Time).Min();
+
+        /// <summary>Where the run stands, for a failure message: its step and its last events.</summary>
+        public override string ToString() => $"{RunId} at step {Step}; last events:\n" +
+            string.Join('\n', Events.TakeLast(8).Select(e => string.Create(CultureInfo.InvariantCulture, $"  #{e.Sequence} {e.Time:HH:mm:ss.fff} {e.Kind} {e.Step} {e.Message}")));
     }
 
     Watched Watch(RefAlignClient client, string runId)
@@ -58,6 +65,9 @@ public sealed class ChaosTests(FailoverClusterFixture fixture, ITestOutputHelper
         return (run, weights, AppliedStepJournal.Lineage(journal));
     }
 
+    /// <summary>The runs being watched, for failure messages.</summary>
+    List<Watched> _runs = [];
+
     Task UntilAsync(Func<bool> done, string what, TimeSpan? timeout = null) => UntilAsync(() => Task.FromResult(done()), what, timeout);
 
     async Task UntilAsync(Func<Task<bool>> done, string what, TimeSpan? timeout = null)
@@ -65,7 +75,8 @@ public sealed class ChaosTests(FailoverClusterFixture fixture, ITestOutputHelper
         var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromMinutes(3));
         while (!await done())
         {
-            Assert.True(DateTime.UtcNow < deadline, $"{what}\n{Cluster.Logs()}");
+            // The runs' own story goes last, where a truncated report still shows it.
+            Assert.True(DateTime.UtcNow < deadline, $"{what}\n{Cluster.Logs()}\n---- runs\n{string.Join('\n', _runs)}\n{what}");
             await Task.Delay(100);
         }
     }
@@ -94,7 +105,7 @@ public sealed class ChaosTests(FailoverClusterFixture fixture, ITestOutputHelper
         var expected = await Task.WhenAll(baseIds.Select(id => ResultAsync(client, id)));
 
         var ids = await Task.WhenAll(client.StartRunAsync(RefAlign("chaos-ra")), client.StartRunAsync(SrDpo("chaos-sr")));
-        var runs = ids.Select(id => Watch(client, id)).ToList();
+        var runs = _runs = ids.Select(id => Watch(client, id)).ToList();
         var faults = new List<(string What, double RecoverySeconds)>();
         async Task Fault(string silo, string what)
         {

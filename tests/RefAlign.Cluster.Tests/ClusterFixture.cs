@@ -64,6 +64,9 @@ public sealed class ClusterFixture : IAsyncLifetime
 
     public InProcessTestCluster Cluster { get; private set; } = null!;
 
+    /// <summary>Grain calls the tests make the cluster lose (an outgoing call filter on every silo).</summary>
+    public static LostCalls LostCalls { get; } = new();
+
     public IClusterClient Client => Cluster.Client;
 
     /// <summary>The control surface as the gRPC service sees it: resolved from a silo's services.</summary>
@@ -90,6 +93,7 @@ public sealed class ClusterFixture : IAsyncLifetime
             silo.UseInMemoryReminderService();
             silo.AddRefAlignRuntime(new SiloOptions { Roles = roles, Device = "cpu", ComputeThreads = 1, SiloName = options.SiloName });
             silo.AddActivityPropagation();
+            silo.AddOutgoingGrainCallFilter(LostCalls.InvokeAsync);
             var name = $"compute-{options.SiloName}";
             silo.Services.AddSingleton(_ => new ComputeExecutor("cpu", 1, name));
             // Remote configs are confined to the silo's roots: this fixture's folder is both.

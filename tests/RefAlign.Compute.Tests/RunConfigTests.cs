@@ -46,6 +46,8 @@ public sealed class RunConfigTests
     [InlineData("""{ "distributed": { "mode": "async" } }""", "distributed.mode")]
     [InlineData("""{ "distributed": { "mode": "pipelined", "max_staleness": 0 } }""", "distributed.max_staleness")]
     [InlineData("""{ "distributed": { "max_restarts": -1 } }""", "distributed.max_restarts")]
+    [InlineData("""{ "distributed": { "stall_timeout_seconds": 0.5 } }""", "distributed.stall_timeout_seconds")]
+    [InlineData("""{ "distributed": { "stall_timeout_seconds": -1 } }""", "distributed.stall_timeout_seconds")]
     [InlineData("""{ "checkpoint_every_seconds": -5 }""", "checkpoint_every_seconds")]
     [InlineData("""{ "name": "has space" }""", "name")]
     public void InvalidValuesNameTheField(string json, string field)

@@ -141,7 +141,9 @@ public sealed class SiloProcess : IAsyncDisposable
     public string Log(int lines = 60)
     {
         using var reader = new StreamReader(new FileStream(LogFile, FileMode.Open, FileAccess.Read, FileShare.ReadWrite));
-        var all = reader.ReadToEnd().Split('\n');
+        // Stack frames crowd out the events around them: a tail keeps the messages.
+        var all = reader.ReadToEnd().Split('\n').Where(l => !l.TrimStart().StartsWith("at ", StringComparison.Ordinal)
+            && !l.TrimStart().StartsWith("--- End of", StringComparison.Ordinal));
         return string.Join('\n', all.TakeLast(lines));
     }
 

@@ -211,6 +211,12 @@ public sealed record DistributedSection
 
     /// <summary>Consecutive failed attempts without a finished step before the run is failed (each restart backs off).</summary>
     public int MaxRestarts { get; init; } = 5;
+
+    /// <summary>
+    /// An attempt in which no step finishes for this long is abandoned and restarted (a grain call lost in the cluster
+    /// would otherwise hold the run until its response timeout); 0 = never. Like torch.distributed's 30-minute default.
+    /// </summary>
+    public double StallTimeoutSeconds { get; init; } = 1800;
 }
 
 /// <summary>How a cluster run overlaps its phases.</summary>

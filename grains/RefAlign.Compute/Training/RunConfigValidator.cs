@@ -114,6 +114,8 @@ internal static class RunConfigValidator
             dist.Mode == DistributedMode.Pipelined ? "must be ≥ 1 in pipelined mode (it samples one version behind)" : "must be ≥ 0");
         Check(dist.Shards >= 1, "distributed.shards", "must be ≥ 1");
         Check(dist.MaxRestarts >= 0, "distributed.max_restarts", "must be ≥ 0");
+        Check(dist.StallTimeoutSeconds == 0 || (dist.StallTimeoutSeconds >= 1 && double.IsFinite(dist.StallTimeoutSeconds)),
+            "distributed.stall_timeout_seconds", "must be 0 (never) or ≥ 1");
         return c;
     }
 
