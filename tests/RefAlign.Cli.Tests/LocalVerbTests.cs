@@ -118,6 +118,24 @@ public sealed class LocalVerbTests : IDisposable
     }
 
     [Fact]
+    public void Bench_generation_json_has_the_ratios_and_the_decode_floor_they_are_bounded_by()
+    {
+        var r = CliRunner.Run("bench", "generation", "--preset", "tiny", "--new-tokens", "8", "--prompt-tokens", "16",
+            "--rollout-prompts", "2", "--rollout-samples", "2", "--rollout-new-tokens", "4", "--train-seq", "32", "--json");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        using var doc = System.Text.Json.JsonDocument.Parse(r.Stdout);
+        var root = doc.RootElement;
+        double Field(string name) => root.GetProperty(name).GetDouble();
+        var ratios = root.GetProperty("ratios");
+        foreach (var name in new[] { "kv_cache_speedup", "kv_cache_speedup_ceiling", "shared_prefix_speedup" })
+            Assert.True(ratios.GetProperty(name).GetDouble() is > 0 and < double.PositiveInfinity, name);
+        Assert.Equal(Field("cached_tokens_per_second") / Field("uncached_tokens_per_second"), ratios.GetProperty("kv_cache_speedup").GetDouble(), 9);
+        // The ceiling is a recomputed token's time over the floor's: what a decode step at the weights' floor would give.
+        Assert.True(Field("decode_floor_milliseconds") > 0);
+        Assert.Equal(1e3 / Field("uncached_tokens_per_second") / Field("decode_floor_milliseconds"), Field("cache_speedup_ceiling"), 6);
+    }
+
+    [Fact]
     public void PromptLongerThanContextNamesTheField()
     {
         var dir = InitModel();
