@@ -26,10 +26,9 @@ public sealed class TrainingRunGrain(
     ILogger<TrainingRunGrain> logger) : Grain, ITrainingRunGrain, IRunObserver, IRemindable
 {
     const string SupervisionReminder = "supervise";
-    static readonly TimeSpan StorageRetryLimit = TimeSpan.FromMinutes(10);
 
     RunEventLog _log = null!;
-    readonly SemaphoreSlim _writeLock = new(1, 1);
+    RunStateWriter? _writer;
     CancellationTokenSource? _stop;
     StallWatch? _watch;
     IGrainTimer? _loop;
@@ -382,37 +381,8 @@ public sealed class TrainingRunGrain(
     void Append(RunEventKind kind, int step, IReadOnlyDictionary<string, double>? metrics = null, string? phase = null,
         double? seconds = null, string? message = null) => _log.Append(S, kind, step, metrics, phase, seconds, message);
 
-    /// <summary>
-    /// Writes the state, then publishes the events it holds. While grain storage is unreachable (Redis restarting) the
-    /// run waits here and retries: nothing is lost and nothing runs ahead of what is durable.
-    /// </summary>
-    async Task PersistAsync()
-    {
-        await _writeLock.WaitAsync();
-        try
-        {
-            var deadline = DateTime.UtcNow + StorageRetryLimit;
-            for (var attempt = 1; ; attempt++)
-            {
-                try
-                {
-                    await state.WriteStateAsync();
-                    break;
-                }
-                catch (Exception e) when (e is not Orleans.Storage.InconsistentStateException && DateTime.UtcNow < deadline)
-                {
-                    var delay = TimeSpan.FromSeconds(Math.Min(Math.Pow(2, attempt - 1), 10));
-                    logger.LogWarning(e, "run {Run}: grain storage unavailable; retrying the write in {Delay}", RunId, delay);
-                    await Task.Delay(delay);
-                }
-            }
-            _log.Publish();
-        }
-        finally
-        {
-            _writeLock.Release();
-        }
-    }
+    /// <summary>Writes the state (waiting out a storage outage), then publishes the events it holds.</summary>
+    Task PersistAsync() => (_writer ??= new RunStateWriter(state, logger, RunId)).WriteAsync(_log.Publish);
 
     RunSummary Summary()
     {
