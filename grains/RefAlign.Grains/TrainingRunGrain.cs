@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
 using Orleans.Runtime;
+using RefAlign.Compute.Telemetry;
 using RefAlign.Compute.Tokenization;
 using RefAlign.Compute.Training;
 using RefAlign.Contracts.Control;
@@ -61,7 +62,7 @@ public sealed class TrainingRunGrain(
         {
             _recovery = previous is not null && previous != here ? $"after the loss of silo {previous}" : "after its grain was reactivated";
             logger.LogWarning("run {Run} was running when its grain went away; continuing it {Recovery}", RunId, _recovery);
-            if (await CountFailure($"the silo hosting the run ({previous}) was lost"))
+            if (await CountFailure($"the silo hosting the run ({previous}) was lost", "run_silo_lost"))
                 Launch(Backoff());
         }
     }
@@ -174,8 +175,10 @@ public sealed class TrainingRunGrain(
     /// Counts a failed attempt (no finished step since the last one makes it consecutive); false, with the run failed,
     /// once <c>distributed.max_restarts</c> is exceeded.
     /// </summary>
-    async Task<bool> CountFailure(string error)
+    async Task<bool> CountFailure(string error, string reason)
     {
+        TrainingTelemetry.FailedAttempts.Add(1, new KeyValuePair<string, object?>(TrainingTelemetry.Tags.RunId, RunId),
+            new KeyValuePair<string, object?>(TrainingTelemetry.Tags.Reason, reason));
         if (S.Step > S.RestartStep) S.Restarts = 0;
         S.Restarts++;
         S.RestartStep = S.Step;
@@ -233,13 +236,14 @@ public sealed class TrainingRunGrain(
             // A call this attempt waits on may never answer: start over from the learner's state, as after any failure.
             logger.LogWarning("run {Run}: {Error}", RunId, watch.Error);
             _recovery = "after a stalled attempt";
-            if (await CountFailure(watch.Error)) relaunch = Backoff();
+            if (await CountFailure(watch.Error, "stalled")) relaunch = Backoff();
         }
         catch (Exception e) when (ClusterFaults.IsTransient(e) && S.Status == RunStatus.Running)
         {
             logger.LogWarning(e, "run {Run}: attempt failed", RunId);
-            _recovery = ClusterFaults.LostSilo(e, silo.SiloAddress.ToString()) is { } lost ? $"after the loss of silo {lost}" : "after a failed attempt";
-            if (await CountFailure($"{e.GetType().Name}: {e.Message}")) relaunch = Backoff();
+            var lost = ClusterFaults.LostSilo(e, silo.SiloAddress.ToString());
+            _recovery = lost is not null ? $"after the loss of silo {lost}" : "after a failed attempt";
+            if (await CountFailure($"{e.GetType().Name}: {e.Message}", lost is not null ? "silo_lost" : "transient")) relaunch = Backoff();
         }
         catch (Exception e)
         {

@@ -1,3 +1,6 @@
+using System.Collections.Concurrent;
+using System.Diagnostics.Metrics;
+using RefAlign.Compute.Telemetry;
 using RefAlign.Contracts.Control;
 using RefAlign.Compute.Training;
 
@@ -17,12 +20,29 @@ public sealed class StallWatchTests(ClusterFixture fixture, Xunit.Abstractions.I
         const int steps = 4;
         var config = fixture.RefAlignConfig("ra-lost-call", seed: 9, steps: steps);
         config = config with { Distributed = config.Distributed with { StallTimeoutSeconds = 5 } };
+        // The failed-attempts counter, as /metrics exports it, read in this process (the in-process silos share its meters).
+        var failures = new ConcurrentQueue<(string? Run, string? Reason)>();
+        // Read before the listener starts: its callback runs inside the meter's type initializer if that comes later.
+        var counter = TrainingTelemetry.FailedAttempts;
+        using var listener = new MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument == counter) l.EnableMeasurementEvents(instrument);
+        };
+        listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
+        {
+            var all = tags.ToArray();
+            string? Tag(string key) => all.FirstOrDefault(t => t.Key == key).Value as string;
+            for (var i = 0; i < value; i++) failures.Enqueue((Tag(TrainingTelemetry.Tags.RunId), Tag(TrainingTelemetry.Tags.Reason)));
+        });
+        listener.Start();
         ClusterFixture.LostCalls.HoldOnce("ra-lost-call-", step: 2);
         var runId = await fixture.Control.StartRunAsync(config.ToJson());
         var (summary, events) = await fixture.WaitForEndAsync(runId, TimeSpan.FromMinutes(3));
         foreach (var e in events.Where(e => e.Kind == RunEventKind.Status)) output.WriteLine($"status at step {e.Step}: {e.Message}");
         Assert.True(summary.Status == RunStatus.Completed, $"{summary.Status}: {summary.Error}");
         Assert.Equal(1, ClusterFixture.LostCalls.Held);
+        Assert.Contains((runId, "stalled"), failures);
 
         // The stalled attempt was abandoned and said so, and the next one went on at the step it stalled in.
         Assert.Contains(events, e => e.Kind == RunEventKind.Status && e.Step == 2

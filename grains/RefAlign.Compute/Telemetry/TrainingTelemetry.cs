@@ -43,6 +43,13 @@ public static class TrainingTelemetry
     public static Counter<long> BatchBytesMoved { get; } =
         Meter.CreateCounter<long>("refalign.batch.bytes_moved", "By", "Bytes of batches and weights moved");
 
+    /// <summary>
+    /// A run's failed attempts (each one is restarted with backoff until <c>distributed.max_restarts</c> in a row),
+    /// tagged with <see cref="Tags.Reason"/>: <c>silo_lost</c>, <c>run_silo_lost</c>, <c>stalled</c> or <c>transient</c>.
+    /// </summary>
+    public static Counter<long> FailedAttempts { get; } =
+        Meter.CreateCounter<long>("refalign.run.failed_attempts", "{attempt}", "Failed attempts of a run, by reason");
+
     private static string Version => typeof(TrainingTelemetry).Assembly.GetName().Version?.ToString() ?? "0.0.0";
 
     /// <summary>Starts a phase span with the run attributes set (null when nobody listens).</summary>
@@ -64,6 +71,7 @@ public static class TrainingTelemetry
         public const string WeightVersion = "refalign.weight_version";
         public const string Phase = "refalign.phase";
         public const string Shard = "refalign.shard";
+        public const string Reason = "refalign.reason";
     }
 
     /// <summary>Phase names used as span names and <see cref="Tags.Phase"/> values.</summary>
