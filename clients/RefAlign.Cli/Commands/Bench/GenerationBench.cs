@@ -151,8 +151,7 @@ internal static class GenerationBench
             foreach (var p in model.parameters()) p.grad?.zero_();
         }
         Step();
-        var best = double.MaxValue;
-        for (var i = 0; i < 3; i++) best = Math.Min(best, BenchSupport.Time(Step));
+        var best = BenchSupport.Best(3, Step);
         model.eval();
         return best;
     }
