@@ -50,8 +50,12 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
 
     public Task DisposeAsync() => Task.CompletedTask;
 
-    /// <summary>What a finished run left: its events, its final checkpoint's tensor bytes (hashed) and its learner journal.</summary>
-    internal sealed record Outcome(RunSummary Summary, IReadOnlyList<RunEvent> Events, string WeightsSha256, IReadOnlyList<int> Lineage)
+    /// <summary>
+    /// What a finished run left: its events, its final checkpoint's tensor bytes (hashed), its learner journal's entries
+    /// and the steps they say the final weights contain.
+    /// </summary>
+    internal sealed record Outcome(RunSummary Summary, IReadOnlyList<RunEvent> Events, string WeightsSha256,
+        IReadOnlyList<(string Kind, int Step, long Version)> Journal, IReadOnlyList<int> Lineage)
     {
         public IReadOnlyList<double> Losses => [.. Events.Where(e => e.Kind == RunEventKind.Step && e.Message is null).Select(e => e.Metrics["loss"])];
     }
@@ -73,7 +77,7 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
             .Where(f => Path.GetFileName(f) != "rng.safetensors").Order(StringComparer.Ordinal)
             .Select(f => $"{Path.GetRelativePath(checkpoint, f)}={Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(f)))[..16]}"));
         var journal = AppliedStepJournal.Read(Path.Combine(Cluster.CheckpointRoot, runId, AppliedStepJournal.FileName));
-        return new Outcome(summary, events, weights, AppliedStepJournal.Lineage(journal));
+        return new Outcome(summary, events, weights, journal, AppliedStepJournal.Lineage(journal));
     }
 
     /// <summary>Waits until the run has finished <paramref name="step"/> steps.</summary>
@@ -393,8 +397,7 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         // Every learner died with its silo: the new one restored the latest checkpoint written before the cut (step 3, or
         // step 6 when the cut landed just after that checkpoint: the test sees step 5 only by polling), and the run
         // reported its recovery at that step ("replaying from checkpoint step 3 …" or "continuing at step 6").
-        var restores = AppliedStepJournal.Read(Path.Combine(Cluster.CheckpointRoot, runId, AppliedStepJournal.FileName))
-            .Where(e => e.Kind == "restore").Select(e => e.Step).ToList();
+        var restores = outcome.Journal.Where(e => e.Kind == "restore").Select(e => e.Step).ToList();
         Assert.True(restores.Count >= 2, $"no restore after the restart: {string.Join(", ", restores)}");
         var restored = restores[^1];
         Assert.True(restored > 0 && restored % 3 == 0, $"restored step {restored} is not a checkpoint of the run");
