@@ -31,4 +31,32 @@ public sealed class RunState
     [Id(15)] public int RestartStep { get; set; } = -1;
     /// <summary>The silo that hosted the run's grain last, to name it when the run recovers from its loss.</summary>
     [Id(16)] public string? HostSilo { get; set; }
+    /// <summary>The lost silos <see cref="Restarts"/> counts already (since the last finished step), with when each was counted.</summary>
+    [Id(17)] public Dictionary<string, DateTimeOffset> CountedLostSilos { get; set; } = [];
+
+    /// <summary>
+    /// Counts a failed attempt in <see cref="Restarts"/>; false, counting nothing, when it failed on a lost silo counted
+    /// less than <paramref name="grace"/> ago: until membership declares a killed silo dead, every attempt meets that one
+    /// fault again, and how long the declaration takes must not decide whether the run fails. Past the grace the same
+    /// silo counts again, so an error that keeps naming one silo still ends in a failed run.
+    /// </summary>
+    public bool CountFailure(string? lostSilo, DateTimeOffset now, TimeSpan grace)
+    {
+        if (Step > RestartStep) ResetRestarts();
+        RestartStep = Step;
+        if (lostSilo is not null)
+        {
+            if (CountedLostSilos.TryGetValue(lostSilo, out var counted) && now - counted < grace) return false;
+            CountedLostSilos[lostSilo] = now;
+        }
+        Restarts++;
+        return true;
+    }
+
+    /// <summary>A finished step or a resume: the next failure is the first again.</summary>
+    public void ResetRestarts()
+    {
+        Restarts = 0;
+        CountedLostSilos.Clear();
+    }
 }

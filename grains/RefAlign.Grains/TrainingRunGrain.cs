@@ -62,7 +62,7 @@ public sealed class TrainingRunGrain(
         {
             _recovery = previous is not null && previous != here ? $"after the loss of silo {previous}" : "after its grain was reactivated";
             logger.LogWarning("run {Run} was running when its grain went away; continuing it {Recovery}", RunId, _recovery);
-            if (await CountFailure($"the silo hosting the run ({previous}) was lost", "run_silo_lost"))
+            if (await CountFailure($"the silo hosting the run ({previous}) was lost", "run_silo_lost", previous != here ? previous : null))
                 Launch(Backoff());
         }
     }
@@ -136,7 +136,7 @@ public sealed class TrainingRunGrain(
         }
         S.Status = RunStatus.Running;
         S.Error = null;
-        S.Restarts = 0;
+        S.ResetRestarts();
         Append(RunEventKind.Status, S.Step, message: "resumed");
         await PersistAsync();
         await Supervise();
@@ -175,15 +175,20 @@ public sealed class TrainingRunGrain(
     /// Counts a failed attempt (no finished step since the last one makes it consecutive); false, with the run failed,
     /// once <c>distributed.max_restarts</c> is exceeded.
     /// </summary>
-    async Task<bool> CountFailure(string error, string reason)
+    async Task<bool> CountFailure(string error, string reason, string? lostSilo = null)
     {
         TrainingTelemetry.FailedAttempts.Add(1, new KeyValuePair<string, object?>(TrainingTelemetry.Tags.RunId, RunId),
             new KeyValuePair<string, object?>(TrainingTelemetry.Tags.Reason, reason));
-        if (S.Step > S.RestartStep) S.Restarts = 0;
-        S.Restarts++;
-        S.RestartStep = S.Step;
+        var counted = S.CountFailure(lostSilo, DateTimeOffset.UtcNow, ClusterFaults.WorkerRetryBudget);
         S.Error = error;
         var max = GrainCompute.Parse(S.ConfigJson).Distributed.MaxRestarts;
+        if (!counted)
+        {
+            Append(RunEventKind.Status, S.Step, message: $"attempt failed: {error}; the loss of silo {lostSilo} is counted already " +
+                $"(the cluster has not declared it dead yet); retry in {Backoff().TotalSeconds:0}s");
+            await PersistAsync();
+            return true;
+        }
         if (S.Restarts > max)
         {
             S.Status = RunStatus.Failed;
@@ -243,7 +248,7 @@ public sealed class TrainingRunGrain(
             logger.LogWarning(e, "run {Run}: attempt failed", RunId);
             var lost = ClusterFaults.LostSilo(e, silo.SiloAddress.ToString());
             _recovery = lost is not null ? $"after the loss of silo {lost}" : "after a failed attempt";
-            if (await CountFailure($"{e.GetType().Name}: {e.Message}", lost is not null ? "silo_lost" : "transient")) relaunch = Backoff();
+            if (await CountFailure($"{e.GetType().Name}: {e.Message}", lost is not null ? "silo_lost" : "transient", lost)) relaunch = Backoff();
         }
         catch (Exception e)
         {

@@ -225,14 +225,18 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         await Cluster["silo-a"].KillAsync();
         await Cluster["silo-b"].KillAsync();
         var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(3);
-        while (!(await EventsSoFarAsync(client, runId)).Any(e => e.Message?.StartsWith("waiting: no active silo has the role 'learner'", StringComparison.Ordinal) == true))
+        List<RunEvent> seen;
+        while (!(seen = await EventsSoFarAsync(client, runId)).Any(e => e.Message?.StartsWith("waiting: no active silo has the role 'learner'", StringComparison.Ordinal) == true))
         {
-            Assert.True(DateTime.UtcNow < deadline, "the run never said it was waiting for a learner silo");
+            // CI keeps nothing but this message: say what the run did say, and what the silos logged.
+            Assert.True(DateTime.UtcNow < deadline, $"the run never said it was waiting for a learner silo; it said:\n" +
+                $"{string.Join('\n', seen.Where(e => e.Kind == RunEventKind.Status).Select(e => $"{e.Time:HH:mm:ss.f} {e.Status} {e.Message}"))}\n{Cluster.Logs()}");
             await Task.Delay(500);
         }
         Assert.Equal(RunStatus.Running, (await client.GetRunAsync(runId)).Status);
         await Cluster["silo-b"].StartAsync();
         var outcome = await FinishAsync(client, runId);
+        output.WriteLine(string.Join('\n', outcome.Events.Where(e => e.Kind == RunEventKind.Status).Select(e => $"{e.Time:HH:mm:ss.f} {e.Message}")));
         Assert.Equal(8, outcome.Summary.Step);
         Assert.Equal(Enumerable.Range(0, 8), outcome.Lineage);
     }
