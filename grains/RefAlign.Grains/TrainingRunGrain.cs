@@ -181,7 +181,6 @@ public sealed class TrainingRunGrain(
             new KeyValuePair<string, object?>(TrainingTelemetry.Tags.Reason, reason));
         var counted = S.CountFailure(lostSilo, DateTimeOffset.UtcNow, ClusterFaults.WorkerRetryBudget);
         S.Error = error;
-        var max = GrainCompute.Parse(S.ConfigJson).Distributed.MaxRestarts;
         if (!counted)
         {
             Append(RunEventKind.Status, S.Step, message: $"attempt failed: {error}; the loss of silo {lostSilo} is counted already " +
@@ -189,6 +188,7 @@ public sealed class TrainingRunGrain(
             await PersistAsync();
             return true;
         }
+        var max = GrainCompute.Parse(S.ConfigJson).Distributed.MaxRestarts;
         if (S.Restarts > max)
         {
             S.Status = RunStatus.Failed;

@@ -69,7 +69,7 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         using var cts = new CancellationTokenSource(timeout ?? TimeSpan.FromMinutes(6));
         await foreach (var e in client.WatchRunAsync(runId, events.Count == 0 ? 0 : events[^1].Sequence, cts.Token)) events.Add(e);
         var summary = await client.GetRunAsync(runId);
-        Assert.True(summary.Status == RunStatus.Completed, $"{summary.Status} at {summary.Step}: {summary.Error}\n{string.Join('\n', events.Where(e => e.Kind == RunEventKind.Status).Select(e => e.Message))}");
+        Assert.True(summary.Status == RunStatus.Completed, $"{summary.Status} at {summary.Step}: {summary.Error}\n{StatusLines(events)}");
         var checkpoint = summary.LatestCheckpoint!;
         // The final checkpoint's policy (or adapter) and optimizer state, file by file. Not torch's global RNG state: a
         // silo process shares it with every model it loads, and only LoRA dropout reads it (none here).
@@ -79,6 +79,10 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         var journal = AppliedStepJournal.Read(Path.Combine(Cluster.CheckpointRoot, runId, AppliedStepJournal.FileName));
         return new Outcome(summary, events, weights, journal, AppliedStepJournal.Lineage(journal));
     }
+
+    /// <summary>A run's status events, one line each with its time and the run's status then.</summary>
+    static string StatusLines(IEnumerable<RunEvent> events) =>
+        string.Join('\n', events.Where(e => e.Kind == RunEventKind.Status).Select(e => $"{e.Time:HH:mm:ss.f} {e.Status} {e.Message}"));
 
     /// <summary>Waits until the run has finished <paramref name="step"/> steps.</summary>
     static async Task AtStepAsync(RefAlignClient client, string runId, int step)
@@ -230,13 +234,13 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         {
             // CI keeps nothing but this message: say what the run did say, and what the silos logged.
             Assert.True(DateTime.UtcNow < deadline, $"the run never said it was waiting for a learner silo; it said:\n" +
-                $"{string.Join('\n', seen.Where(e => e.Kind == RunEventKind.Status).Select(e => $"{e.Time:HH:mm:ss.f} {e.Status} {e.Message}"))}\n{Cluster.Logs()}");
+                $"{StatusLines(seen)}\n{Cluster.Logs()}");
             await Task.Delay(500);
         }
         Assert.Equal(RunStatus.Running, (await client.GetRunAsync(runId)).Status);
         await Cluster["silo-b"].StartAsync();
         var outcome = await FinishAsync(client, runId);
-        output.WriteLine(string.Join('\n', outcome.Events.Where(e => e.Kind == RunEventKind.Status).Select(e => $"{e.Time:HH:mm:ss.f} {e.Message}")));
+        output.WriteLine(StatusLines(outcome.Events));
         Assert.Equal(8, outcome.Summary.Step);
         Assert.Equal(Enumerable.Range(0, 8), outcome.Lineage);
     }
