@@ -127,9 +127,10 @@ public sealed class LocalVerbTests : IDisposable
         var root = doc.RootElement;
         double Field(string name) => root.GetProperty(name).GetDouble();
         var ratios = root.GetProperty("ratios");
-        foreach (var name in new[] { "kv_cache_speedup", "kv_cache_speedup_ceiling", "shared_prefix_speedup" })
+        foreach (var name in new[] { "kv_cache_speedup", "kv_cache_speedup_ceiling", "decode_split_speedup", "shared_prefix_speedup" })
             Assert.True(ratios.GetProperty(name).GetDouble() is > 0 and < double.PositiveInfinity, name);
         Assert.Equal(Field("cached_tokens_per_second") / Field("uncached_tokens_per_second"), ratios.GetProperty("kv_cache_speedup").GetDouble(), 9);
+        Assert.Equal(Field("cached_tokens_per_second") / Field("cached_unsplit_tokens_per_second"), ratios.GetProperty("decode_split_speedup").GetDouble(), 9);
         // The ceiling is a recomputed token's time over the floor's: what a decode step at the weights' floor would give.
         Assert.True(Field("decode_floor_milliseconds") > 0);
         Assert.Equal(1e3 / Field("uncached_tokens_per_second") / Field("decode_floor_milliseconds"), Field("cache_speedup_ceiling"), 6);

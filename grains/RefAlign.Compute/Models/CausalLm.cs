@@ -90,7 +90,7 @@ public sealed class CausalLm : nn.Module
         var mask = BuildMask(maskLong, t, s);
         var h = Body.Forward(inputIds, cos, sin, mask, cache);
         if (lastOnly) h = h.narrow(1, t - 1, 1);
-        var logits = Head is { } head ? head.forward(h) : nn.functional.linear(h, Body.EmbedWeight);
+        var logits = DecodeProjection.Linear(h, Head?.weight ?? Body.EmbedWeight, null);
         return logits.MoveToOuterDisposeScope();
     }
 

@@ -27,7 +27,7 @@ public sealed class AdapterSlot
     /// <summary><c>linear(x)</c>, plus the adapter's delta when one is attached and active.</summary>
     public Tensor Forward(Linear linear, Tensor x)
     {
-        var y = linear.forward(x);
+        var y = DecodeProjection.Linear(x, linear.weight!, linear.bias);
         var a = Adapter;
         if (a is null || !a.Active) return y;
         using var delta = a.Delta(x);

@@ -50,7 +50,8 @@ internal static class GenerationBench
     internal sealed record RolloutShape(int Prompts, int Samples, int NewTokens);
 
     internal sealed record BenchResult(string Preset, long Parameters, int Threads, int GenBatch, int PromptTokens, int NewTokens,
-        double CachedTokensPerSecond, double UncachedTokensPerSecond, double CacheSpeedup, double DecodeFloorMilliseconds,
+        double CachedTokensPerSecond, double UncachedTokensPerSecond, double CacheSpeedup,
+        double CachedUnsplitTokensPerSecond, double DecodeSplitSpeedup, double DecodeFloorMilliseconds,
         double CacheSpeedupCeiling, RolloutShape Rollout,
         double RolloutCompactTokensPerSecond, double RolloutPlainTokensPerSecond, double SharedPrefixSpeedup,
         double MatmulGflops, double TrainStepSeconds, double TrainStepGflops, double TrainToMatmulRatio)
@@ -58,7 +59,8 @@ internal static class GenerationBench
         /// <summary>The figures scripts compare against their goals, under the names every bench uses.</summary>
         public IReadOnlyDictionary<string, double> Ratios => new Dictionary<string, double>
         {
-            ["kv_cache_speedup"] = CacheSpeedup, ["kv_cache_speedup_ceiling"] = CacheSpeedupCeiling, ["shared_prefix_speedup"] = SharedPrefixSpeedup,
+            ["kv_cache_speedup"] = CacheSpeedup, ["kv_cache_speedup_ceiling"] = CacheSpeedupCeiling,
+            ["decode_split_speedup"] = DecodeSplitSpeedup, ["shared_prefix_speedup"] = SharedPrefixSpeedup,
         };
     }
 
@@ -74,10 +76,11 @@ internal static class GenerationBench
         var prompts = Prompts(genBatch);
         var generated = newTokens * genBatch;
         var opts = new SamplingOptions { MaxNewTokens = newTokens, Temperature = 0 };
-        double cached = 0, uncached = 0, floor = 0, matmul = 0, stepSeconds = 0;
+        double cached = 0, unsplit = 0, uncached = 0, floor = 0, matmul = 0, stepSeconds = 0;
         BenchSupport.Step(quiet, "warm-up", () => TextGenerator.Generate(model, prompts, opts with { MaxNewTokens = 8 }, [], 0));
         // Best of 3 (cached) and of 2 (recomputed, ~10× longer each), like the rollout figures below.
         BenchSupport.Step(quiet, "generation with KV cache", () => cached = generated / BenchSupport.Best(3, () => TextGenerator.Generate(model, prompts, opts, [], 0)));
+        BenchSupport.Step(quiet, "generation with KV cache, projections unsplit", () => unsplit = generated / Unsplit(() => BenchSupport.Best(3, () => TextGenerator.Generate(model, prompts, opts, [], 0))));
         BenchSupport.Step(quiet, "generation without KV cache", () => uncached = generated / BenchSupport.Best(2, () => TextGenerator.Generate(model, prompts, opts, [], 0, useCache: false)));
         BenchSupport.Step(quiet, "decode matmul floor", () => floor = DecodeFloorSeconds(model, genBatch));
         var (rolloutCompact, rolloutPlain) = RolloutTokensPerSecond(model, Prompts(rollout.Prompts), rollout, quiet);
@@ -86,12 +89,21 @@ internal static class GenerationBench
         var stepFlops = TrainStepFlops(cfg, trainBatch, trainSeq);
         var parameters = model.parameters().Sum(p => p.numel());
         return new BenchResult(preset, parameters, get_num_threads(), genBatch, promptTokens, newTokens, cached, uncached,
-            cached / uncached, floor * 1e3, genBatch / uncached / floor, rollout, rolloutCompact, rolloutPlain, rolloutCompact / rolloutPlain, matmul / 1e9, stepSeconds, stepFlops / stepSeconds / 1e9, stepFlops / stepSeconds / matmul);
+            cached / uncached, unsplit, cached / unsplit, floor * 1e3, genBatch / uncached / floor, rollout, rolloutCompact, rolloutPlain, rolloutCompact / rolloutPlain, matmul / 1e9, stepSeconds, stepFlops / stepSeconds / 1e9, stepFlops / stepSeconds / matmul);
+    }
+
+    /// <summary>What <paramref name="measure"/> gives with every projection a single <c>linear</c> (DecodeProjection off).</summary>
+    static double Unsplit(Func<double> measure)
+    {
+        DecodeProjection.Enabled = false;
+        try { return measure(); }
+        finally { DecodeProjection.Enabled = true; }
     }
 
     /// <summary>
     /// The least one cached decode step can cost on this machine: the step's weight products alone (every 2-D weight a
-    /// token meets, the LM head included, applied to <paramref name="batch"/> rows of one token), best of 20. At batch 1
+    /// token meets, the LM head included, applied to <paramref name="batch"/> rows of one token, split across threads
+    /// as the decoder splits them), best of 20. At batch 1
     /// these read every weight once per token, so memory bandwidth, not op dispatch, sets this floor; a full
     /// recomputation's time per token ÷ this floor is the most a KV cache can give here.
     /// </summary>
@@ -106,7 +118,7 @@ internal static class GenerationBench
         var inputs = weights.Select(w => randn(batch, w.shape[1])).ToList();
         void Once()
         {
-            for (var i = 0; i < weights.Count; i++) nn.functional.linear(inputs[i], weights[i]).Dispose();
+            for (var i = 0; i < weights.Count; i++) DecodeProjection.Linear(inputs[i], weights[i], null).Dispose();
         }
         Once();
         var best = BenchSupport.Best(20, Once);
@@ -167,6 +179,7 @@ internal static class GenerationBench
         t.AddRow($"generation, KV cache ({r.GenBatch}×({r.PromptTokens}+{r.NewTokens}) tokens)", $"{r.CachedTokensPerSecond:F1} tokens/s");
         t.AddRow("generation, full recomputation", $"{r.UncachedTokensPerSecond:F1} tokens/s");
         t.AddRow("KV-cache speed-up (goal ≥ 10×)", $"{r.CacheSpeedup:F1}×");
+        t.AddRow("generation, KV cache, projections on one thread", $"{r.CachedUnsplitTokensPerSecond:F1} tokens/s ({r.DecodeSplitSpeedup:F2}× from splitting them)");
         t.AddRow("decode matmul floor (weights alone, per token)", $"{r.DecodeFloorMilliseconds:F2} ms ({1e3 / r.DecodeFloorMilliseconds * r.GenBatch:F0} tokens/s)");
         t.AddRow("KV-cache speed-up at that floor (ceiling)", $"{r.CacheSpeedupCeiling:F1}×");
         t.AddRow($"rollout, compact ({r.Rollout.Prompts} prompts × {r.Rollout.Samples} × {r.Rollout.NewTokens} tokens)", $"{r.RolloutCompactTokensPerSecond:F1} tokens/s");
