@@ -213,12 +213,17 @@ public sealed class GrainRunControl(IGrainFactory grains, ISiloMetadataCache met
             // away is left out rather than failing the whole view.
             async Task Add(string kind, string key, IAddressable grain, Func<Task<long>>? version = null)
             {
-                try
-                {
-                    if (await management.GetActivationAddress(grain) is { } where)
-                        placements.Add(new PlacementInfo(kind, key, summary.RunId, where.ToString(), version is null ? -1 : await version()));
-                }
-                catch (Exception e) when (ClusterFaults.IsTransient(e) || e is LearnerNotReadyException) { }
+                SiloAddress? where;
+                try { where = await management.GetActivationAddress(grain); }
+                catch (Exception e) when (ClusterFaults.IsTransient(e)) { return; }
+                if (where is null) return;
+                // A grain that is there but cannot say its version now (busy past the call's timeout, restoring) is
+                // still listed where it is, with version -1: an operator must not see a live learner vanish.
+                var v = -1L;
+                if (version is not null)
+                    try { v = await version(); }
+                    catch (Exception e) when (ClusterFaults.IsTransient(e) || e is LearnerNotReadyException) { }
+                placements.Add(new PlacementInfo(kind, key, summary.RunId, where.ToString(), v));
             }
             await Add("run", summary.RunId, run);
             var learner = grains.GetGrain<ILearnerGrain>(summary.RunId);

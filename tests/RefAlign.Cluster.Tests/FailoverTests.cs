@@ -130,10 +130,10 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
 
         var runId = await StartAsync(client, TinyRuns.SrDpo("learner-loss", steps, checkpointEvery: 3));
         await AtStepAsync(client, runId, 5);
-        var learnerSilo = await Cluster.WhereAsync(client, "learner", runId);
+        var learnerSilo = await Cluster.PlacedAsync(client, "learner", runId);
         Assert.Contains(learnerSilo, new[] { "silo-a", "silo-b" });
         var killedAt = Stopwatch.StartNew();
-        await Cluster[learnerSilo!].KillAsync();
+        await Cluster[learnerSilo].KillAsync();
         var outcome = await FinishAsync(client, runId);
         output.WriteLine($"learner silo {learnerSilo} killed at step ≥ 5; run finished {killedAt.Elapsed.TotalSeconds:F1}s later");
 
@@ -165,7 +165,7 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
     /// <summary>A running silo that hosts neither the run nor its learner, to talk through while those fail.</summary>
     async Task<string> BystanderAsync(RefAlignClient client, string runId)
     {
-        var busy = new[] { await Cluster.WhereAsync(client, "run", runId), await Cluster.WhereAsync(client, "learner", runId) };
+        var busy = new[] { await Cluster.PlacedAsync(client, "run", runId), await Cluster.PlacedAsync(client, "learner", runId) };
         return Cluster.Names.First(n => Cluster[n].IsRunning && !busy.Contains(n));
     }
 
@@ -178,7 +178,7 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
 
         var runId = await StartAsync(client, TinyRuns.RefAlign("host-loss", steps, checkpointEvery: 4));
         await AtStepAsync(client, runId, 2);
-        var host = (await Cluster.WhereAsync(client, "run", runId))!;
+        var host = await Cluster.PlacedAsync(client, "run", runId);
         using var watcher = Cluster.Client(await BystanderAsync(client, runId));
         // Watched live, through a silo that stays, from before the loss to the end.
         var events = new List<RunEvent>();
@@ -206,7 +206,7 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
 
         var runId = await StartAsync(client, TinyRuns.SrDpo("drain", steps, checkpointEvery: 50));
         await AtStepAsync(client, runId, 4);
-        var learnerSilo = (await Cluster.WhereAsync(client, "learner", runId))!;
+        var learnerSilo = await Cluster.PlacedAsync(client, "learner", runId);
         var drainedAt = Stopwatch.StartNew();
         Assert.Equal(0, await Cluster[learnerSilo].TerminateAsync());
         output.WriteLine($"learner silo {learnerSilo} drained and exited in {drainedAt.Elapsed.TotalSeconds:F1}s");
@@ -364,7 +364,7 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
 
         var runId = await StartAsync(client, config("pipe-loss"));
         await AtStepAsync(client, runId, 6);
-        var learnerSilo = (await Cluster.WhereAsync(client, "learner", runId))!;
+        var learnerSilo = await Cluster.PlacedAsync(client, "learner", runId);
         await Cluster[learnerSilo].KillAsync();
         var outcome = await FinishAsync(client, runId);
 
@@ -420,7 +420,7 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         using var client = Cluster.Client("silo-d");
         var runId = await StartAsync(client, TinyRuns.RefAlign("stop-loss", 400, checkpointEvery: 5));
         await AtStepAsync(client, runId, 3);
-        var host = (await Cluster.WhereAsync(client, "run", runId))!;
+        var host = await Cluster.PlacedAsync(client, "run", runId);
         using var other = Cluster.Client(await BystanderAsync(client, runId));
         await other.StopRunAsync(runId);
         if (host != "silo-d") await Cluster[host].KillAsync();
@@ -449,7 +449,7 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         using var client = Cluster.Client("silo-d");
         var runId = await StartAsync(client, TinyRuns.RefAlign("lost-checkpoint", 400, checkpointEvery: 2));
         await AtStepAsync(client, runId, 5);
-        var learnerSilo = (await Cluster.WhereAsync(client, "learner", runId))!;
+        var learnerSilo = await Cluster.PlacedAsync(client, "learner", runId);
         // The checkpoint root is not shared after all (or was wiped): the next learner finds nothing.
         await Cluster[learnerSilo].KillAsync();
         foreach (var step in Directory.GetDirectories(Path.Combine(Cluster.CheckpointRoot, runId), "step-*")) Directory.Delete(step, recursive: true);

@@ -129,6 +129,26 @@ public sealed class ProcessCluster : IAsyncDisposable
         return address is null ? null : c.Silos.FirstOrDefault(s => s.Address == address)?.Name;
     }
 
+    /// <summary>
+    /// As <see cref="WhereAsync"/>, asked again while the view leaves the grain out (a silo going away under the call,
+    /// a grain between activations); fails after <paramref name="timeout"/> (default 1 minute) with the last view.
+    /// </summary>
+    public async Task<string> PlacedAsync(RefAlignClient client, string kind, string key, TimeSpan? timeout = null)
+    {
+        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromMinutes(1));
+        while (true)
+        {
+            if (await WhereAsync(client, kind, key) is { } silo) return silo;
+            if (DateTime.UtcNow > deadline)
+            {
+                var view = await client.GetClusterAsync();
+                throw new TimeoutException($"{kind} {key} is not in the cluster view; it lists: "
+                    + string.Join("; ", view.Placements.Select(p => $"{p.Kind} {p.GrainKey} on {p.Silo}")));
+            }
+            await Task.Delay(200);
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
         foreach (var (silo, _) in _silos.Values) await silo.DisposeAsync();
