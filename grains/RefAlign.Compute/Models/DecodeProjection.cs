@@ -45,8 +45,9 @@ public static class DecodeProjection
     /// <summary>How many blocks <see cref="Linear(Tensor, Tensor, Tensor?)"/> cuts <paramref name="weight"/> into for <paramref name="x"/>; below 2 means no split.</summary>
     public static long Blocks(Tensor x, Tensor weight)
     {
-        if (!Enabled || x.device_type != DeviceType.CPU || x.dtype != ScalarType.Float32 || weight.dtype != ScalarType.Float32) return 0;
-        if (x.numel() != weight.shape[1] || is_grad_enabled() || !weight.is_contiguous()) return 0;
+        // Every projection asks, training's too: the one-row test, which turns nearly all of those away, comes first.
+        if (!Enabled || x.numel() != weight.shape[1] || is_grad_enabled()) return 0;
+        if (x.device_type != DeviceType.CPU || x.dtype != ScalarType.Float32 || weight.dtype != ScalarType.Float32 || !weight.is_contiguous()) return 0;
         // As many blocks as threads, or the most that keep the blocks aligned.
         for (var blocks = get_num_threads(); blocks >= 2; blocks--)
             if (weight.shape[0] % (blocks * BlockAlignment) == 0) return blocks;
