@@ -18,7 +18,7 @@ namespace RefAlign.Cli.Commands.Bench;
 /// against raw loopback TCP measured in the same run (each of 5 syncs ÷ the median of 5 raw TCP runs; the minimum is the
 /// figure; each run's first sync, a fresh silo's cold one, is a warm-up reported on its own), and a broadcast — one sync to three generator silos (relayed, the learner sends once) over one; (3) scale-out — the generation phase of a two-shard run with one
 /// generator silo, then with two (separate processes, one compute and one libtorch thread each), next to this host's own
-/// parallel floor (<see cref="HostParallelFloor"/>).
+/// floors for it (<see cref="HostFloors"/>): a CPU-bound loop's, and the same rollouts' on two threads of this process.
 /// </summary>
 internal static class ClusterBench
 {
@@ -54,6 +54,7 @@ internal static class ClusterBench
                 ("generation phase, 2 generator silos (median)", $"{res.GenerateTwoSilos:F3} s"),
                 ("2 silos ÷ 1 (goal ≤ 0.6)", $"{res.GenerateRatio:F3}"),
                 ("this host's floor for it: 2 CPU-bound threads ÷ 1, halved", $"{res.HostParallelFloor:F3} (0.5 on two free cores)"),
+                ("the same rollouts in-process: 2 shards on 2 threads ÷ on 1", $"{res.GenerationParallelFloor:F3}"),
             ]);
             return 0;
         }));
@@ -65,7 +66,7 @@ internal static class ClusterBench
         IReadOnlyDictionary<string, double[]> PhaseSeconds,
         double SyncBytes, double TransferMBps, double RawTcpMBps, double TransferToTcp, double[] TransferToTcpRange, double FirstSyncSeconds,
         double BroadcastOneSeconds, double BroadcastThreeSeconds, int BroadcastSilos,
-        double GenerateOneSilo, double GenerateTwoSilos, double HostParallelFloor)
+        double GenerateOneSilo, double GenerateTwoSilos, double HostParallelFloor, double GenerationParallelFloor)
     {
         public double GenerateRatio => GenerateOneSilo > 0 ? GenerateTwoSilos / GenerateOneSilo : 0;
         public double Broadcast3Vs1 => BroadcastOneSeconds > 0 ? BroadcastThreeSeconds / BroadcastOneSeconds : 0;
@@ -96,20 +97,15 @@ internal static class ClusterBench
             var localPhases = new Dictionary<string, List<double>>();
             var grainPhases = new Dictionary<string, List<double>>();
             bool Runs(string part) => only == "all" || only == part;
-            if (Runs("overhead")) await Step(quiet, "in-process steps", async () =>
+            if (Runs("overhead")) await Step(quiet, "in-process steps", () => InDirectory(dir, async () =>
             {
                 var cfg = RunConfig.Parse(config).Validate(requirePaths: false) with { OutputDir = Path.Combine(dir, "local") };
-                var cwd = Environment.CurrentDirectory;
-                Environment.CurrentDirectory = dir;
-                try
-                {
-                    var tok = TextTokenizer.Load(cfg.Policy.Model);
-                    var data = TrainingData.Load(cfg, tok);
-                    using var services = new LocalTrainingServices(cfg, tok, data);
-                    await new TrainingRun("local", cfg, data, services, new StepTimes(local, localPhases)).RunAsync(ct);
-                }
-                finally { Environment.CurrentDirectory = cwd; }
-            });
+                var tok = TextTokenizer.Load(cfg.Policy.Model);
+                var data = TrainingData.Load(cfg, tok);
+                using var services = new LocalTrainingServices(cfg, tok, data);
+                await new TrainingRun("local", cfg, data, services, new StepTimes(local, localPhases)).RunAsync(ct);
+                return 0;
+            }));
 
             // (1b) the same config through the grains of one silo.
             var grain = new List<double>();
@@ -157,10 +153,16 @@ internal static class ClusterBench
 
             // (3) the generation phase of a two-shard run on one generator silo, then on two; each silo one thread of libtorch.
             List<double> oneSilo = [], twoSilos = [];
-            var hostFloor = 0.0;
+            var (hostFloor, generationFloor) = (0.0, 0.0);
             if (Runs("scale")) await Step(quiet, "generation on one, then two generator silos", async () =>
             {
-                hostFloor = HostParallelFloor();
+                hostFloor = HostFloors.Spin();
+                generationFloor = await InDirectory(dir, () =>
+                {
+                    var cfg = RunConfig.Parse(ScaleConfig).Validate(requirePaths: false);
+                    var tok = TextTokenizer.Load(cfg.Policy.Model);
+                    return Task.FromResult(HostFloors.Generation(cfg, tok, TrainingData.Load(cfg, tok)));
+                });
                 string[] single = ["--Silo:TorchThreads=1", "--Silo:ComputeThreads=1"];
                 await using var a = await LocalSilo.StartAsync(dir, ct, "scale-a", [.. single, "--Silo:Roles=learner,scorer,reference"]);
                 string[] join = [.. single, "--Silo:Roles=generator", $"--Cluster:PrimarySiloEndpoint=127.0.0.1:{a.SiloPort}"];
@@ -182,7 +184,8 @@ internal static class ClusterBench
             return new Result(steps, M(local), M(grain), M(local) > 0 ? M(grain) / M(local) : 0, phaseMedians,
                 syncs.Count == 0 ? 0 : syncs.Average(s => s.Bytes), slowest * raw / 1e6, raw / 1e6, slowest, [slowest, rates.Count == 0 ? 0 : rates.Max()],
                 warmUps.Count == 0 ? 0 : warmUps[0].Seconds,
-                MedianOf([.. syncs.Select(s => s.Seconds)]), MedianOf([.. broadcast.Select(s => s.Seconds)]), broadcastSilos, M(oneSilo), M(twoSilos), hostFloor);
+                MedianOf([.. syncs.Select(s => s.Seconds)]), MedianOf([.. broadcast.Select(s => s.Seconds)]), broadcastSilos, M(oneSilo), M(twoSilos), hostFloor,
+                generationFloor);
         }
         finally
         {
@@ -190,44 +193,10 @@ internal static class ClusterBench
         }
     }
 
-    /// <summary>
-    /// What two silos can gain over one on this host at best: the wall time of a fixed CPU-bound loop on two threads at
-    /// once ÷ on one, halved (median of 3). 0.5 where two cores are free; more on a host whose cores are shared with other
-    /// work, which bounds <c>generate_2_silos_vs_1</c> from below.
-    /// </summary>
-    static double HostParallelFloor()
-    {
-        static ulong Spin(long n)
-        {
-            var x = 88172645463325252UL;
-            for (var i = 0L; i < n; i++)
-            {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-            }
-            return x;
-        }
-        static double Seconds(int threads, long n)
-        {
-            var sink = new ulong[threads];
-            var workers = Enumerable.Range(0, threads).Select(t => new Thread(() => sink[t] = Spin(n))).ToList();
-            var started = Stopwatch.GetTimestamp();
-            workers.ForEach(w => w.Start());
-            workers.ForEach(w => w.Join());
-            var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
-            return sink.Contains(0UL) ? double.NaN : seconds; // the loop's result is used, so it is not optimized away
-        }
-        const long Work = 400_000_000;
-        Seconds(1, Work / 20);
-        var ratios = Enumerable.Range(0, 3).Select(_ => Seconds(2, Work) / Seconds(1, Work) / 2).Order().ToList();
-        return ratios[1];
-    }
-
     /// <summary>Runs a two-shard RefAlign run to its end and adds each step's generation-phase seconds.</summary>
     static async Task GenerationSeconds(RefAlignClient client, List<double> sink, CancellationToken ct)
     {
-        var id = await client.StartRunAsync(Config("policy", 6, shards: 2), ct);
+        var id = await client.StartRunAsync(ScaleConfig, ct);
         await foreach (var e in client.WatchRunAsync(id, 0, ct))
             if (e.Kind == RunEventKind.Phase && e.Phase == "generate" && e.PhaseSeconds is { } s) sink.Add(s);
         await BenchSupport.EnsureCompletedAsync(client, id, "scale-out", ct);
@@ -258,6 +227,18 @@ internal static class ClusterBench
         }
         await BenchSupport.EnsureCompletedAsync(client, id, "transfer", ct);
         return silos.Count;
+    }
+
+    /// <summary>The scale-out part's run: two shards, six steps.</summary>
+    static string ScaleConfig => Config("policy", 6, shards: 2);
+
+    /// <summary>Runs <paramref name="work"/> with <paramref name="dir"/> as the working directory (run configs name relative paths).</summary>
+    static async Task<T> InDirectory<T>(string dir, Func<Task<T>> work)
+    {
+        var cwd = Environment.CurrentDirectory;
+        Environment.CurrentDirectory = dir;
+        try { return await work(); }
+        finally { Environment.CurrentDirectory = cwd; }
     }
 
     static async Task Step(bool quiet, string label, Func<Task> work)
