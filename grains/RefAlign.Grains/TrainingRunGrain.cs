@@ -55,8 +55,7 @@ public sealed class TrainingRunGrain(
             // A stop is never lost: the stop was asked for, and the silo running the loop went away before it finished.
             S.Status = RunStatus.Stopped;
             Append(RunEventKind.Status, S.Step, message: $"stopped (the silo running it{(previous is null ? "" : $", {previous},")} was lost while it was stopping)");
-            await PersistAsync();
-            await Unsupervise();
+            await EndAsync();
         }
         else if (S.Status == RunStatus.Running)
         {
@@ -65,6 +64,7 @@ public sealed class TrainingRunGrain(
             if (await CountFailure($"the silo hosting the run ({previous}) was lost", "run_silo_lost", previous != here ? previous : null))
                 Launch(Backoff());
         }
+        else if (S.Status.IsFinal()) await ReportAsync(); // in case its end was never reported (or predates the registry's summaries)
     }
 
     public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
@@ -119,8 +119,7 @@ public sealed class TrainingRunGrain(
                 // No loop to notice (it was waiting out a restart backoff): the run stops here.
                 S.Status = RunStatus.Stopped;
                 Append(RunEventKind.Status, S.Step, message: "stopped");
-                await PersistAsync();
-                await Unsupervise();
+                await EndAsync();
             }
         }
         return Summary();
@@ -134,6 +133,9 @@ public sealed class TrainingRunGrain(
             case RunStatus.Running or RunStatus.Stopping: return Summary();
             case RunStatus.Pending: throw new InvalidOperationException($"run '{RunId}' was never started.");
         }
+        // The registry first: were this report lost after the run went on, listings would show the run as ended.
+        // It counts the "resumed" event below, so an "ended" report still on its way is older and dropped.
+        await GrainFactory.GetGrain<IRunRegistryGrain>(0).Report(RunId, S.NextSequence + 1, null);
         S.Status = RunStatus.Running;
         S.Error = null;
         S.ResetRestarts();
@@ -152,6 +154,21 @@ public sealed class TrainingRunGrain(
         if (reminderName != SupervisionReminder) return;
         if (S.Status.IsFinal() || S.Status == RunStatus.Pending) await Unsupervise();
         else if (S.Status == RunStatus.Running && _loop is null) Launch(TimeSpan.Zero);
+    }
+
+    /// <summary>Makes the end durable, drops supervision and tells the registry the final summary.</summary>
+    async Task EndAsync()
+    {
+        await PersistAsync();
+        await Unsupervise();
+        await ReportAsync();
+    }
+
+    /// <summary>Tells the registry whether the run has ended; a lost report only costs a listing this grain's activation.</summary>
+    async Task ReportAsync()
+    {
+        try { await GrainFactory.GetGrain<IRunRegistryGrain>(0).Report(RunId, S.NextSequence, S.Status.IsFinal() ? Summary() : null); }
+        catch (Exception e) when (ClusterFaults.IsTransient(e)) { logger.LogWarning(e, "run {Run}: the registry did not take its report", RunId); }
     }
 
     Task Supervise() => this.RegisterOrUpdateReminder(SupervisionReminder, host.SupervisionPeriod, host.SupervisionPeriod);
@@ -193,8 +210,7 @@ public sealed class TrainingRunGrain(
         {
             S.Status = RunStatus.Failed;
             Append(RunEventKind.Status, S.Step, message: $"failed after {S.Restarts} attempts without progress: {error}");
-            await PersistAsync();
-            await Unsupervise();
+            await EndAsync();
             await ReleaseLearner();
             return false;
         }
@@ -266,8 +282,7 @@ public sealed class TrainingRunGrain(
             if (relaunch is { } delay) Launch(delay);
             else if (S.Status.IsFinal())
             {
-                await PersistAsync();
-                await Unsupervise();
+                await EndAsync();
                 await ReleaseLearner();
             }
         }

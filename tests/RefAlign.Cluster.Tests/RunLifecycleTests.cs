@@ -129,8 +129,15 @@ public sealed class RunLifecycleTests(ClusterFixture fixture)
         Assert.True(Directory.Exists(stopped.LatestCheckpoint), stopped.LatestCheckpoint);
         Assert.Contains(before, e => e.Kind == RunEventKind.Checkpoint && e.Step == at && e.Message == stopped.LatestCheckpoint);
         Assert.Equal(Enumerable.Range(1, at), before.Where(e => e.Kind == RunEventKind.Step).Select(e => e.Step));
+        var registry = fixture.Client.GetGrain<IRunRegistryGrain>(0);
+        Assert.Equal(RunStatus.Stopped, (await EndedInRegistryAsync(runId)).Status);
 
         await fixture.Control.ResumeRunAsync(runId);
+        // Resumed, the run is asked again: neither the stored summary nor a late "stopped" report (older) may hide it.
+        Assert.DoesNotContain(runId, (await registry.View()).Ended.Keys);
+        await registry.Report(runId, before.Max(e => e.Sequence) + 1, stopped);
+        Assert.DoesNotContain(runId, (await registry.View()).Ended.Keys);
+        Assert.NotEqual(RunStatus.Stopped, (await fixture.Control.ListRunsAsync()).Single(r => r.RunId == runId).Status);
         var (done, after) = await fixture.WaitForEndAsync(runId, TimeSpan.FromMinutes(2), afterSequence: before.Max(e => e.Sequence));
         Assert.True(done.Status == RunStatus.Completed, $"{done.Status}: {done.Error}");
         Assert.Equal(total, done.Step);
@@ -146,6 +153,48 @@ public sealed class RunLifecycleTests(ClusterFixture fixture)
         Assert.Equal(expected.Length, actual.Length);
         for (var s = 0; s < expected.Length; s++)
             Assert.True(Math.Abs(expected[s] - actual[s]) <= 1e-4, $"step {s}: local {expected[s]:R} cluster {actual[s]:R}");
+    }
+
+    [Fact]
+    public async Task Listing_runs_reads_an_ended_run_from_the_registry_without_waking_its_grain()
+    {
+        var runId = await fixture.Control.StartRunAsync(fixture.SrDpoConfig("listed", seed: 4, steps: 2).ToJson());
+        var (done, _) = await fixture.WaitForEndAsync(runId, TimeSpan.FromMinutes(1));
+        Assert.True(done.Status == RunStatus.Completed, $"{done.Status}: {done.Error}");
+        var stored = await EndedInRegistryAsync(runId);
+        Assert.Equal((RunStatus.Completed, 2, done.LatestCheckpoint, done.ConfigJson), (stored.Status, stored.Step, stored.LatestCheckpoint, stored.ConfigJson));
+
+        var run = fixture.Client.GetGrain<ITrainingRunGrain>(runId);
+        var management = fixture.Client.GetGrain<IManagementGrain>(0);
+        var id = run.GetGrainId();
+        async Task<bool> Active() => (await management.GetActiveGrains(id.Type)).Contains(id);
+        Assert.True(await Active());
+        await management.DeactivateGrain(id);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (await Active())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the run's grain did not deactivate within 30 s");
+            await Task.Delay(100);
+        }
+
+        var listed = (await fixture.Control.ListRunsAsync()).Single(r => r.RunId == runId);
+        Assert.Equal((done.Status, done.Step, done.WeightVersion, done.LatestCheckpoint), (listed.Status, listed.Step, listed.WeightVersion, listed.LatestCheckpoint));
+        Assert.Equal(done.LastMetrics["loss"], listed.LastMetrics["loss"]);
+        Assert.False(await Active());
+        // Asked directly, the reactivated grain says the same.
+        Assert.Equal(done.Step, (await fixture.Control.GetRunAsync(runId)).Step);
+    }
+
+    /// <summary>The registry's stored summary of an ended run; the run reports it just after its final event.</summary>
+    async Task<RunSummary> EndedInRegistryAsync(string runId)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (true)
+        {
+            if ((await fixture.Client.GetGrain<IRunRegistryGrain>(0).View()).Ended.TryGetValue(runId, out var ended)) return ended;
+            Assert.True(DateTime.UtcNow < deadline, $"the registry holds no final summary of run {runId}");
+            await Task.Delay(50);
+        }
     }
 
     [Fact]
