@@ -53,6 +53,20 @@ internal static class BenchSupport
         return sw.Elapsed.TotalSeconds;
     }
 
+    /// <summary>
+    /// The actions taken in turn, <paramref name="runs"/> rounds after one warm-up round: each one's median time, and the
+    /// median over rounds of each one's time ÷ the first one's in the same round. Alternating puts a noisy host's slow
+    /// spells on every action alike, which timing one action's runs after the other's does not.
+    /// </summary>
+    public static (double[] Medians, double[] RatiosToFirst) Interleaved(int runs, params Action[] actions)
+    {
+        foreach (var a in actions) a();
+        var rounds = Enumerable.Range(0, runs).Select(_ => actions.Select(Time).ToArray()).ToArray();
+        static double Middle(IEnumerable<double> xs) => xs.Order().ElementAt(xs.Count() / 2);
+        return ([.. actions.Select((_, i) => Middle(rounds.Select(r => r[i])))],
+            [.. actions.Select((_, i) => Middle(rounds.Select(r => r[i] / r[0])))]);
+    }
+
     /// <summary>Median of <paramref name="runs"/> timings after one warm-up run.</summary>
     public static double Median(int runs, Action a)
     {

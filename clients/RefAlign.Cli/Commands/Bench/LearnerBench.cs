@@ -23,7 +23,11 @@ internal static class LearnerBench
         var pairs = new Option<int>("--pairs") { DefaultValueFactory = _ => 8 };
         var promptTokens = new Option<int>("--prompt-tokens") { DefaultValueFactory = _ => 96 };
         var completionTokens = new Option<int>("--completion-tokens") { DefaultValueFactory = _ => 96 };
-        var runs = new Option<int>("--runs") { DefaultValueFactory = _ => 3 };
+        var runs = new Option<int>("--runs")
+        {
+            Description = "Rounds of one step each of DPO, Sr-DPO (prefix shared, then run twice) and SFT, taken in turn after a warm-up round; each ratio is the median over rounds.",
+            DefaultValueFactory = _ => 5,
+        };
         var clusterSteps = new Option<int>("--cluster-steps")
         {
             Description = "Steps per run of the two-silo part (Sr-DPO with its prompted pass offloaded; 0 skips it).", DefaultValueFactory = _ => 6,
@@ -94,54 +98,70 @@ internal static class LearnerBench
         var pairs = Enumerable.Range(0, pairCount).Select(i => new PreferencePair(i, Tokens(promptTokens, i), Tokens(completionTokens, i + 100),
             Tokens(completionTokens, i + 200), [.. Tokens(refinementTokens, 999), .. Tokens(promptTokens, i)])).ToList();
 
-        double Measure(Algorithm algorithm, bool sharePrefix = true)
+        // Every learner lives at once, so their steps can alternate (BenchSupport.Interleaved).
+        var owned = new List<IDisposable>();
+        T Own<T>(T d) where T : IDisposable
+        {
+            owned.Add(d);
+            return d;
+        }
+        CausalLm Model()
+        {
+            var m = Own(new CausalLm(shape));
+            m.InitializeWeights(0);
+            return m;
+        }
+
+        Action PreferenceSteps(Algorithm algorithm, bool sharePrefix = true)
         {
             var cfg = new RunConfig
             {
                 Algorithm = algorithm, BatchSize = pairCount, MicroBatchSize = pairCount,
                 Optimizer = new OptimizerSection { Kind = OptimizerKind.AdamW, LearningRate = 1e-5, WarmupSteps = 0 },
             };
-            using var policy = new CausalLm(shape);
-            policy.InitializeWeights(0);
-            using var reference = new CausalLm(shape);
-            reference.InitializeWeights(0);
-            var scorer = new ReferenceScorer(reference, new ReferenceLogProbCache(), padId: 0);
+            var policy = Model();
+            var scorer = new ReferenceScorer(Model(), new ReferenceLogProbCache(), padId: 0);
             var prompted = cfg.IsSelfRefined;
             scorer.Score(pairs, prompted); // warm the cache: steps below only look values up
-            using var learner = new Learner(cfg, policy, padId: 0, totalSteps: 100) { SharePromptedPrefix = sharePrefix };
+            var learner = Own(new Learner(cfg, policy, padId: 0, totalSteps: 100) { SharePromptedPrefix = sharePrefix });
             var step = 0;
-            return BenchSupport.Median(runs, () =>
+            return () =>
             {
                 var refs = scorer.Score(pairs, prompted);
                 learner.PreferenceStep(step++, [.. pairs.Select((p, i) => new PreferenceRow(p, refs[i]))]);
-            });
+            };
         }
 
         // SFT on the same tokens: each pair's prompt ⊕ chosen and prompt ⊕ rejected as two examples.
-        double MeasureSft()
+        Action SftSteps()
         {
             var cfg = new RunConfig
             {
                 Algorithm = Algorithm.Sft, BatchSize = 2 * pairCount, MicroBatchSize = 2 * pairCount,
                 Optimizer = new OptimizerSection { Kind = OptimizerKind.AdamW, LearningRate = 1e-5, WarmupSteps = 0 },
             };
-            using var policy = new CausalLm(shape);
-            policy.InitializeWeights(0);
-            using var learner = new Learner(cfg, policy, padId: 0, totalSteps: 100);
+            var learner = Own(new Learner(cfg, Model(), padId: 0, totalSteps: 100));
             List<SftSequence> rows = [.. pairs.SelectMany(p => new[] { new SftSequence(2 * p.Id, p.Prompt, p.Chosen), new SftSequence(2 * p.Id + 1, p.Prompt, p.Rejected) })];
             var step = 0;
-            return BenchSupport.Median(runs, () => learner.SftStep(step++, rows));
+            return () => learner.SftStep(step++, rows);
         }
 
-        double dpo = 0, sr = 0, srUnshared = 0, sft = 0, matmul = 0;
-        BenchSupport.Step(quiet, "DPO steps", () => dpo = Measure(Algorithm.Dpo));
-        BenchSupport.Step(quiet, "Sr-DPO steps", () => sr = Measure(Algorithm.SrDpo));
-        BenchSupport.Step(quiet, "Sr-DPO steps, prompted prefix run twice", () => srUnshared = Measure(Algorithm.SrDpo, sharePrefix: false));
-        BenchSupport.Step(quiet, "SFT steps", () => sft = MeasureSft());
+        double[] seconds = [], ratios = [];
+        double matmul = 0;
+        try
+        {
+            BenchSupport.Step(quiet, "DPO, Sr-DPO (prompted prefix shared and run twice) and SFT steps, in turn", () => (seconds, ratios) = BenchSupport.Interleaved(runs,
+                PreferenceSteps(Algorithm.Dpo), PreferenceSteps(Algorithm.SrDpo), PreferenceSteps(Algorithm.SrDpo, sharePrefix: false), SftSteps()));
+        }
+        finally
+        {
+            owned.ForEach(d => d.Dispose());
+        }
         var seq = promptTokens + completionTokens;
         BenchSupport.Step(quiet, "matmul peak", () => matmul = BenchSupport.MatmulFlops(shape, 2 * pairCount * seq));
         var dpoFlops = 3 * (BenchSupport.ForwardFlopsPerToken(shape) * 2 * pairCount * seq + BenchSupport.AttentionFlops(shape, 2 * pairCount, seq));
-        return new Result(preset, get_num_threads(), pairCount, promptTokens, refinementTokens, completionTokens, dpo, sr, sr / dpo, srUnshared / dpo, sft, sft / dpo,
+        var dpo = seconds[0];
+        return new Result(preset, get_num_threads(), pairCount, promptTokens, refinementTokens, completionTokens, dpo, seconds[1], ratios[1], ratios[2], seconds[3], ratios[3],
             matmul / 1e9, dpoFlops / dpo / 1e9, dpoFlops / dpo / matmul);
     }
 }

@@ -1,0 +1,36 @@
+using RefAlign.Cli.Commands.Bench;
+
+namespace RefAlign.Cli.Tests;
+
+/// <summary>How <c>bench</c> suites time what they compare.</summary>
+public sealed class BenchSupportTests
+{
+    [Fact]
+    public void Interleaved_takes_the_actions_in_turn_after_one_warm_up_round_and_relates_each_to_the_first()
+    {
+        var calls = new List<char>();
+        var (medians, ratios) = BenchSupport.Interleaved(3, () => calls.Add('a'), () => calls.Add('b'), () => calls.Add('c'));
+        Assert.Equal("abcabcabcabc", new string([.. calls]));
+        Assert.Equal(3, medians.Length);
+        Assert.All(medians, m => Assert.True(m > 0));
+        Assert.Equal(1.0, ratios[0]);
+        Assert.All(ratios, r => Assert.True(r is > 0 and < double.PositiveInfinity));
+    }
+
+    [Fact]
+    public void Bench_learner_json_has_its_ratios_from_steps_taken_in_turn()
+    {
+        var r = CliRunner.Run("bench", "learner", "--preset", "tiny", "--pairs", "2", "--prompt-tokens", "8", "--completion-tokens", "8",
+            "--runs", "3", "--cluster-steps", "0", "--json");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        using var doc = System.Text.Json.JsonDocument.Parse(r.Stdout);
+        var root = doc.RootElement;
+        var ratios = root.GetProperty("ratios");
+        foreach (var name in new[] { "srdpo_over_dpo", "srdpo_unshared_prefix_over_dpo", "sft_over_dpo", "learner_flops_ratio" })
+            Assert.True(ratios.GetProperty(name).GetDouble() is > 0 and < double.PositiveInfinity, name);
+        foreach (var name in new[] { "dpo_seconds", "sr_dpo_seconds", "sft_seconds" })
+            Assert.True(root.GetProperty(name).GetDouble() > 0, name);
+        Assert.Equal(root.GetProperty("sr_dpo_over_dpo").GetDouble(), ratios.GetProperty("srdpo_over_dpo").GetDouble());
+        Assert.Equal(System.Text.Json.JsonValueKind.Null, root.GetProperty("offload").ValueKind);
+    }
+}
