@@ -9,7 +9,13 @@ public sealed class BenchSupportTests
     public void Interleaved_takes_the_actions_in_turn_after_one_warm_up_round_and_relates_each_to_the_first()
     {
         var calls = new List<char>();
-        var (medians, ratios) = BenchSupport.Interleaved(3, () => calls.Add('a'), () => calls.Add('b'), () => calls.Add('c'));
+        // Each call lasts a moment: a bare List.Add can take less than the clock's tick.
+        Action Call(char c) => () =>
+        {
+            calls.Add(c);
+            Thread.Sleep(1);
+        };
+        var (medians, ratios) = BenchSupport.Interleaved(3, Call('a'), Call('b'), Call('c'));
         Assert.Equal("abcabcabcabc", new string([.. calls]));
         Assert.Equal(3, medians.Length);
         Assert.All(medians, m => Assert.True(m > 0));
