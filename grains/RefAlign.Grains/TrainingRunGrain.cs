@@ -164,11 +164,14 @@ public sealed class TrainingRunGrain(
         await ReportAsync();
     }
 
-    /// <summary>Tells the registry whether the run has ended; a lost report only costs a listing this grain's activation.</summary>
+    /// <summary>
+    /// Tells the registry whether the run has ended. Best effort, whatever the fault (the registry's storage down, its
+    /// silo lost): a lost report only costs a listing this grain's activation, and must not fail the activation itself.
+    /// </summary>
     async Task ReportAsync()
     {
         try { await GrainFactory.GetGrain<IRunRegistryGrain>(0).Report(RunId, S.NextSequence, S.Status.IsFinal() ? Summary() : null); }
-        catch (Exception e) when (ClusterFaults.IsTransient(e)) { logger.LogWarning(e, "run {Run}: the registry did not take its report", RunId); }
+        catch (Exception e) { logger.LogWarning(e, "run {Run}: the registry did not take its report", RunId); }
     }
 
     Task Supervise() => this.RegisterOrUpdateReminder(SupervisionReminder, host.SupervisionPeriod, host.SupervisionPeriod);
