@@ -39,4 +39,19 @@ public sealed class BenchSupportTests
         Assert.Equal(root.GetProperty("sr_dpo_over_dpo").GetDouble(), ratios.GetProperty("srdpo_over_dpo").GetDouble());
         Assert.Equal(System.Text.Json.JsonValueKind.Null, root.GetProperty("offload").ValueKind);
     }
+
+    [Fact]
+    public void Bench_bertscore_json_has_its_overhead_from_scorer_and_bare_forward_in_turn()
+    {
+        var r = CliRunner.Run("bench", "bertscore", "--preset", "tiny-roberta", "--pairs", "16", "--runs", "3", "--json");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        using var doc = System.Text.Json.JsonDocument.Parse(r.Stdout);
+        var root = doc.RootElement;
+        Assert.True(root.GetProperty("score_seconds").GetDouble() > 0);
+        Assert.True(root.GetProperty("forward_seconds").GetDouble() > 0);
+        Assert.Equal(16 / root.GetProperty("score_seconds").GetDouble(), root.GetProperty("pairs_per_second").GetDouble(), 9);
+        var overhead = root.GetProperty("ratios").GetProperty("scoring_overhead").GetDouble();
+        Assert.True(overhead is > -1 and < double.PositiveInfinity, $"{overhead}");
+        Assert.Equal(root.GetProperty("overhead_percent").GetDouble() / 100, overhead, 12);
+    }
 }

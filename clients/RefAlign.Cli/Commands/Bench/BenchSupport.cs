@@ -62,7 +62,6 @@ internal static class BenchSupport
     {
         foreach (var a in actions) a();
         var rounds = Enumerable.Range(0, runs).Select(_ => actions.Select(Time).ToArray()).ToArray();
-        static double Middle(IEnumerable<double> xs) => xs.Order().ElementAt(xs.Count() / 2);
         return ([.. actions.Select((_, i) => Middle(rounds.Select(r => r[i])))],
             [.. actions.Select((_, i) => Middle(rounds.Select(r => r[i] / r[0])))]);
     }
@@ -71,8 +70,14 @@ internal static class BenchSupport
     public static double Median(int runs, Action a)
     {
         a();
-        var t = Enumerable.Range(0, runs).Select(_ => Time(a)).Order().ToArray();
-        return t[t.Length / 2];
+        return Middle(Enumerable.Range(0, runs).Select(_ => Time(a)));
+    }
+
+    /// <summary>The median of <paramref name="values"/>: the upper of the two middle ones for an even count.</summary>
+    public static double Middle(IEnumerable<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted[sorted.Length / 2];
     }
 
     /// <summary>Best of the GEMM shapes a training step of this model runs (projection, MLP, LM head).</summary>

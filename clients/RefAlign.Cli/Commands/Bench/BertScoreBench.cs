@@ -61,20 +61,12 @@ internal static class BertScoreBench
             var references = Enumerable.Range(0, pairCount).Select(i => refs[i % refs.Count].Reference).ToList();
             // The same work minus scoring: embed the same distinct sentences in the same sorted batches.
             var ids = cands.Concat(references).Distinct().Select(tok.EncodeForScoring).OrderByDescending(x => x.Length).ToList();
-            // Scorer and bare forward alternate, and the overhead is the median of per-pair ratios, so drift cancels.
-            var pairsOfTimes = new List<(double Score, double Forward)>();
-            BenchSupport.Step(quiet, "scoring vs bare forward", () =>
-            {
-                scorer.Score(cands, references);
-                Forward(encoder, ids, tok.PadId, scorer.Layers);
-                for (var i = 0; i < runs; i++)
-                    pairsOfTimes.Add((BenchSupport.Time(() => scorer.Score(cands, references)),
-                        BenchSupport.Time(() => Forward(encoder, ids, tok.PadId, scorer.Layers))));
-            });
-            double MedianOf(IEnumerable<double> x) { var a = x.Order().ToArray(); return a[a.Length / 2]; }
-            var score = MedianOf(pairsOfTimes.Select(p => p.Score));
-            var forward = MedianOf(pairsOfTimes.Select(p => p.Forward));
-            var overhead = MedianOf(pairsOfTimes.Select(p => p.Score / p.Forward)) - 1;
+            // Bare forward and scorer alternate, and the overhead is the median of per-pair ratios, so drift cancels.
+            double[] seconds = [], ratios = [];
+            BenchSupport.Step(quiet, "scoring vs bare forward", () => (seconds, ratios) = BenchSupport.Interleaved(runs,
+                () => Forward(encoder, ids, tok.PadId, scorer.Layers), () => scorer.Score(cands, references)));
+            var (forward, score) = (seconds[0], seconds[1]);
+            var overhead = ratios[1] - 1;
             return new Result(preset, scorer.Layers, get_num_threads(), pairCount, ids.Count, score, pairCount / score, forward,
                 100 * overhead);
         }

@@ -148,7 +148,7 @@ internal static class ClusterBench
             {
                 for (var i = 0; i < 5; i++) raws.Add(await RawTcpBytesPerSecond(256 << 20, ct));
             });
-            var raw = raws.Count == 0 ? 0 : raws.Order().ElementAt(raws.Count / 2);
+            var raw = raws.Count == 0 ? 0 : BenchSupport.Middle(raws);
             var rates = syncs.Select(s => s.Bytes / s.Seconds / raw).ToList();
 
             // (3) the generation phase of a two-shard run on one generator silo, then on two; each silo one thread of libtorch.
@@ -174,7 +174,7 @@ internal static class ClusterBench
                 await GenerationSeconds(client, twoSilos, ct);
             });
 
-            double Median(List<double> x) => x.Skip(1).Order().ElementAt(Math.Max(0, (x.Count - 1) / 2));
+            double Median(List<double> x) => BenchSupport.Middle(x.Skip(1));
             var phaseMedians = localPhases.Keys.Intersect(grainPhases.Keys).Where(k => k != "step")
                 .ToDictionary(k => k, k => new[] { Median(localPhases[k]), Median(grainPhases[k]) });
             // Parts skipped by --only report 0 (JSON has no NaN).

@@ -42,8 +42,7 @@ internal static class HostFloors
         }
         const long Work = 400_000_000;
         Seconds(1, Work / 20);
-        var ratios = Enumerable.Range(0, 3).Select(_ => Seconds(2, Work) / Seconds(1, Work) / 2).Order().ToList();
-        return ratios[1];
+        return BenchSupport.Middle(Enumerable.Range(0, 3).Select(_ => Seconds(2, Work) / Seconds(1, Work) / 2));
     }
 
     /// <summary>
@@ -80,13 +79,12 @@ internal static class HostFloors
                 return seconds.Max();
             }
             OnThreads(() => Shard(first, 0, 0), () => Shard(second, 0, 1));
-            var ratios = Enumerable.Range(1, 3).Select(step =>
+            return BenchSupport.Middle(Enumerable.Range(1, 3).Select(step =>
             {
                 var one = OnThreads(() => Shard(first, step, 0) + Shard(first, step, 1));
                 var two = OnThreads(() => Shard(first, step, 0), () => Shard(second, step, 1));
                 return two / one;
-            }).Order().ToList();
-            return ratios[1];
+            }));
         }
         finally { set_num_threads(previous); }
     }
