@@ -110,7 +110,18 @@ public sealed class GrainRunControl(IGrainFactory grains, ISiloMetadataCache met
     public async Task<IReadOnlyList<RunSummary>> ListRunsAsync(CancellationToken cancellation = default)
     {
         var view = await grains.GetGrain<IRunRegistryGrain>(0).View();
-        return await Task.WhenAll(view.RunIds.Select(id => view.Ended.TryGetValue(id, out var ended) ? Task.FromResult(ended) : Run(id).GetSummary()));
+        var listed = await Task.WhenAll(view.RunIds.Select(id => view.Ended.TryGetValue(id, out var ended) ? Task.FromResult<RunSummary?>(ended) : StartedAsync(id)));
+        return [.. listed.OfType<RunSummary>()];
+    }
+
+    /// <summary>
+    /// The run's summary, or null while it has no config: <see cref="StartRunAsync"/> registers the id just before the
+    /// run starts, so a listing between the two (a second <c>StartRun</c>'s capacity check) must not fail on it.
+    /// </summary>
+    async Task<RunSummary?> StartedAsync(string runId)
+    {
+        try { return await Run(runId).GetSummary(); }
+        catch (RunNotFoundException) { return null; }
     }
 
     public async IAsyncEnumerable<RunEvent> WatchRunAsync(string runId, long afterSequence,
