@@ -24,12 +24,10 @@ public sealed class GrainRunControl(IGrainFactory grains, ISiloMetadataCache met
         var chained = await ChainedRunsAsync(configJson);
         var config = new RunAdmission(host).Admit(configJson, (id, field) => chained[id]);
         CheckMemory(config);
-        await CheckCapacityAsync();
         var runId = $"{config.Name}-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Guid.NewGuid().ToString("N")[..6]}";
         // Each run writes under its own folder, so runs sharing a config never share checkpoints or caches.
         var effective = config with { OutputDir = Path.Combine(config.OutputDir, runId) };
-        await grains.GetGrain<IRunRegistryGrain>(0).Add(runId);
-        await Run(runId).Start(effective.ToJson());
+        await grains.GetGrain<IRunCapacityGrain>(0).Start(runId, effective.ToJson());
         return runId;
     }
 
@@ -74,10 +72,8 @@ public sealed class GrainRunControl(IGrainFactory grains, ISiloMetadataCache met
 
     public async Task ResumeRunAsync(string runId, CancellationToken cancellation = default)
     {
-        var run = await Known(runId);
-        if (!(await run.GetSummary()).Status.IsFinal()) return;
-        await CheckCapacityAsync();
-        await run.Resume();
+        await Known(runId);
+        await grains.GetGrain<IRunCapacityGrain>(0).Resume(runId);
     }
 
     /// <summary>The run's learner must fit on some learner silo (as far as the silos told their memory).</summary>
@@ -90,39 +86,7 @@ public sealed class GrainRunControl(IGrainFactory grains, ISiloMetadataCache met
                 $"the run's learner needs about {need / 1e9:F1} GB (weights, gradients, optimizer state, one micro-batch's activations); the largest learner silo has {largest / 1e9:F1} GB. Lower micro_batch_size or data.max_length, or use LoRA."));
     }
 
-    /// <summary>Room for one more running run: in the cluster, and per learner silo.</summary>
-    async Task CheckCapacityAsync()
-    {
-        var running = (await ListRunsAsync()).Count(r => r.Status is RunStatus.Running or RunStatus.Stopping);
-        var limits = host.Limits;
-        if (running >= limits.MaxConcurrentRuns)
-            throw new ResourceExhaustedException($"{running} runs are running, the cluster's limit (Limits:MaxConcurrentRuns); wait for one to end.");
-        var learnerSilos = roles.Active(SiloRoles.Learner).Count;
-        if (learnerSilos > 0 && running >= limits.MaxConcurrentRunsPerSilo * learnerSilos)
-            throw new ResourceExhaustedException(
-                $"{running} runs are running on {learnerSilos} learner silo(s), {limits.MaxConcurrentRunsPerSilo} per silo at most (Limits:MaxConcurrentRunsPerSilo).");
-    }
-
-    /// <summary>
-    /// Ended runs from the registry's stored summaries; only the others are asked. Asking every run would activate each
-    /// one ever started: after a restart of the whole cluster that took one listing past 30 s.
-    /// </summary>
-    public async Task<IReadOnlyList<RunSummary>> ListRunsAsync(CancellationToken cancellation = default)
-    {
-        var view = await grains.GetGrain<IRunRegistryGrain>(0).View();
-        var listed = await Task.WhenAll(view.RunIds.Select(id => view.Ended.TryGetValue(id, out var ended) ? Task.FromResult<RunSummary?>(ended) : StartedAsync(id)));
-        return [.. listed.OfType<RunSummary>()];
-    }
-
-    /// <summary>
-    /// The run's summary, or null while it has no config: <see cref="StartRunAsync"/> registers the id just before the
-    /// run starts, so a listing between the two (a second <c>StartRun</c>'s capacity check) must not fail on it.
-    /// </summary>
-    async Task<RunSummary?> StartedAsync(string runId)
-    {
-        try { return await Run(runId).GetSummary(); }
-        catch (RunNotFoundException) { return null; }
-    }
+    public Task<IReadOnlyList<RunSummary>> ListRunsAsync(CancellationToken cancellation = default) => RunListing.ListAsync(grains);
 
     public async IAsyncEnumerable<RunEvent> WatchRunAsync(string runId, long afterSequence,
         [EnumeratorCancellation] CancellationToken cancellation = default)

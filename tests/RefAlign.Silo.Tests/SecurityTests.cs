@@ -144,6 +144,7 @@ public sealed class AdmissionTests(GuardedSiloFixture fixture) : IClassFixture<G
     public async Task Too_many_runs_at_once_is_resource_exhausted()
     {
         using var client = Client();
+        await UntilNoneRunsAsync(client);
         var first = await client.StartRunAsync(TinyRuns.RefAlign("long", 2000));
         try
         {
@@ -153,6 +154,47 @@ public sealed class AdmissionTests(GuardedSiloFixture fixture) : IClassFixture<G
         finally
         {
             await client.StopRunAsync(first);
+        }
+    }
+
+    [Fact]
+    public async Task Starts_sent_at_once_admit_no_more_runs_than_the_limit()
+    {
+        using var client = Client();
+        await UntilNoneRunsAsync(client);
+        // Each start checks the running runs, then starts its own: checked side by side, all would pass together.
+        var starts = Enumerable.Range(0, 6).Select(async i =>
+        {
+            try { return (Id: await client.StartRunAsync(TinyRuns.RefAlign($"rush{i}", 2000)), Refusal: (RpcException?)null); }
+            catch (RpcException e) { return (Id: (string?)null, Refusal: e); }
+        }).ToList();
+        var outcomes = await Task.WhenAll(starts);
+        var admitted = outcomes.Where(o => o.Id is not null).Select(o => o.Id!).ToList();
+        try
+        {
+            Assert.Single(admitted);
+            Assert.All(outcomes.Where(o => o.Id is null), o =>
+            {
+                Assert.Equal(StatusCode.ResourceExhausted, o.Refusal!.StatusCode);
+                Assert.Contains("Limits:MaxConcurrentRuns", o.Refusal.Status.Detail);
+            });
+            Assert.Single(await client.ListRunsAsync(), r => r.Status is RunStatus.Running or RunStatus.Stopping);
+            await AssertHealthyAsync(client);
+        }
+        finally
+        {
+            foreach (var id in admitted) await client.StopRunAsync(id);
+        }
+    }
+
+    /// <summary>Waits out a run another test stopped: it counts against the limit until its step ends.</summary>
+    static async Task UntilNoneRunsAsync(RefAlignClient client)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(1);
+        while ((await client.ListRunsAsync()).Any(r => r.Status is RunStatus.Running or RunStatus.Stopping))
+        {
+            Assert.True(DateTime.UtcNow < deadline, "a run of another test is still running after 1 min");
+            await Task.Delay(100);
         }
     }
 }
