@@ -38,13 +38,24 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
     public async Task InitializeAsync(CancellationToken cancellation = default)
     {
         var stepsPerEpoch = data.StepsPerEpoch(config.BatchSize);
-        var work = new List<Task> { Learner.Initialize(configJson, totalSteps, stepsPerEpoch).WaitAsync(attempt) };
+        var learnerSilo = await LearnerSiloAsync();
+        var work = new List<Task> { Hinted(learnerSilo, () => Learner.Initialize(configJson, totalSteps, stepsPerEpoch)).WaitAsync(attempt) };
         var role = config.IsPreference ? SiloRoles.Reference : SiloRoles.Generator;
         foreach (var (key, shard) in ShardKeys.Select((k, i) => (k, i)))
             work.Add(Retry(() => Hinted(SiloFor(role, shard), () => config.IsPreference
                 ? grains.GetGrain<IReferenceScorerGrain>(key).Initialize(configJson)
                 : grains.GetGrain<IRolloutGeneratorGrain>(key).Initialize(configJson)), $"initializing {key}", cancellation));
         await Task.WhenAll(work);
+    }
+
+    /// <summary>
+    /// The learner silo with the fewest learners, as a hint for this run's learner if it is not active yet (placed at
+    /// random, learners piled onto one silo past its share). Without an answer, placement picks.
+    /// </summary>
+    async Task<SiloAddress?> LearnerSiloAsync()
+    {
+        try { return await grains.GetGrain<IRunCapacityGrain>(0).LearnerSilo(runId).WaitAsync(attempt); }
+        catch (Exception e) when (ClusterFaults.IsTransient(e) && !attempt.IsCancellationRequested) { return null; }
     }
 
     /// <summary>Loads a checkpoint's trainable tensors on the learner (an evaluation); the workers fetch them on their next call.</summary>

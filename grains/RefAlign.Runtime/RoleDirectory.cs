@@ -16,6 +16,10 @@ public sealed class RoleDirectory(IClusterMembershipService membership, ISiloMet
     public long MemoryOf(SiloAddress silo) =>
         long.TryParse(metadata.GetSiloMetadata(silo).Metadata.GetValueOrDefault(SiloMetadataKeys.MemoryBytes), out var bytes) ? bytes : 0;
 
+    /// <summary>True when <paramref name="silo"/> published a device other than the CPU.</summary>
+    public bool IsAccelerator(SiloAddress silo) =>
+        SiloMetadataKeys.IsAccelerator(metadata.GetSiloMetadata(silo).Metadata.GetValueOrDefault(SiloMetadataKeys.Device));
+
     /// <summary>True while <paramref name="silo"/> is an active member.</summary>
     public bool IsActive(SiloAddress silo) =>
         membership.CurrentSnapshot.Members.TryGetValue(silo, out var m) && m.Status == SiloStatus.Active;
