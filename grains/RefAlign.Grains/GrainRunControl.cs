@@ -190,12 +190,16 @@ public sealed class GrainRunControl(IGrainFactory grains, ISiloMetadataCache met
             var run = Run(summary.RunId);
             // Only grains that are active: asking an inactive one anything would place it. One on a silo that is going
             // away is left out rather than failing the whole view.
-            async Task Add(string kind, string key, IAddressable grain, Func<Task<long>>? version = null)
+            async Task Add(string kind, string key, IAddressable grain, Func<Task<long>>? version = null, Func<Task<string>>? locate = null)
             {
                 SiloAddress? where;
                 try { where = await management.GetActivationAddress(grain); }
                 catch (Exception e) when (ClusterFaults.IsTransient(e)) { return; }
                 if (where is null) return;
+                // The lookup reads this silo's directory cache, stale after a move until a call reaches the grain there.
+                if (locate is not null)
+                    try { where = SiloAddress.FromParsableString(await locate()); }
+                    catch (Exception e) when (ClusterFaults.IsTransient(e)) { }
                 // A grain that is there but cannot say its version now (busy past the call's timeout, restoring) is
                 // still listed where it is, with version -1: an operator must not see a live learner vanish.
                 var v = -1L;
@@ -217,7 +221,11 @@ public sealed class GrainRunControl(IGrainFactory grains, ISiloMetadataCache met
                     var generator = grains.GetGrain<IRolloutGeneratorGrain>(worker.GrainKey);
                     await Add(worker.Kind, worker.GrainKey, generator, () => generator.WeightVersion());
                 }
-                else await Add(worker.Kind, worker.GrainKey, grains.GetGrain<IReferenceScorerGrain>(worker.GrainKey));
+                else
+                {
+                    var scorer = grains.GetGrain<IReferenceScorerGrain>(worker.GrainKey);
+                    await Add(worker.Kind, worker.GrainKey, scorer, locate: scorer.Silo);
+                }
             }
         }
         var generators = placements.Where(p => p.Kind == SiloRoles.Generator).Select(p => new GeneratorInfo(p.GrainKey, p.RunId, p.WeightVersion, p.Silo));

@@ -44,6 +44,8 @@ public sealed class ReferenceScorerGrain(ComputeExecutor executor, SiloDrain dra
 
     public Task<int> ModelPasses() => Task.FromResult(_scorer?.Cache.ModelPasses ?? 0);
 
+    public Task<string> Silo() => Task.FromResult(silo.SiloAddress.ToParsableString());
+
     public Task Release()
     {
         DeactivateOnIdle();

@@ -84,6 +84,16 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
     static string StatusLines(IEnumerable<RunEvent> events) =>
         string.Join('\n', events.Where(e => e.Kind == RunEventKind.Status).Select(e => $"{e.Time:HH:mm:ss.f} {e.Status} {e.Message}"));
 
+    /// <summary>The events a running run has logged so far (what its watch sends within 5 s).</summary>
+    static async Task<List<RunEvent>> EventsAsync(RefAlignClient client, string runId)
+    {
+        var events = new List<RunEvent>();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        try { await foreach (var e in client.WatchRunAsync(runId, 0, cts.Token)) events.Add(e); }
+        catch (Exception e) when (cts.IsCancellationRequested && e is OperationCanceledException or Grpc.Core.RpcException) { }
+        return events;
+    }
+
     /// <summary>Waits until the run has finished <paramref name="step"/> steps.</summary>
     static async Task AtStepAsync(RefAlignClient client, string runId, int step)
     {
@@ -245,18 +255,22 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         Assert.Equal(Enumerable.Range(0, 8), outcome.Lineage);
     }
 
-    [Fact]
-    public async Task A_silo_that_joins_mid_run_takes_shards_at_the_next_step_and_one_that_leaves_gives_them_up()
+    [Theory]
+    [InlineData("generator", "generator,scorer")] // a RefAlign run's rollout shards
+    [InlineData("reference", "reference")]        // a Sr-DPO run's reference-model shards
+    public async Task A_silo_that_joins_mid_run_takes_shards_at_the_next_step_and_one_that_leaves_gives_them_up(string kind, string roles)
     {
         using var client = Cluster.Client("silo-d");
         // Long enough to outlast a silo's start and its leave; stopped once the shards have moved both ways.
-        var runId = await StartAsync(client, TinyRuns.RefAlign("join", 2000, checkpointEvery: 50, shards: 3, batchSize: 6));
+        var runId = await StartAsync(client, kind == "generator"
+            ? TinyRuns.RefAlign("join", 2000, checkpointEvery: 50, shards: 3, batchSize: 6)
+            : TinyRuns.SrDpo("join-reference", 2000, checkpointEvery: 50, shards: 3));
         await AtStepAsync(client, runId, 2);
         async Task<Dictionary<string, int>> ShardsPerSilo()
         {
             var c = await client.GetClusterAsync();
             var names = c.Silos.ToDictionary(s => s.Address, s => s.Name);
-            return c.Placements.Where(p => p.RunId == runId && p.Kind == "generator")
+            return c.Placements.Where(p => p.RunId == runId && p.Kind == kind)
                 .GroupBy(p => names.GetValueOrDefault(p.Silo, p.Silo)).ToDictionary(g => g.Key, g => g.Count());
         }
         async Task Until(Func<Dictionary<string, int>, bool> done, string what)
@@ -265,13 +279,14 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
             Dictionary<string, int> now;
             while (!done(now = await ShardsPerSilo()))
             {
-                Assert.True(DateTime.UtcNow < deadline, $"{what}: shards per silo {string.Join(", ", now.Select(kv => $"{kv.Key}={kv.Value}"))}");
+                if (DateTime.UtcNow >= deadline)
+                    Assert.Fail($"{what}: shards per silo {string.Join(", ", now.Select(kv => $"{kv.Key}={kv.Value}"))}\n{StatusLines(await EventsAsync(client, runId))}\n{Cluster.Logs(15)}");
                 await Task.Delay(250);
             }
         }
-        // Three shards, two generator silos: one holds two.
-        await Until(s => s.Count == 2 && s.Values.Order().SequenceEqual([1, 2]), "two generator silos");
-        await Cluster.AddSiloAsync("silo-e", "generator,scorer");
+        // Three shards, two silos of their role: one holds two.
+        await Until(s => s.Count == 2 && s.Values.Order().SequenceEqual([1, 2]), $"two {kind} silos");
+        await Cluster.AddSiloAsync("silo-e", roles);
         try
         {
             await Until(s => s.Count == 3 && s.Values.All(n => n == 1), "after silo-e joined");

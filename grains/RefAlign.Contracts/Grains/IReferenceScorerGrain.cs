@@ -17,6 +17,13 @@ public interface IReferenceScorerGrain : IGrainWithStringKey
     /// <summary>Reference model passes run so far (the cache makes repeats free).</summary>
     Task<int> ModelPasses();
 
+    /// <summary>
+    /// The silo this activation runs on (parsable form), answered while a score runs. The cluster view asks: a directory
+    /// lookup reads the asking silo's cache, which still names the old silo after a move until a call goes there.
+    /// </summary>
+    [Orleans.Concurrency.AlwaysInterleave]
+    Task<string> Silo();
+
     /// <summary>Lets the activation go (it is re-placed on its next request).</summary>
     Task Release();
 
