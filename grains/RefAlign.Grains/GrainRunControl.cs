@@ -186,7 +186,7 @@ public sealed class GrainRunControl(IGrainFactory grains, ISiloMetadataCache met
         var placements = new List<PlacementInfo>();
         foreach (var summary in await ListRunsAsync(cancellation))
         {
-            if (summary.Status is not (RunStatus.Running or RunStatus.Stopping)) continue;
+            if (!summary.Status.IsRunning()) continue;
             var run = Run(summary.RunId);
             // Only grains that are active: asking an inactive one anything would place it. One on a silo that is going
             // away is left out rather than failing the whole view.

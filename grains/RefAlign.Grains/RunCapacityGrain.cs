@@ -43,7 +43,7 @@ public sealed class RunCapacityGrain(RunHostOptions host, RoleDirectory roles, L
         var now = DateTime.UtcNow;
         foreach (var old in _placed.Where(p => now - p.Value.At >= PlacementMemory).Select(p => p.Key).ToList()) _placed.Remove(old);
         var management = GrainFactory.GetGrain<IManagementGrain>(0);
-        var others = (await RunListing.ListAsync(GrainFactory)).Where(r => r.RunId != runId && r.Status is RunStatus.Running or RunStatus.Stopping);
+        var others = (await RunListing.ListAsync(GrainFactory)).Where(r => r.RunId != runId && r.Status.IsRunning());
         var where = await Task.WhenAll(others.Select(async r =>
         {
             try { return await management.GetActivationAddress(GrainFactory.GetGrain<ILearnerGrain>(r.RunId)) ?? _placed.GetValueOrDefault(r.RunId).Silo; }
@@ -59,7 +59,7 @@ public sealed class RunCapacityGrain(RunHostOptions host, RoleDirectory roles, L
     /// <summary>Room for one more running run: in the cluster, and per learner silo.</summary>
     async Task CheckAsync()
     {
-        var running = (await RunListing.ListAsync(GrainFactory)).Count(r => r.Status is RunStatus.Running or RunStatus.Stopping);
+        var running = (await RunListing.ListAsync(GrainFactory)).Count(r => r.Status.IsRunning());
         var limits = host.Limits;
         if (running >= limits.MaxConcurrentRuns)
             throw new ResourceExhaustedException($"{running} runs are running, the cluster's limit (Limits:MaxConcurrentRuns); wait for one to end.");
