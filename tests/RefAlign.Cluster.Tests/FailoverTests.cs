@@ -148,10 +148,13 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         output.WriteLine($"learner silo {learnerSilo} killed at step ≥ 5; run finished {killedAt.Elapsed.TotalSeconds:F1}s later");
 
         // Resumed by itself on the other learner silo, from its latest checkpoint, and ended bitwise where the uninterrupted run did.
+        // A kill just after a checkpoint step the run had reported resumes "continuing at" that step, otherwise "replaying
+        // from" it; either way the learner journal holds the restore.
         var recovered = Assert.Single(outcome.Events, e => e.Kind == RunEventKind.Status && e.Message!.StartsWith("recovered", StringComparison.Ordinal));
-        var from = System.Text.RegularExpressions.Regex.Match(recovered.Message!, @"replaying from checkpoint step (\d+)");
+        var from = System.Text.RegularExpressions.Regex.Match(recovered.Message!, @"(?:replaying from checkpoint step|continuing at step) (\d+)");
         Assert.True(from.Success, recovered.Message);
         Assert.True(int.Parse(from.Groups[1].Value) is var c && c > 0 && c % 3 == 0, recovered.Message);
+        Assert.Contains(outcome.Journal, e => e.Kind == "restore" && e.Step == c);
         output.WriteLine(recovered.Message);
         Assert.Equal(baseline.Losses, outcome.Losses);
         Assert.Equal(baseline.WeightsSha256, outcome.WeightsSha256);
