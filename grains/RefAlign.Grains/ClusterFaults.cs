@@ -20,7 +20,8 @@ public static partial class ClusterFaults
     public static bool IsTransient(Exception e) => e switch
     {
         AggregateException a => a.InnerExceptions.All(IsTransient),
-        SiloUnavailableException or OrleansMessageRejectionException or SiloDrainingException or LearnerNotReadyException or TimeoutException => true,
+        SiloUnavailableException or OrleansMessageRejectionException or SiloDrainingException or LearnerNotReadyException
+            or LearnerMovingException or TimeoutException => true,
         IOException or SocketException => true,
         // Cancelled by the runtime, not by us (e.g. the grain directory recovering a range a lost silo owned): the
         // callers' own cancellations are checked before this is asked.

@@ -66,6 +66,19 @@ public sealed class WeightSyncTests(ClusterFixture fixture, BigModelFixture big)
     }
 
     [Fact]
+    public async Task A_learner_re_placed_and_not_yet_initialized_is_not_ready_for_weight_calls_not_past_their_version()
+    {
+        // A generator that fell back to chunks after the learner's silo was lost reaches the new, empty activation: the run
+        // must see a learner to initialize and resume (transient), not a version it moved past (which failed the run).
+        var learner = fixture.Client.GetGrain<ILearnerGrain>($"replaced-{Guid.NewGuid():N}");
+        await Assert.ThrowsAsync<LearnerNotReadyException>(() => learner.GetWeightsChunk(3, 0));
+        await Assert.ThrowsAsync<LearnerNotReadyException>(() => learner.GetWeights(3));
+        Assert.Null(await learner.JoinRelay(3, "tcp://127.0.0.1:1/run/3/token"));
+        Assert.True(ClusterFaults.IsTransient(new LearnerNotReadyException("run")));
+        await learner.Release();
+    }
+
+    [Fact]
     public async Task A_150MB_weight_set_reaches_another_silo_in_chunks_bit_exactly()
     {
         var runId = $"w150-{Guid.NewGuid():N}";
