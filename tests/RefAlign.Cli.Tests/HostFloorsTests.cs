@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 
 namespace RefAlign.Cli.Tests;
 
-/// <summary><c>bench cluster</c>'s in-process floor for <c>generate_2_silos_vs_1</c>.</summary>
+/// <summary><c>bench cluster</c>'s in-process floors for <c>generate_2_silos_vs_1</c> and <c>broadcast_3_vs_1</c>.</summary>
 public sealed class HostFloorsTests : IDisposable
 {
     readonly string _root = Directory.CreateTempSubdirectory("refalign-floors-").FullName;
@@ -34,5 +34,16 @@ public sealed class HostFloorsTests : IDisposable
         // (never a timing goal here: that is the bench's job).
         Assert.InRange(floor, 0.2, 2.0);
         Assert.Equal(threads, get_num_threads());
+    }
+
+    [Fact]
+    public async Task Relay_floor_moves_every_byte_through_three_hops_and_times_both_chains()
+    {
+        // Not a multiple of the 8 MB slice, so the last slice is a short one.
+        var (ratio, one, three) = await HostFloors.Relay((9 << 20) + 12345, CancellationToken.None);
+
+        // Each hop's buffer is compared with what the source sent (a mismatch throws); no timing goal here.
+        Assert.True(one > 0 && three > 0, $"{one} s, {three} s");
+        Assert.InRange(ratio, 0.1, 50);
     }
 }

@@ -16,7 +16,8 @@ namespace RefAlign.Cli.Commands.Bench;
 /// <c>refalign bench cluster</c>: (1) orchestration overhead — a RefAlign step through the grains on one silo over the
 /// same step in-process (<c>refalign train</c>'s services); (2) weight transfer between two silo processes on loopback
 /// against raw loopback TCP measured in the same run (each of 5 syncs ÷ the median of 5 raw TCP runs; the minimum is the
-/// figure; each run's first sync, a fresh silo's cold one, is a warm-up reported on its own), and a broadcast — one sync to three generator silos (relayed, the learner sends once) over one; (3) scale-out — the generation phase of a two-shard run with one
+/// figure; each run's first sync, a fresh silo's cold one, is a warm-up reported on its own), and a broadcast — one sync to three generator silos (relayed, the learner sends once) over one,
+/// next to bare TCP relayed the same way (<see cref="HostFloors.Relay"/>); (3) scale-out — the generation phase of a two-shard run with one
 /// generator silo, then with two (separate processes, one compute and one libtorch thread each), next to this host's own
 /// floors for it (<see cref="HostFloors"/>): a CPU-bound loop's, and the same rollouts' on two threads of this process.
 /// </summary>
@@ -49,7 +50,9 @@ internal static class ClusterBench
                 ("raw loopback TCP (median of 5)", $"{res.RawTcpMBps:F0} MB/s"),
                 ("transfer ÷ raw TCP, min of 5 (goal ≥ 0.8)", $"{res.TransferToTcp:F2} (range {res.TransferToTcpRange[0]:F2}–{res.TransferToTcpRange[1]:F2})"),
                 ("first sync of a fresh silo (warm-up, not in the 5)", $"{res.FirstSyncSeconds:F3} s"),
+                ("raw TCP's own slowest of 5 ÷ its median (what min of 5 costs on this host)", $"{res.RawTcpSlowestToMedian:F2}"),
                 ("sync to 3 generator silos ÷ to 1, median (goal ≤ 1.3)", $"{res.Broadcast3Vs1:F2} ({res.BroadcastOneSeconds:F3} s → {res.BroadcastThreeSeconds:F3} s, {res.BroadcastSilos} silos)"),
+                ("this host's floor for it: bare TCP relayed over 3 hops ÷ 1, median of 5", $"{res.RelayFloor.Ratio:F2} ({res.RelayFloor.OneHopSeconds:F3} s → {res.RelayFloor.ThreeHopSeconds:F3} s)"),
                 ("generation phase, 1 generator silo (median)", $"{res.GenerateOneSilo:F3} s"),
                 ("generation phase, 2 generator silos (median)", $"{res.GenerateTwoSilos:F3} s"),
                 ("2 silos ÷ 1 (goal ≤ 0.6)", $"{res.GenerateRatio:F3}"),
@@ -64,8 +67,8 @@ internal static class ClusterBench
     /// <remarks><c>PhaseSeconds</c>: per phase, the median in-process and through-the-grains seconds.</remarks>
     internal sealed record Result(int Steps, double LocalStepSeconds, double GrainStepSeconds, double OverheadRatio,
         IReadOnlyDictionary<string, double[]> PhaseSeconds,
-        double SyncBytes, double TransferMBps, double RawTcpMBps, double TransferToTcp, double[] TransferToTcpRange, double FirstSyncSeconds,
-        double BroadcastOneSeconds, double BroadcastThreeSeconds, int BroadcastSilos,
+        double SyncBytes, double TransferMBps, double RawTcpMBps, double TransferToTcp, double[] TransferToTcpRange, double RawTcpSlowestToMedian,
+        double FirstSyncSeconds, double BroadcastOneSeconds, double BroadcastThreeSeconds, int BroadcastSilos, RelayFloor RelayFloor,
         double GenerateOneSilo, double GenerateTwoSilos, double HostParallelFloor, double GenerationParallelFloor)
     {
         public double GenerateRatio => GenerateOneSilo > 0 ? GenerateTwoSilos / GenerateOneSilo : 0;
@@ -75,9 +78,12 @@ internal static class ClusterBench
         public IReadOnlyDictionary<string, double> Ratios => new Dictionary<string, double>
         {
             ["orchestration_overhead"] = OverheadRatio, ["transfer_vs_raw_tcp"] = TransferToTcp, ["generate_2_silos_vs_1"] = GenerateRatio,
-            ["broadcast_3_vs_1"] = Broadcast3Vs1,
+            ["broadcast_3_vs_1"] = Broadcast3Vs1, ["broadcast_3_vs_1_floor"] = RelayFloor.Ratio, ["raw_tcp_slowest_vs_median"] = RawTcpSlowestToMedian,
         };
     }
+
+    /// <summary>Bare TCP relayed over three hops ÷ one (<see cref="HostFloors.Relay"/>), with the two medians' seconds.</summary>
+    internal sealed record RelayFloor(double Ratio, double OneHopSeconds, double ThreeHopSeconds);
 
     static async Task<Result> RunAsync(int steps, string preset, string only, bool quiet, CancellationToken ct)
     {
@@ -144,9 +150,12 @@ internal static class ClusterBench
                 }
             });
             var raws = new List<double>();
-            if (Runs("transfer")) await Step(quiet, "raw loopback TCP", async () =>
+            var relayFloor = new RelayFloor(0, 0, 0);
+            if (Runs("transfer")) await Step(quiet, "raw loopback TCP, then relayed over 3 hops", async () =>
             {
                 for (var i = 0; i < 5; i++) raws.Add(await RawTcpBytesPerSecond(256 << 20, ct));
+                var (ratio, one, three) = await HostFloors.Relay((int)(syncs.Count == 0 ? 80e6 : syncs.Average(s => s.Bytes)), ct);
+                relayFloor = new RelayFloor(ratio, one, three);
             });
             var raw = raws.Count == 0 ? 0 : BenchSupport.Middle(raws);
             var rates = syncs.Select(s => s.Bytes / s.Seconds / raw).ToList();
@@ -183,8 +192,8 @@ internal static class ClusterBench
             var slowest = rates.Count == 0 ? 0 : rates.Min();
             return new Result(steps, M(local), M(grain), M(local) > 0 ? M(grain) / M(local) : 0, phaseMedians,
                 syncs.Count == 0 ? 0 : syncs.Average(s => s.Bytes), slowest * raw / 1e6, raw / 1e6, slowest, [slowest, rates.Count == 0 ? 0 : rates.Max()],
-                warmUps.Count == 0 ? 0 : warmUps[0].Seconds,
-                MedianOf([.. syncs.Select(s => s.Seconds)]), MedianOf([.. broadcast.Select(s => s.Seconds)]), broadcastSilos, M(oneSilo), M(twoSilos), hostFloor,
+                raws.Count == 0 ? 0 : raws.Min() / raw, warmUps.Count == 0 ? 0 : warmUps[0].Seconds,
+                MedianOf([.. syncs.Select(s => s.Seconds)]), MedianOf([.. broadcast.Select(s => s.Seconds)]), broadcastSilos, relayFloor, M(oneSilo), M(twoSilos), hostFloor,
                 generationFloor);
         }
         finally

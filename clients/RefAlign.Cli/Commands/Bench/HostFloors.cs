@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
 using RefAlign.Compute.Models;
 using RefAlign.Compute.Tokenization;
 using RefAlign.Compute.Training;
@@ -7,8 +9,9 @@ using static TorchSharp.torch;
 namespace RefAlign.Cli.Commands.Bench;
 
 /// <summary>
-/// What two generator silos can gain over one on this host at best, measured beside <c>generate_2_silos_vs_1</c>:
-/// no grain, call or weight sync, only the host's cores running the same work on two threads at once ÷ on one.
+/// What this host allows at best for a cluster figure, measured beside it in the same run with no grain, call or silo:
+/// two generator silos over one (<c>generate_2_silos_vs_1</c>: the host's cores running the same work on two threads at
+/// once ÷ on one), and a relayed weight broadcast to three silos over one (<c>broadcast_3_vs_1</c>: bare sockets).
 /// </summary>
 internal static class HostFloors
 {
@@ -87,5 +90,82 @@ internal static class HostFloors
             }));
         }
         finally { set_num_threads(previous); }
+    }
+
+    /// <summary>
+    /// Bare loopback TCP relayed over three hops (source → 1 → 2 → 3, each relay receiving into its own reused buffer and
+    /// forwarding every slice as it lands, as the weight relay does) ÷ one hop (source → 1), for <paramref name="bytes"/>
+    /// bytes; median of 5 pairs after a warm-up pair. About 1 where each hop has its own cores and link; on a host whose
+    /// loopback copies already fill the cores, each hop adds its receive and send copies to the same cores.
+    /// </summary>
+    public static async Task<(double Ratio, double OneHopSeconds, double ThreeHopSeconds)> Relay(int bytes, CancellationToken ct)
+    {
+        var source = new byte[bytes];
+        Random.Shared.NextBytes(source);
+        var buffers = Enumerable.Range(0, 3).Select(_ => new byte[bytes]).ToArray();
+        foreach (var b in buffers) Array.Fill(b, (byte)1); // touched once, as a silo's reused weight buffers are
+        await RelaySeconds(source, buffers[..1], ct);
+        await RelaySeconds(source, buffers, ct);
+        var pairs = new List<(double One, double Three)>();
+        for (var i = 0; i < 5; i++) pairs.Add((await RelaySeconds(source, buffers[..1], ct), await RelaySeconds(source, buffers, ct)));
+        return (BenchSupport.Middle(pairs.Select(p => p.Three / p.One)), BenchSupport.Middle(pairs.Select(p => p.One)),
+            BenchSupport.Middle(pairs.Select(p => p.Three)));
+    }
+
+    /// <summary>Seconds from the source's first write until the last relay in the chain holds every byte.</summary>
+    static async Task<double> RelaySeconds(byte[] source, byte[][] hops, CancellationToken ct)
+    {
+        const int Slice = 8 << 20, SocketBuffer = 4 << 20;
+        // Link k carries hop k's input: its sending end belongs to the source (k = 0) or to hop k − 1.
+        var links = new List<(TcpClient Sender, TcpClient Receiver)>();
+        try
+        {
+            foreach (var _ in hops)
+            {
+                using var listener = new TcpListener(IPAddress.Loopback, 0);
+                listener.Start();
+                var sender = new TcpClient { NoDelay = true, SendBufferSize = SocketBuffer };
+                var accepted = listener.AcceptTcpClientAsync(ct).AsTask();
+                await sender.ConnectAsync(IPAddress.Loopback, ((IPEndPoint)listener.LocalEndpoint).Port, ct);
+                var receiver = await accepted;
+                receiver.ReceiveBufferSize = SocketBuffer;
+                links.Add((sender, receiver));
+            }
+            async Task Hop(int k)
+            {
+                var up = links[k].Receiver.GetStream();
+                var down = k + 1 < hops.Length ? links[k + 1].Sender.GetStream() : null;
+                var into = hops[k];
+                var forwarded = Task.CompletedTask;
+                for (var got = 0; got < into.Length;)
+                {
+                    var n = await up.ReadAsync(into.AsMemory(got, Math.Min(Slice, into.Length - got)), ct);
+                    if (n == 0) throw new EndOfStreamException($"relay hop {k + 1} got {got} of {into.Length} bytes");
+                    await forwarded; // one slice in flight downstream while the next one is read
+                    if (down is not null) forwarded = down.WriteAsync(into.AsMemory(got, n), ct).AsTask();
+                    got += n;
+                }
+                await forwarded;
+            }
+            var started = Stopwatch.GetTimestamp();
+            var relays = Enumerable.Range(0, hops.Length).Select(k => Task.Run(() => Hop(k), ct)).ToArray();
+            var first = links[0].Sender.GetStream();
+            for (var at = 0; at < source.Length; at += Slice)
+                await first.WriteAsync(source.AsMemory(at, Math.Min(Slice, source.Length - at)), ct);
+            await Task.WhenAll(relays);
+            var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
+            // A floor measured on bytes that did not arrive intact would be no floor.
+            if (hops.FirstOrDefault(h => !h.AsSpan().SequenceEqual(source)) is { } wrong)
+                throw new InvalidDataException($"relay hop {Array.IndexOf(hops, wrong) + 1} holds other bytes than were sent");
+            return seconds;
+        }
+        finally
+        {
+            foreach (var (sender, receiver) in links)
+            {
+                sender.Dispose();
+                receiver.Dispose();
+            }
+        }
     }
 }
