@@ -49,7 +49,10 @@ public sealed class GrainRunControl(IGrainFactory grains, ISiloMetadataCache met
             if (value is null || !ModelReferences.IsRun(value, out var id) || found.ContainsKey(id)) continue;
             if (!(await grains.GetGrain<IRunRegistryGrain>(0).List()).Contains(id))
                 throw new InvalidRunConfigException(field, $"field '{field}' names run '{id}', which this cluster does not know.");
-            var run = await Run(id).GetSummary();
+            RunSummary run;
+            // Registered a moment before its grain takes its config (a start in progress): known, but not a stage yet.
+            try { run = await Run(id).GetSummary(); }
+            catch (RunNotFoundException) { throw new InvalidRunConfigException(field, $"field '{field}' names run '{id}', which has not started yet; a stage chains from a completed run's final checkpoint."); }
             if (run.Status != RunStatus.Completed || run.LatestCheckpoint is null)
                 throw new InvalidRunConfigException(field,
                     $"field '{field}' names run '{id}', which is {run.Status.ToString().ToLowerInvariant()}; a stage chains from a completed run's final checkpoint.");

@@ -231,6 +231,11 @@ public sealed class RunLifecycleTests(ClusterFixture fixture)
         var runId = await fixture.Control.StartRunAsync(fixture.SrDpoConfig("after-pending", seed: 5, steps: 1).ToJson());
         Assert.Contains(runId, (await fixture.Control.ListRunsAsync()).Select(r => r.RunId));
         Assert.Equal(pending, (await Assert.ThrowsAsync<RunNotFoundException>(() => fixture.Control.GetRunAsync(pending))).RunId);
+        // A stage chained from it is a config error naming the field (INVALID_ARGUMENT), not a run that is not found.
+        var stage = fixture.SrDpoConfig("chained-to-pending", seed: 5, steps: 1) with { Policy = new PolicySection { Model = $"run:{pending}" } };
+        var chained = await Assert.ThrowsAsync<InvalidRunConfigException>(() => fixture.Control.StartRunAsync(stage.ToJson()));
+        Assert.Equal("policy.model", chained.Field);
+        Assert.Contains("has not started yet", chained.Message);
         var (done, _) = await fixture.WaitForEndAsync(runId, TimeSpan.FromMinutes(1));
         Assert.True(done.Status == RunStatus.Completed, $"{done.Status}: {done.Error}");
     }
