@@ -52,8 +52,8 @@ public sealed class LearnerSpreadTests(FailoverClusterFixture fixture, ITestOutp
             var empty = new[] { "silo-a", "silo-b", "silo-e" }.Single(s => !placed.Contains(s));
             await AtStepAsync(client, ids[lost], 3);
             await Cluster[victim].KillAsync();
-            // Generators fetching weights and the cluster view asking versions reach the lost learner first: each such
-            // call activates it where placement picks at random (the survivor, half the time), before the run does.
+            // A generator's weight fetch (or the cluster view, its directory cache stale) can reach the lost learner before
+            // the run does: such a call activates it where placement picks at random (the survivor, half the time).
             var step = (await client.GetRunAsync(ids[lost])).Step;
             using var asking = new CancellationTokenSource();
             var views = Task.Run(async () =>
@@ -83,15 +83,16 @@ public sealed class LearnerSpreadTests(FailoverClusterFixture fixture, ITestOutp
     async Task AtStepAsync(RefAlignClient client, string runId, int step)
     {
         var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(3);
-        while ((await client.GetRunAsync(runId)).Step < step)
+        for (var run = await client.GetRunAsync(runId); run.Step < step; run = await client.GetRunAsync(runId))
         {
-            if (DateTime.UtcNow > deadline)
+            // A run that ended (failed) will not get there: say why at once rather than after the deadline.
+            if (DateTime.UtcNow > deadline || !Running(run))
             {
                 var events = new List<RunEvent>();
                 using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(5));
                 try { await foreach (var e in client.WatchRunAsync(runId, 0, cts.Token)) events.Add(e); }
                 catch (Exception e) when (cts.IsCancellationRequested && e is OperationCanceledException or Grpc.Core.RpcException) { }
-                Assert.Fail($"run {runId} did not reach step {step}\n"
+                Assert.Fail($"run {runId} did not reach step {step} ({run.Status} at {run.Step}: {run.Error})\n"
                     + string.Join('\n', events.Where(e => e.Kind == RunEventKind.Status).Select(e => $"{e.Time:HH:mm:ss.f} {e.Status} {e.Message}"))
                     + $"\n{Cluster.Logs(30)}");
             }
