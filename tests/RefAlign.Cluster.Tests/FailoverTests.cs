@@ -95,12 +95,14 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
     }
 
     /// <summary>Waits until the run has finished <paramref name="step"/> steps.</summary>
-    static async Task AtStepAsync(RefAlignClient client, string runId, int step)
+    async Task AtStepAsync(RefAlignClient client, string runId, int step)
     {
         var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(3);
-        while ((await client.GetRunAsync(runId)).Step < step)
+        for (var run = await client.GetRunAsync(runId); run.Step < step; run = await client.GetRunAsync(runId))
         {
-            Assert.True(DateTime.UtcNow < deadline, $"run {runId} did not reach step {step}");
+            if (DateTime.UtcNow > deadline)
+                Assert.Fail($"run {runId} did not reach step {step} ({run.Status} at {run.Step}: {run.Error})\n"
+                    + $"{StatusLines(await EventsAsync(client, runId))}\n{Cluster.Logs(30)}");
             await Task.Delay(100);
         }
     }
