@@ -16,12 +16,16 @@ public static partial class ClusterFaults
     /// </summary>
     public static readonly TimeSpan WorkerRetryBudget = TimeSpan.FromMinutes(2);
 
+    const string PollyTimeout = "Polly.Timeout.TimeoutRejectedException";
+
     /// <summary>True for the failures a silo's loss or shutdown causes, as opposed to a bad config or a bug.</summary>
     public static bool IsTransient(Exception e) => e switch
     {
         AggregateException a => a.InnerExceptions.All(IsTransient),
-        SiloUnavailableException or OrleansMessageRejectionException or SiloDrainingException or LearnerNotReadyException
-            or LearnerMovingException or TimeoutException => true,
+        SiloUnavailableException or OrleansMessageRejectionException or SiloDrainingException or LearnerNotReadyException or TimeoutException => true,
+        // The runtime's own call timeouts (Polly's), which cannot cross a grain boundary: the caller sees the codec error.
+        _ when e.GetType().FullName == PollyTimeout => true,
+        Orleans.Serialization.CodecNotFoundException when e.Message.Contains(PollyTimeout, StringComparison.Ordinal) => true,
         IOException or SocketException => true,
         // Cancelled by the runtime, not by us (e.g. the grain directory recovering a range a lost silo owned): the
         // callers' own cancellations are checked before this is asked.

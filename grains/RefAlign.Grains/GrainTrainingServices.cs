@@ -38,28 +38,14 @@ public sealed class GrainTrainingServices(string runId, RunConfig config, string
     public async Task InitializeAsync(CancellationToken cancellation = default)
     {
         var stepsPerEpoch = data.StepsPerEpoch(config.BatchSize);
-        var work = new List<Task> { InitializeLearnerAsync(stepsPerEpoch) };
+        var learnerSilo = await LearnerSiloAsync();
+        var work = new List<Task> { Hinted(learnerSilo, () => Learner.Initialize(configJson, totalSteps, stepsPerEpoch)).WaitAsync(attempt) };
         var role = config.IsPreference ? SiloRoles.Reference : SiloRoles.Generator;
         foreach (var (key, shard) in ShardKeys.Select((k, i) => (k, i)))
             work.Add(Retry(() => Hinted(SiloFor(role, shard), () => config.IsPreference
                 ? grains.GetGrain<IReferenceScorerGrain>(key).Initialize(configJson)
                 : grains.GetGrain<IRolloutGeneratorGrain>(key).Initialize(configJson)), $"initializing {key}", cancellation));
         await Task.WhenAll(work);
-    }
-
-    /// <summary>Initializes the learner where <see cref="LearnerSiloAsync"/> says, following it there if it was active elsewhere.</summary>
-    async Task InitializeLearnerAsync(int stepsPerEpoch)
-    {
-        var silo = await LearnerSiloAsync();
-        for (var moves = 0; ; moves++)
-        {
-            try
-            {
-                await Hinted(silo, () => Learner.Initialize(configJson, totalSteps, stepsPerEpoch)).WaitAsync(attempt);
-                return;
-            }
-            catch (LearnerMovingException) when (moves < 3) { } // sent again, it reaches the moved activation
-        }
     }
 
     /// <summary>

@@ -2,7 +2,6 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
-using Orleans.Runtime.Placement;
 using RefAlign.Compute.Formats;
 using RefAlign.Compute.Models;
 using RefAlign.Compute.Telemetry;
@@ -23,7 +22,7 @@ namespace RefAlign.Grains;
 [RolePlacement(SiloRoles.Learner)]
 [KeepAlive] // the optimizer state lives here between steps; the run releases the learner when it ends
 public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchange, RunHostOptions host, SiloDrain drain,
-    LocalLearners local, InPlaceReplicas replicas, RoleDirectory roles, ILocalSiloDetails silo, ILogger<LearnerGrain> logger) : Grain, ILearnerGrain
+    LocalLearners local, InPlaceReplicas replicas, ILogger<LearnerGrain> logger) : Grain, ILearnerGrain
 {
     /// <summary>Weight chunks stay well under Orleans' 100 MB message limit.</summary>
     public const int ChunkBytes = 16 << 20;
@@ -62,15 +61,6 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
         _release = null;
         _stepsPerEpoch = Math.Max(1, stepsPerEpoch);
         if (_learner is not null) return;
-        // Another call (a generator's weight fetch, the cluster view) activated this learner before its run did, where
-        // placement picked at random; the run's hint names the learner silo with the fewest learners. Go there empty.
-        if (RequestContext.Get(IPlacementDirector.PlacementHintKey) is SiloAddress hinted && !hinted.Equals(silo.SiloAddress)
-            && roles.Active(SiloRoles.Learner).Contains(hinted))
-        {
-            logger.LogInformation("learner {Run} moves to {Silo}, the learner silo its run chose, before loading", RunId, hinted);
-            await GrainCompute.MigrateTo(this, hinted);
-            throw new LearnerMovingException(RunId, hinted.ToString());
-        }
         var config = GrainCompute.Parse(configJson);
         _learner = await executor.RunAsync(() =>
         {
@@ -325,10 +315,9 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
     {
         var learner = _learner;
         _learner = null;
-        // Only the versions it published: a generator of the run on this silo may be relaying its own copy.
-        foreach (var version in _snapshots.Keys) exchange.Retract(RunId, version);
         _snapshots.Clear();
         _relayTails.Clear();
+        exchange.Remove(RunId);
         local.Remove(RunId);
         // A generator still sampling the lent policy finishes before it is disposed.
         await replicas.WithdrawAsync(RunId);
@@ -344,10 +333,3 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
 /// <summary>The learner activation has not been initialized by its run (yet); the run retries after initializing it.</summary>
 [GenerateSerializer]
 public sealed class LearnerNotReadyException(string runId) : Exception($"learner {runId} is not initialized (it was re-placed); the run initializes it and resumes.");
-
-/// <summary>
-/// The learner activation was not where its run placed it and is moving there (to <paramref name="silo"/>) with nothing
-/// loaded; the run sends its initialize again, which reaches the new activation.
-/// </summary>
-[GenerateSerializer]
-public sealed class LearnerMovingException(string runId, string silo) : Exception($"learner {runId} is moving to {silo}, the learner silo its run chose; initialize it again.");

@@ -34,8 +34,7 @@ public sealed class ClusterCollection : ICollectionFixture<ClusterFixture>
 /// Three in-process silos with split roles, each a full RefAlign silo: its own compute executor (one thread), the
 /// grains' services (<see cref="EncoderCache"/>, <see cref="IRunControl"/>), memory grain storage as default, the
 /// RefAlign serializers, role metadata + <see cref="RolePlacement"/> director, and Orleans activity propagation.
-/// Silo_0 (A) = learner; Silo_1 (B) = generator, reference; Silo_2 (C) = generator, scorer, reference; a silo a test
-/// adds for a while, a learner.
+/// Silo_0 (A) = learner; Silo_1 (B) = generator, reference; Silo_2 (C) = generator, scorer, reference.
 /// Also writes the tiny policy, the tiny BERTScore encoder and the demo data once for all tests.
 /// </summary>
 public sealed class ClusterFixture : IAsyncLifetime
@@ -49,8 +48,6 @@ public sealed class ClusterFixture : IAsyncLifetime
         SiloA => [SiloRoles.Learner],
         SiloB => [SiloRoles.Generator, SiloRoles.Reference],
         SiloC => [SiloRoles.Generator, SiloRoles.Scorer, SiloRoles.Reference],
-        // Silos a test starts for a while (Cluster.StartAdditionalSiloAsync): more learner silos.
-        _ when siloName.StartsWith("Silo_", StringComparison.Ordinal) => [SiloRoles.Learner],
         _ => throw new ArgumentException($"unexpected silo {siloName}", nameof(siloName)),
     };
 
