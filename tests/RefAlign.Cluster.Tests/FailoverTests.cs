@@ -84,11 +84,11 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
     static string StatusLines(IEnumerable<RunEvent> events) =>
         string.Join('\n', events.Where(e => e.Kind == RunEventKind.Status).Select(e => $"{e.Time:HH:mm:ss.f} {e.Status} {e.Message}"));
 
-    /// <summary>The events a running run has logged so far (what its watch sends within 5 s).</summary>
-    static async Task<List<RunEvent>> EventsAsync(RefAlignClient client, string runId)
+    /// <summary>The events a running run has logged so far (what its watch sends within <paramref name="seconds"/>).</summary>
+    static async Task<List<RunEvent>> EventsAsync(RefAlignClient client, string runId, int seconds = 5)
     {
         var events = new List<RunEvent>();
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(seconds));
         try { await foreach (var e in client.WatchRunAsync(runId, 0, cts.Token)) events.Add(e); }
         catch (Exception e) when (cts.IsCancellationRequested && e is OperationCanceledException or Grpc.Core.RpcException) { }
         return events;
@@ -164,19 +164,6 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         Assert.Equal(Enumerable.Range(1, outcome.Events.Count).Select(i => (long)i), outcome.Events.Select(e => e.Sequence));
     }
 
-    /// <summary>The run's events so far (a watch given up after two seconds).</summary>
-    static async Task<List<RunEvent>> EventsSoFarAsync(RefAlignClient client, string runId)
-    {
-        var events = new List<RunEvent>();
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(2));
-        try
-        {
-            await foreach (var e in client.WatchRunAsync(runId, 0, cts.Token)) events.Add(e);
-        }
-        catch (OperationCanceledException) { }
-        return events;
-    }
-
     /// <summary>A running silo that hosts neither the run nor its learner, to talk through while those fail.</summary>
     async Task<string> BystanderAsync(RefAlignClient client, string runId)
     {
@@ -245,7 +232,7 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         await Cluster["silo-b"].KillAsync();
         var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(3);
         List<RunEvent> seen;
-        while (!(seen = await EventsSoFarAsync(client, runId)).Any(e => e.Message?.StartsWith("waiting: no active silo has the role 'learner'", StringComparison.Ordinal) == true))
+        while (!(seen = await EventsAsync(client, runId, seconds: 2)).Any(e => e.Message?.StartsWith("waiting: no active silo has the role 'learner'", StringComparison.Ordinal) == true))
         {
             // CI keeps nothing but this message: say what the run did say, and what the silos logged.
             Assert.True(DateTime.UtcNow < deadline, $"the run never said it was waiting for a learner silo; it said:\n" +
@@ -367,7 +354,7 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         output.WriteLine($"{kills} kills; {run.Error}");
         Assert.Equal(RunStatus.Failed, run.Status);
         Assert.Equal(0, run.Step);
-        var last = (await EventsSoFarAsync(client, runId)).Last(e => e.Kind == RunEventKind.Status);
+        var last = (await EventsAsync(client, runId, seconds: 2)).Last(e => e.Kind == RunEventKind.Status);
         Assert.StartsWith("failed after 3 attempts without progress", last.Message);
         // The cluster is fine: the next run completes.
         var next = await FinishAsync(client, await StartAsync(client, TinyRuns.RefAlign("after-poison", 4, checkpointEvery: 2)));
