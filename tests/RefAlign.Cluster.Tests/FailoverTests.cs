@@ -55,7 +55,7 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
     /// and the steps they say the final weights contain.
     /// </summary>
     internal sealed record Outcome(RunSummary Summary, IReadOnlyList<RunEvent> Events, string WeightsSha256,
-        IReadOnlyList<(string Kind, int Step, long Version)> Journal, IReadOnlyList<int> Lineage)
+        IReadOnlyList<JournalEntry> Journal, IReadOnlyList<int> Lineage)
     {
         public IReadOnlyList<double> Losses => [.. Events.Where(e => e.Kind == RunEventKind.Step && e.Message is null).Select(e => e.Metrics["loss"])];
     }

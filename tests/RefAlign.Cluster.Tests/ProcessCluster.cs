@@ -65,7 +65,7 @@ public sealed class ProcessCluster : IAsyncDisposable
         [
             $"--Silo:Roles={roles}", $"--Silo:AdvertisedIP={address}", $"--Silo:ClusterId={_clusterId}",
             "--Cluster:Provider=Redis", $"--Cluster:ConnectionString={Redis.ConnectionString}", "--GrainStorage:Provider=Redis",
-            $"--Silo:CheckpointRoot={CheckpointRoot}", "--Silo:SupervisionPeriod=00:00:05", "--Silo:ShutdownGracePeriod=00:00:20",
+            $"--Silo:CheckpointRoot={CheckpointRoot}", "--Timing:SupervisionPeriod=00:00:05", "--Silo:ShutdownGracePeriod=00:00:20",
         ];
         var silo = await SiloProcess.StartAsync(name, Workspace.Root, [.. args, .. _extraArgs, .. extraArgs ?? []], timeout: timeout);
         _silos[name] = (silo, roles);

@@ -27,7 +27,7 @@ public static partial class SiloHost
         services.AddSingleton(new RunHostOptions
         {
             DataRoots = options.DataRoots, OutputRoot = options.OutputRoot, CheckpointRoot = options.CheckpointRoot, EventLogCapacity = options.EventLogCapacity,
-            SupervisionPeriod = options.SupervisionPeriod, Limits = limits,
+            Timings = options.Timings, Limits = limits,
         });
         services.AddRefAlignGrains();
         services.AddSingleton(new ApiKeyInterceptor(security.ApiKeys));
