@@ -25,6 +25,9 @@ public enum FaultKind
 /// <summary>A classified fault: its kind, a sentence for an operator, and the silo it lost when known.</summary>
 public sealed record Fault(FaultKind Kind, string Description, string? LostSilo = null)
 {
+    /// <summary>The sentence, without a final full stop (it is quoted inside other sentences).</summary>
+    public string Description { get; init; } = Description.TrimEnd('.', ' ');
+
     public bool IsRetried => Kind != FaultKind.Fatal;
 }
 
@@ -45,7 +48,8 @@ public static class ClusterFaults
         SiloUnavailableException or ConnectionFailedException or SocketException =>
             new(FaultKind.SiloLost, $"a silo became unreachable ({Name(e)})"),
         SiloDrainingException => new(FaultKind.Transient, e.Message),
-        LearnerNotReadyException or FencedLearnerException => new(FaultKind.Transient, e.Message),
+        LearnerNotReadyException => new(FaultKind.Transient, "the learner was re-placed after its silo was lost and is not loaded yet"),
+        FencedLearnerException => new(FaultKind.Transient, e.Message),
         TimeoutException or TimeoutRejectedException => new(FaultKind.Transient, $"a call timed out ({Name(e)})"),
         OrleansMessageRejectionException or GatewayTooBusyException => new(FaultKind.Transient, $"the cluster refused a call ({Name(e)})"),
         IOException => new(FaultKind.Transient, $"a connection failed ({Name(e)})"),

@@ -90,8 +90,8 @@ public sealed class RunLifecycle(RunTimings timings)
     {
         if (s.Status == RunStatus.Stopping)
             // The stop wins: the run ends stopped, resumable from its latest checkpoint, even if its last one was not written.
-            return End(s, RunStatus.Stopped, $"{fault.Description}; the run stopped as asked and resumes from its latest checkpoint",
-                $"stopped ({fault.Description}; a resume continues from the latest checkpoint)", new CountFailedAttempt(fault.Kind));
+            return End(s, RunStatus.Stopped, $"stopped as asked; its final checkpoint was not written ({fault.Description}); a resume continues from the latest checkpoint",
+                $"stopped (its final checkpoint was not written: {fault.Description}; a resume continues from the latest checkpoint)", new CountFailedAttempt(fault.Kind));
         if (s.Status != RunStatus.Running) return Same(s);
         if (fault.Kind == FaultKind.Fatal)
             return End(s, RunStatus.Failed, fault.Description, $"failed: {fault.Description}", new CountFailedAttempt(fault.Kind));

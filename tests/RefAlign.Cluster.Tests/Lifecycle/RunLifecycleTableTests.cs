@@ -124,7 +124,7 @@ public sealed class RunLifecycleTableTests(ITestOutputHelper output)
         Assert.Equal(RunStatus.Stopping, world.Life.Status);
         Drain(Play(world, "lost1"));
         Assert.Equal(RunStatus.Stopped, world.Life.Status);
-        Assert.Contains("resumes from its latest checkpoint", world.Life.Error);
+        Assert.Contains("a resume continues from the latest checkpoint", world.Life.Error);
         Drain(Play(world, "resume"));
         Assert.Equal(RunStatus.Running, world.Life.Status);
     }
