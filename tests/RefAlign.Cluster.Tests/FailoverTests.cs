@@ -42,6 +42,7 @@ public sealed class FailoverCollection : ICollectionFixture<FailoverClusterFixtu
 
 /// <summary>Real silo processes killed with SIGKILL mid-run: runs finish by themselves, exactly as without the fault.</summary>
 [Collection(FailoverCollection.Name)]
+[Trait("Tier", "Process")]
 public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHelper output) : IAsyncLifetime
 {
     ProcessCluster Cluster => fixture.Cluster;
@@ -267,6 +268,7 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         var watch = Task.Run(async () => { await foreach (var e in client.WatchRunAsync(runId, 0)) events.Add(e); });
         await AtStepAsync(client, runId, 3);
         await Cluster.Redis.KillAsync();
+        // The outage's length is the fault itself.
         await Task.Delay(TimeSpan.FromSeconds(5));
         await Cluster.Redis.StartAsync();
         var backAt = DateTimeOffset.UtcNow;
@@ -413,10 +415,9 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
             await Task.Delay(250);
         }
         Assert.Equal(RunStatus.Stopped, run.Status);
-        // And it stays stopped: its supervision does not bring it back.
-        await Task.Delay(TimeSpan.FromSeconds(8));
-        Assert.Equal(RunStatus.Stopped, (await other.GetRunAsync(runId)).Status);
         Assert.True(run.Step < 400);
+        // That it stays stopped (an ended run's reminder only unsupervises it) is RunLifecycleTableTests' to prove, over
+        // every interleaving, not a wait's.
     }
 
     [Fact]
