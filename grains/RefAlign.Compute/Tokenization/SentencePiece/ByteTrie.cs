@@ -39,15 +39,6 @@ internal sealed class ByteTrie
     /// <summary>The value stored at <paramref name="node"/>, or -1 when no key ends there.</summary>
     public int ValueAt(int node) => _values[node];
 
-    /// <summary>The value of exactly <paramref name="key"/>, or -1.</summary>
-    public int Find(ReadOnlySpan<byte> key)
-    {
-        var node = Root;
-        foreach (var b in key)
-            if ((node = Step(node, b)) < 0) return -1;
-        return _values[node];
-    }
-
     /// <summary>Length of the longest key that is a prefix of <paramref name="text"/> (0 when none).</summary>
     public int LongestPrefix(ReadOnlySpan<byte> text)
     {
