@@ -25,11 +25,13 @@ def main(argv):
         return 2
     torch.manual_seed(0)
     if argv[0] == "train-step":
-        from torchref import train_step
-        results = train_step.main(argv[1:])
+        from torchref.train_step import compare
     else:
-        from torchref import bertscore
-        results = bertscore.main(argv[1:])
+        from torchref.bertscore import compare
+    results = []
+    for path in argv[1:]:
+        with open(path) as f:
+            results.append(compare(json.load(f)))
     json.dump(results, sys.stdout)
     return 0
 

@@ -1,6 +1,5 @@
 """bert_score's P/R/F (Zhang et al.; the bert_score package's greedy matching) on hidden states from encoders.py,
 compared with the hidden states and scores RefAlign computed for the same token ids."""
-import json
 import math
 from collections import Counter
 
@@ -63,10 +62,3 @@ def compare(case):
             "max_prf_diff_plain": score_diff["plain"], "max_prf_diff_idf": score_diff["idf"],
             "layers": len(case["layers"]), "pairs": len(pairs), "sentences": len(sentences)}
 
-
-def main(case_files):
-    results = []
-    for f in case_files:
-        with open(f) as fh:
-            results.append(compare(json.load(fh)))
-    return results

@@ -1,6 +1,7 @@
 """A small safetensors reader (the format: 8-byte little-endian header length, a JSON header of
 name -> {dtype, shape, data_offsets}, then the raw little-endian tensor bytes)."""
 import json
+import os
 import struct
 
 import torch
@@ -35,7 +36,6 @@ def load(path):
 
 def load_folder(folder):
     """A Hugging Face model folder's weights: model.safetensors or the shards a model.safetensors.index.json lists."""
-    import os
     single = os.path.join(folder, "model.safetensors")
     if os.path.exists(single):
         return load(single)

@@ -1,7 +1,6 @@
 """One optimizer step of each RefAlign algorithm, written from docs/algorithms.md: the loss of a batch, gradients of
 every trainable tensor, torch.nn.utils.clip_grad_norm_, and one torch.optim.AdamW step with the DPO reference code's
 warmup (LambdaLR, lr·min(1, (s+1)/(warmup+1))). bfloat16 parameters are stepped through float32 masters."""
-import json
 import os
 
 import torch
@@ -221,10 +220,3 @@ def compare(case):
     result["grad_norm_torch_err_f64"] = abs(norm - norm64) / norm64
     return result
 
-
-def main(case_files):
-    results = []
-    for f in case_files:
-        with open(f) as fh:
-            results.append(compare(json.load(fh)))
-    return results
