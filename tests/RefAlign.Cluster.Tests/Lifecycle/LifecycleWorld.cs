@@ -51,7 +51,7 @@ internal sealed class LifecycleWorld
     public IEnumerable<(string Name, Func<LifecycleWorld, List<string>> Apply)> Next()
     {
         // Requests wait while many actions are pending (the grain's callers wait on theirs): the worlds stay finite.
-        var requests = Pending.Count <= 5;
+        var requests = Pending.Count <= 4;
         if (Crashed)
         {
             // The reminder (or any call) activates the grain again, somewhere else, from its stored state.
