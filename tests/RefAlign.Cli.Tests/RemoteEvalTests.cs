@@ -7,6 +7,7 @@ namespace RefAlign.Cli.Tests;
 /// evaluate a finished run's base policy and checkpoint, and the numbers equal <c>refalign eval</c> of the same folders in
 /// this process (generation and scoring batch differently across shards, so to ~1e-5, as training does).
 /// </summary>
+[Trait("Tier", "Process")]
 public sealed class RemoteEvalTests(RemoteSiloFixture fixture) : IClassFixture<RemoteSiloFixture>
 {
     string Root => fixture.Workspace.Root;

@@ -90,7 +90,7 @@ public sealed class SiloProcess : IAsyncDisposable
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         _process = process;
-        await WaitHealthyAsync(timeout ?? TimeSpan.FromSeconds(90));
+        await WaitHealthyAsync(timeout ?? TimeSpan.FromMinutes(3));
     }
 
     async Task WaitHealthyAsync(TimeSpan timeout)
