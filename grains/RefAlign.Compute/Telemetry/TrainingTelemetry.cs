@@ -45,7 +45,7 @@ public static class TrainingTelemetry
 
     /// <summary>
     /// A run's failed attempts (each one is restarted with backoff until <c>distributed.max_restarts</c> in a row),
-    /// tagged with <see cref="Tags.Reason"/>: <c>silo_lost</c>, <c>run_silo_lost</c>, <c>stalled</c> or <c>transient</c>.
+    /// tagged with <see cref="Tags.Reason"/>, the fault's kind: <c>silo_lost</c>, <c>stalled</c>, <c>transient</c> or <c>fatal</c>.
     /// </summary>
     public static Counter<long> FailedAttempts { get; } =
         Meter.CreateCounter<long>("refalign.run.failed_attempts", "{attempt}", "Failed attempts of a run, by reason");
