@@ -66,7 +66,7 @@ public sealed class RunAdmissionTests : IDisposable
         Assert.Equal("preference.lambda", Refused(Edit(TinyRuns.SrDpo("a", 2), c => c["preference"]!["lambda"] = 1e308)).Field);
         Assert.Equal("optimizer.learning_rate", Refused(Edit(TinyRuns.SrDpo("a", 2), c => c["optimizer"]!["learning_rate"] = 1e300)).Field);
         var lists = Refused(Edit(TinyRuns.SrDpo("a", 2),
-            c => c["policy"]!["lora"] = new JsonObject { ["target_modules"] = new JsonArray([.. Enumerable.Repeat<JsonNode?>("q_proj", 10_000)]) }));
+            c => c["policy"]!["lora"] = new JsonObject { ["target_modules"] = new JsonArray([.. Enumerable.Range(0, 10_000).Select(_ => (JsonNode?)"q_proj")]) }));
         Assert.Equal("policy.lora.target_modules", lists.Field);
     }
 

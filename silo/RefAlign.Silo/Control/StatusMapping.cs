@@ -81,7 +81,7 @@ internal static partial class StatusMapping
                 return Status(StatusCode.InvalidArgument, e.Message);
         }
         if (Redis(e) is { } store)
-            return Status(StatusCode.Unavailable, $"{store} cannot be reached ({FirstLine(Innermost(e))}); the call can be retried once it is back.");
+            return Status(StatusCode.Unavailable, $"{store} cannot be reached ({Brief(Innermost(e))}); the call can be retried once it is back.");
         if (ClusterFaults.IsTransient(e) && !callerCancelled && e is not OperationCanceledException)
             // A silo of the cluster went away under the call (or the call timed out): the cluster recovers, so retry.
             return Status(StatusCode.Unavailable, $"the cluster could not answer right now ({e.GetType().Name}); retry.");
@@ -141,6 +141,15 @@ internal static partial class StatusMapping
     }
 
     static string FirstLine(Exception e) => e.Message.Split('\n', 2)[0].Trim();
+
+    /// <summary>The gist of a client library's message: StackExchange.Redis appends a page of connection diagnostics.</summary>
+    static string Brief(Exception e)
+    {
+        var line = FirstLine(e);
+        var cut = line.IndexOfAny(['(', ';']);
+        line = (cut > 0 ? line[..cut] : line).Trim();
+        return line.Length > 160 ? line[..160] + "…" : line;
+    }
 
     static string FieldOf(InvalidRunConfigException e)
     {
