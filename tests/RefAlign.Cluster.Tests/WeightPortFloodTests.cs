@@ -1,5 +1,4 @@
 using System.Net;
-using System.Net.Sockets;
 using RefAlign.Client;
 using Xunit.Abstractions;
 
@@ -31,36 +30,18 @@ public sealed class WeightPortFloodTests(ITestOutputHelper output) : IAsyncLifet
         var learner = _cluster["flood-learner"];
         // The learner silo advertises (and its weight server binds) the first cluster address.
         var target = new IPEndPoint(IPAddress.Parse("127.0.0.2"), learner.WeightPort);
-        using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(6));
-        var closed = 0;
-        var flood = Enumerable.Range(0, 64).Select(i => Task.Run(async () =>
-        {
-            while (!stop.IsCancellationRequested)
-            {
-                try
-                {
-                    using var c = new TcpClient(new IPEndPoint(IPAddress.Parse($"127.0.0.{100 + i % 16}"), 0));
-                    await c.ConnectAsync(target, stop.Token);
-                    if (await c.GetStream().ReadAsync(new byte[8], stop.Token) == 0) Interlocked.Increment(ref closed);
-                }
-                catch (Exception e) when (e is SocketException or IOException or OperationCanceledException) { }
-            }
-        })).ToList();
-        try
+        int closed;
+        await using (var flood = WeightPortFlood.Start(target))
         {
             using var client = _cluster.Client("flood-generator");
             // Generators on flood-generator, the learner on flood-learner: every step's weights cross the flooded port.
             var id = await client.StartRunAsync(TinyRuns.RefAlign("flooded", 4, checkpointEvery: 0));
-            await foreach (var _ in client.WatchRunAsync(id, 0, stop.Token)) { }
+            await foreach (var _ in client.WatchRunAsync(id, 0, new CancellationTokenSource(TimeSpan.FromMinutes(6)).Token)) { }
             var run = await client.GetRunAsync(id);
             Assert.True(run.Status == RunStatus.Completed, $"{run.Status}: {run.Error}\n{_cluster.Logs()}");
             Assert.Equal(4, run.WeightVersion);
-            Assert.True(Volatile.Read(ref closed) > 0, "the flood never reached the learner's weight port");
-        }
-        finally
-        {
-            await stop.CancelAsync();
-            await Task.WhenAll(flood);
+            closed = flood.Closed;
+            Assert.True(closed > 0, "the flood never reached the learner's weight port");
         }
         output.WriteLine($"{closed} hostile connections closed by the learner silo while the run's 4 weight versions reached the generator silo");
         Assert.True(learner.IsRunning);

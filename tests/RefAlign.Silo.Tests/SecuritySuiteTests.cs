@@ -2,7 +2,6 @@ extern alias clientlib;
 
 using System.Formats.Tar;
 using System.Net;
-using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text.Json.Nodes;
 using Google.Protobuf;
@@ -187,33 +186,15 @@ public sealed class SecuritySuiteTests(SecuritySuiteFixture suite, ITestOutputHe
     public async Task Silent_connections_and_a_reconnect_flood_on_the_weight_port_do_not_stop_a_run()
     {
         using var client = suite.Client();
-        using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(5));
-        var closed = 0;
-        var flood = Enumerable.Range(0, 64).Select(i => Task.Run(async () =>
-        {
-            while (!stop.IsCancellationRequested)
-            {
-                try
-                {
-                    using var c = new TcpClient(new IPEndPoint(IPAddress.Parse($"127.0.0.{100 + i % 16}"), 0));
-                    await c.ConnectAsync(IPAddress.Loopback, suite.Silo.WeightPort, stop.Token);
-                    if (await c.GetStream().ReadAsync(new byte[8], stop.Token) == 0) Interlocked.Increment(ref closed);
-                }
-                catch (Exception x) when (x is SocketException or IOException or OperationCanceledException) { }
-            }
-        })).ToList();
-        try
+        int closed;
+        await using (var flood = WeightPortFlood.Start(new IPEndPoint(IPAddress.Loopback, suite.Silo.WeightPort)))
         {
             var id = await client.StartRunAsync(TinyRuns.RefAlign("weight-flood", 3, checkpointEvery: 0));
-            await foreach (var _ in client.WatchRunAsync(id, 0, stop.Token)) { }
+            await foreach (var _ in client.WatchRunAsync(id, 0, new CancellationTokenSource(TimeSpan.FromMinutes(5)).Token)) { }
             var run = await client.GetRunAsync(id);
             Assert.True(run.Status == RunStatus.Completed, $"{run.Status}: {run.Error}");
-            Assert.True(Volatile.Read(ref closed) > 0, "the flood never reached the weight port");
-        }
-        finally
-        {
-            await stop.CancelAsync();
-            await Task.WhenAll(flood);
+            closed = flood.Closed;
+            Assert.True(closed > 0, "the flood never reached the weight port");
         }
         output.WriteLine($"weight port: {closed} hostile connections closed by the silo while the run completed");
         await AssertHealthyAsync();
