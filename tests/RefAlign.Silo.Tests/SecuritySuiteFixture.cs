@@ -31,10 +31,13 @@ public sealed class SecuritySuiteFixture : IAsyncLifetime
 
     public SiloProcess Silo { get; private set; } = null!;
 
+    /// <summary>The listener that serves <c>/metrics</c> alone, without a key (<c>Silo:MetricsPort</c>).</summary>
+    public int MetricsPort { get; } = FreePorts.One();
+
     public async Task InitializeAsync() =>
         Silo = await SiloProcess.StartAsync("suite", Workspace.Root,
         [
-            "--Silo:ListenIP=0.0.0.0", $"--Silo:ApiKeys:0:Key={Operator}", "--Silo:ApiKeys:0:Role=operator",
+            "--Silo:ListenIP=0.0.0.0", $"--Silo:MetricsPort={MetricsPort}", $"--Silo:ApiKeys:0:Key={Operator}", "--Silo:ApiKeys:0:Role=operator",
             $"--Silo:ApiKeys:1:Key={Viewer}", "--Silo:ApiKeys:1:Role=viewer",
             $"--Limits:MaxModelMemoryBytes={ModelMemory}", $"--Limits:MaxArtifactStoreBytes={StoreBytes}", "--Limits:MaxArtifactBytes=67108864",
             "--Limits:MaxPendingPushes=16", $"--Limits:PendingPushExpirySeconds={PendingExpirySeconds}",

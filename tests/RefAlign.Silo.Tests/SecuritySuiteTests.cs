@@ -225,6 +225,11 @@ public sealed class SecuritySuiteTests(SecuritySuiteFixture suite, ITestOutputHe
         using var withKey = await http.SendAsync(keyed);
         Assert.Equal(HttpStatusCode.OK, withKey.StatusCode);
         Assert.Contains("# TYPE", await withKey.Content.ReadAsStringAsync());
+        // Its own listener, on an address the operator keeps for Prometheus: no key, and nothing but /metrics.
+        using var own = await http.GetAsync($"http://{outside}:{suite.MetricsPort}/metrics");
+        Assert.Equal(HttpStatusCode.OK, own.StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await http.GetAsync($"http://{outside}:{suite.MetricsPort}/api/runs")).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await http.GetAsync($"http://{outside}:{suite.MetricsPort}/")).StatusCode);
     }
 
     [Fact]

@@ -50,7 +50,7 @@ public sealed partial class ArtifactStore
     {
         if (!NamePattern().IsMatch(name) || name.Length > 200)
             throw new InvalidArtifactException("name",
-                $"field 'name' is '{name}'; an artifact name is 1 to 4 segments of letters, digits, '.', '_' or '-' joined by '/', none starting with '.' (e.g. datasets/hh-small).");
+                $"field 'name' is {(name.Any(char.IsControl) ? JsonSerializer.Serialize(name) : $"'{name}'")}; an artifact name is 1 to 4 segments of letters, digits, '.', '_' or '-' joined by '/', none starting with '.' (e.g. datasets/hh-small).");
     }
 
     // \z, not $: in .NET '$' also matches before a final newline, which would let "name\n" through.
