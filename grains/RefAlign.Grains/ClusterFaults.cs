@@ -1,71 +1,95 @@
 using System.Net.Sockets;
-using System.Text.RegularExpressions;
+using Orleans.Runtime.Messaging;
+using Orleans.Serialization;
+using Polly.Timeout;
 using RefAlign.Runtime;
 
 namespace RefAlign.Grains;
 
-/// <summary>
-/// Which failures a lost or draining silo causes (worth retrying elsewhere), and retrying them: a worker call that
-/// fails so is sent again, with backoff, and Orleans places the worker on a surviving silo.
-/// </summary>
-public static partial class ClusterFaults
+/// <summary>What a failed attempt or call means for the run: retried elsewhere, or the end of the run.</summary>
+public enum FaultKind
 {
-    /// <summary>
-    /// How long a worker call keeps retrying: long enough for membership to declare a killed silo dead (its probes time
-    /// out) so that the worker is re-placed.
-    /// </summary>
-    public static readonly TimeSpan WorkerRetryBudget = TimeSpan.FromMinutes(2);
+    /// <summary>A busy or reshaping cluster (a timeout, a rejected message, a draining silo): retried as it is.</summary>
+    Transient,
 
-    const string PollyTimeout = "Polly.Timeout.TimeoutRejectedException";
+    /// <summary>A silo stopped answering (killed, frozen, partitioned): retried once membership has re-placed its grains.</summary>
+    SiloLost,
 
-    /// <summary>True for the failures a silo's loss or shutdown causes, as opposed to a bad config or a bug.</summary>
-    public static bool IsTransient(Exception e) => e switch
+    /// <summary>No step finished within the run's stall timeout: the attempt is abandoned and retried.</summary>
+    Stalled,
+
+    /// <summary>A bad config, missing data or a bug: retrying cannot help, the run fails.</summary>
+    Fatal,
+}
+
+/// <summary>A classified fault: its kind, a sentence for an operator, and the silo it lost when known.</summary>
+public sealed record Fault(FaultKind Kind, string Description, string? LostSilo = null)
+{
+    /// <summary>The sentence, without a final full stop (it is quoted inside other sentences).</summary>
+    public string Description { get; init; } = Description.TrimEnd('.', ' ');
+
+    public bool IsRetried => Kind != FaultKind.Fatal;
+}
+
+/// <summary>
+/// The one fault policy: exception types to <see cref="FaultKind"/>. Only types decide, never message text; the silo a
+/// fault lost comes from <see cref="SiloLostException"/>, which the caller that knew where its grain lived throws.
+/// </summary>
+public static class ClusterFaults
+{
+    /// <summary>True for the faults a silo's loss, shutdown or load causes, as opposed to a bad config or a bug.</summary>
+    public static bool IsTransient(Exception e) => Classify(e).IsRetried;
+
+    public static Fault Classify(Exception e) => e switch
     {
-        AggregateException a => a.InnerExceptions.All(IsTransient),
-        SiloUnavailableException or OrleansMessageRejectionException or SiloDrainingException or LearnerNotReadyException or TimeoutException => true,
-        // The runtime's own call timeouts (Polly's), which cannot cross a grain boundary: the caller sees the codec error.
-        _ when e.GetType().FullName == PollyTimeout => true,
-        Orleans.Serialization.CodecNotFoundException when e.Message.Contains(PollyTimeout, StringComparison.Ordinal) => true,
-        IOException or SocketException => true,
-        // Cancelled by the runtime, not by us (e.g. the grain directory recovering a range a lost silo owned): the
-        // callers' own cancellations are checked before this is asked.
-        OperationCanceledException => true,
+        AggregateException a when a.InnerExceptions.Count > 0 => Worst([.. a.InnerExceptions.Select(Classify)]),
+        SiloLostException lost => new(lost.Silo is null ? FaultKind.Transient : FaultKind.SiloLost, lost.Message, lost.Silo),
+        StalledAttemptException stalled => new(FaultKind.Stalled, stalled.Message),
+        SiloUnavailableException or ConnectionFailedException or SocketException =>
+            new(FaultKind.SiloLost, $"a silo became unreachable ({Name(e)})"),
+        SiloDrainingException => new(FaultKind.Transient, e.Message),
+        LearnerNotReadyException => new(FaultKind.Transient, "the learner was re-placed after its silo was lost and is not loaded yet"),
+        FencedLearnerException => new(FaultKind.Transient, e.Message),
+        TimeoutException or TimeoutRejectedException => new(FaultKind.Transient, $"a call timed out ({Name(e)})"),
+        OrleansMessageRejectionException or GatewayTooBusyException => new(FaultKind.Transient, $"the cluster refused a call ({Name(e)})"),
+        IOException => new(FaultKind.Transient, $"a connection failed ({Name(e)})"),
+        // Cancelled by the runtime, not by us (the directory recovering a lost silo's range): the run's own cancellations
+        // (stop, stall) are told apart before this is asked.
+        OperationCanceledException => new(FaultKind.Transient, "a call was cancelled by the runtime"),
+        NoSiloForRoleException => new(FaultKind.Fatal, e.Message),
+        // A type the serializer cannot carry is a bug on one side, not a cluster fault.
+        CodecNotFoundException => new(FaultKind.Fatal, e.Message),
         // Lost connections, forwarding failures and the like surface as plain OrleansException.
-        NoSiloForRoleException => false,
-        OrleansException => true,
-        _ => false,
+        OrleansException => new(FaultKind.Transient, $"the cluster failed a call ({Name(e)})"),
+        _ => new(FaultKind.Fatal, e.Message),
     };
 
-    /// <summary>The silo a lost-silo error names (e.g. <c>S127.0.0.3:11111:123</c>) other than <paramref name="here"/>, or null.</summary>
-    public static string? LostSilo(Exception e, string? here = null) =>
-        SiloAddressPattern().Matches(e.ToString()).Select(m => m.Value).FirstOrDefault(a => here is null || !here.Contains(a[1..], StringComparison.Ordinal));
+    /// <summary>The fault of several parallel calls: fatal if any is, else a lost silo if any named one.</summary>
+    static Fault Worst(IReadOnlyList<Fault> faults) =>
+        faults.FirstOrDefault(f => f.Kind == FaultKind.Fatal)
+        ?? faults.FirstOrDefault(f => f.Kind == FaultKind.SiloLost && f.LostSilo is not null)
+        ?? faults.FirstOrDefault(f => f.Kind == FaultKind.SiloLost)
+        ?? faults.FirstOrDefault(f => f.Kind == FaultKind.Stalled)
+        ?? faults[0];
 
-    [GeneratedRegex(@"S\d{1,3}(\.\d{1,3}){3}:\d+:\d+")]
-    private static partial Regex SiloAddressPattern();
-
-    /// <summary>
-    /// Runs <paramref name="call"/>, again after transient failures, until <see cref="WorkerRetryBudget"/> is spent or
-    /// <paramref name="cancellation"/> is cancelled (checked between tries). <paramref name="abandon"/> ends the wait at
-    /// once, even for a call whose reply never comes.
-    /// </summary>
-    public static async Task<T> RetryAsync<T>(Func<Task<T>> call, CancellationToken cancellation, Action<Exception, TimeSpan>? onRetry = null,
-        CancellationToken abandon = default)
-    {
-        var deadline = DateTime.UtcNow + WorkerRetryBudget;
-        for (var attempt = 1; ; attempt++)
-        {
-            try
-            {
-                return await call().WaitAsync(abandon);
-            }
-            // A learner that is not ready is the run loop's to fix (it initializes and resumes the learner), not a worker's.
-            catch (Exception e) when (IsTransient(e) && e is not LearnerNotReadyException && DateTime.UtcNow < deadline
-                && !cancellation.IsCancellationRequested && !abandon.IsCancellationRequested)
-            {
-                var delay = TimeSpan.FromMilliseconds(Math.Min(250 * Math.Pow(2, attempt - 1), 8000));
-                onRetry?.Invoke(e, delay);
-                await Task.Delay(delay, cancellation);
-            }
-        }
-    }
+    static string Name(Exception e) => e.GetType().Name;
 }
+
+/// <summary>
+/// A call to a grain failed because the silo it lived on is gone (or stopped answering); <see cref="Silo"/> is where the
+/// caller last saw it (null: unknown). Thrown by the caller, which knows where its grains live; Orleans' own exceptions
+/// do not say.
+/// </summary>
+[GenerateSerializer]
+public sealed class SiloLostException(string role, string key, string? silo, Exception? inner = null)
+    : Exception($"the {role} {key}{(silo is null ? "" : $" on silo {silo}")} became unreachable", inner)
+{
+    [Id(0)] public string Role { get; } = role;
+
+    [Id(1)] public string Key { get; } = key;
+
+    [Id(2)] public string? Silo { get; } = silo;
+}
+
+/// <summary>No step of the attempt finished within <c>distributed.stall_timeout_seconds</c>.</summary>
+public sealed class StalledAttemptException(string message) : Exception(message);

@@ -18,6 +18,7 @@ public static class GrainsServiceCollectionExtensions
         // One fetch (and relay) of each weight version per silo, shared by the replicas on it.
         services.AddSingleton<ReplicaWeights>();
         services.AddSingleton<IRunControl, GrainRunControl>();
+        services.AddSingleton<IIncomingGrainCallFilter, RuntimeTimeoutFilter>();
         return services;
     }
 }

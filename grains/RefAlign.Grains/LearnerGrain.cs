@@ -22,12 +22,10 @@ namespace RefAlign.Grains;
 [RolePlacement(SiloRoles.Learner)]
 [KeepAlive] // the optimizer state lives here between steps; the run releases the learner when it ends
 public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchange, RunHostOptions host, SiloDrain drain,
-    LocalLearners local, InPlaceReplicas replicas, ILogger<LearnerGrain> logger) : Grain, ILearnerGrain
+    LocalLearners local, InPlaceReplicas replicas, ILocalSiloDetails silo, ILogger<LearnerGrain> logger) : Grain, ILearnerGrain
 {
     /// <summary>Weight chunks stay well under Orleans' 100 MB message limit.</summary>
     public const int ChunkBytes = 16 << 20;
-
-    static readonly TimeSpan ReleaseDelay = TimeSpan.FromMinutes(2);
 
     Learner? _learner;
     RunConfig? _config;
@@ -35,6 +33,8 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
     AppliedStepJournal? _journal;
     int _stepsPerEpoch = 1;
     int _checkpointedStep = -1;
+    /// <summary>The epoch the run handed this activation; a newer one in the checkpoint folder means the run moved on.</summary>
+    EpochFence? _fence;
     bool _live;
     bool _drained;
     /// <summary>Published weight versions: the current one and the one before it (kept for a pipelined run's generators).</summary>
@@ -55,28 +55,64 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
     // run's loop restarts, initializes it and resumes from the checkpoint.
     Learner Require() => _learner ?? throw new LearnerNotReadyException(RunId);
 
-    public async Task Initialize(string configJson, int totalSteps, int stepsPerEpoch)
+    public async Task<LearnerLease> Initialize(string configJson, int totalSteps, int stepsPerEpoch, long epoch)
     {
         _release?.Dispose();
         _release = null;
         _stepsPerEpoch = Math.Max(1, stepsPerEpoch);
-        if (_learner is not null) return;
-        var config = GrainCompute.Parse(configJson);
-        _learner = await executor.RunAsync(() =>
-        {
-            // Same seeding as the local trainer, so LoRA dropout draws match.
-            TorchSharp.torch.manual_seed(config.Seed);
-            var tok = TextTokenizer.Load(config.Policy.Model);
-            var policy = CausalLm.FromPretrained(config.Policy.Model, config.Policy.Dtype.ToScalarType(), executor.TensorDevice);
-            var (_, pad) = PolicySetup.SpecialIds(tok, policy);
-            return new Learner(config, policy, pad, totalSteps);
-        });
-        _config = config;
-        if (config.Distributed.Mode != DistributedMode.Pipelined) replicas.Lend(RunId, _learner);
+        var config = _config ?? GrainCompute.Parse(configJson);
         var folder = host.CheckpointFolder(RunId, config);
-        _store = new CheckpointStore(folder, config.KeepCheckpoints);
-        _journal = new AppliedStepJournal(Path.Combine(folder, AppliedStepJournal.FileName));
-        logger.LogInformation("learner {Run} ready ({Algorithm}, {Steps} steps, checkpoints in {Folder})", RunId, config.Algorithm, totalSteps, folder);
+        // Each attempt of the run brings a higher epoch: claim the folder with it (refused if a newer learner owns it).
+        if (_fence is { } held && held.Epoch > epoch) throw new FencedLearnerException(RunId, epoch, held.Epoch);
+        _fence = new EpochFence(folder, epoch);
+        Fenced(_fence.Claim);
+        if (_learner is null)
+        {
+            _learner = await executor.RunAsync(() =>
+            {
+                // Same seeding as the local trainer, so LoRA dropout draws match.
+                TorchSharp.torch.manual_seed(config.Seed);
+                var tok = TextTokenizer.Load(config.Policy.Model);
+                var policy = CausalLm.FromPretrained(config.Policy.Model, config.Policy.Dtype.ToScalarType(), executor.TensorDevice);
+                var (_, pad) = PolicySetup.SpecialIds(tok, policy);
+                return new Learner(config, policy, pad, totalSteps);
+            });
+            _config = config;
+            if (config.Distributed.Mode != DistributedMode.Pipelined) replicas.Lend(RunId, _learner);
+            logger.LogInformation("learner {Run} ready ({Algorithm}, {Steps} steps, checkpoints in {Folder}, epoch {Epoch})",
+                RunId, config.Algorithm, totalSteps, folder, epoch);
+        }
+        _store = new CheckpointStore(folder, config.KeepCheckpoints) { Fence = _fence };
+        _journal = new AppliedStepJournal(Path.Combine(folder, AppliedStepJournal.FileName), _fence);
+        return new LearnerLease(Silo, epoch);
+    }
+
+    string Silo => silo.SiloAddress.ToParsableString();
+
+    /// <summary>Checkpoint manifests name the epoch of the learner that wrote them.</summary>
+    const string EpochKey = "learner_epoch";
+
+    string Epoch => (_fence?.Epoch ?? 0).ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>Runs a durable write; a newer learner owning the run turns it into <see cref="FencedLearnerException"/>, and this activation goes.</summary>
+    async Task<T> Fenced<T>(Func<Task<T>> write)
+    {
+        try { return await write(); }
+        catch (StaleEpochException e) { throw FencedOff(e); }
+    }
+
+    /// <summary>A small durable write (the epoch file, a journal line) done here, fenced as above.</summary>
+    void Fenced(Action write)
+    {
+        try { write(); }
+        catch (StaleEpochException e) { throw FencedOff(e); }
+    }
+
+    FencedLearnerException FencedOff(StaleEpochException e)
+    {
+        logger.LogWarning("learner {Run} (epoch {Epoch}) was fenced off: epoch {Owner} owns the run; deactivating", RunId, e.Epoch, e.Owner);
+        DeactivateOnIdle();
+        return new FencedLearnerException(RunId, e.Epoch, e.Owner);
     }
 
     public async Task<ResumePoint> Resume(bool fromCheckpoint)
@@ -90,13 +126,12 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
                 RecentlyApplied: [.. learner.RecentlyApplied.Select(r => r.ToMessage())]);
         }
         var restored = await Exclusively(() => learner.RestoreLatestFrom(_store!));
+        Fenced(() => _journal!.Restored(restored?.Manifest.Step ?? 0, learner.WeightVersion));
         _live = true;
         // Versions published before the restore may belong to steps the restore undid.
         _snapshots.Clear();
         _relayTails.Clear();
         exchange.Remove(RunId);
-        // The journal notes where these weights come from: a checkpoint, or the model folder (step 0).
-        _journal!.Restored(restored?.Manifest.Step ?? 0, learner.WeightVersion);
         if (restored is not { } r) return new ResumePoint(null);
         _checkpointedStep = r.Manifest.Step;
         logger.LogInformation("learner {Run} restored checkpoint step {Step}", RunId, r.Manifest.Step);
@@ -109,19 +144,32 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
     const string PrefetchFile = "prefetch.json";
 
     public Task<StepResultMessage> LearnRefAlign(int step, IReadOnlyList<RolloutRowMessage> rows) =>
-        Learn(step, () => Require().RefAlignStep(step, [.. rows.Select(r => r.ToCompute())]));
+        Learn(step, learner => executor.RunAsync(() => learner.RefAlignStep(step, [.. rows.Select(r => r.ToCompute())])));
 
     public async Task<StepResultMessage> LearnPreference(int step, IReadOnlyList<PreferenceRowMessage> rows, bool promptedOffered)
     {
         var offer = promptedOffered ? OfferSlot(step) : null;
+        PreferenceRow[] batch = [.. rows.Select(r => r.ToCompute())];
         try
         {
-            return await Learn(step, () =>
+            return await Learn(step, async learner =>
             {
-                var learner = Require();
+                if (offer is null) return await executor.RunAsync(() => learner.PreferenceStep(step, batch));
+                // The first plain pass, then the wait for the replica's offer here, in grain code: no compute thread waits
+                // on a grain message. Values of any other version than the step's own are not used: the loss must not
+                // depend on where Δ was computed.
                 var started = Stopwatch.StartNew();
-                return learner.PreferenceStep(step, [.. rows.Select(r => r.ToCompute())],
-                    offer is null ? null : () => Offered(offer, learner.WeightVersion, OfferPatience(started.Elapsed)));
+                var pending = await executor.RunAsync(() => learner.BeginPreferenceStep(step, batch));
+                IReadOnlyList<PromptedPolicyLogProbs>? given = null;
+                if (pending.Done is null)
+                {
+                    pending.Offered = true;
+                    var patience = host.Timings.OfferPatience(started.Elapsed);
+                    if (await Task.WhenAny(offer.Task, Task.Delay(patience)) == offer.Task && offer.Task.Result is { } r
+                        && r.WeightVersion == learner.WeightVersion && r.Chosen.Length == r.Rejected.Length)
+                        given = [.. r.Chosen.Select((c, i) => new PromptedPolicyLogProbs(c, r.Rejected[i]))];
+                }
+                return await executor.RunAsync(() => learner.FinishPreferenceStep(pending, given));
             });
         }
         finally { _offers.Remove(step); }
@@ -129,17 +177,6 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
 
     /// <summary>A replica's prompted log-probs per step; whichever of the step and the offer arrives first makes the slot.</summary>
     readonly Dictionary<int, TaskCompletionSource<PromptedPassReply?>> _offers = [];
-
-    /// <summary>
-    /// How long a step waits for its offer before computing the prompted pass itself: twice its own plain pass so far
-    /// (a replica later than that saves nothing), at least <see cref="OfferFloor"/> for the round trip, at most
-    /// <see cref="OfferCeiling"/>. A replica's silo that dies mid-pass thus costs the step seconds, not the call timeout.
-    /// </summary>
-    static TimeSpan OfferPatience(TimeSpan plainPass) =>
-        TimeSpan.FromTicks(Math.Clamp(2 * plainPass.Ticks, OfferFloor.Ticks, OfferCeiling.Ticks));
-
-    static readonly TimeSpan OfferFloor = TimeSpan.FromSeconds(5);
-    static readonly TimeSpan OfferCeiling = TimeSpan.FromMinutes(2);
 
     TaskCompletionSource<PromptedPassReply?> OfferSlot(int step)
     {
@@ -154,15 +191,8 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
         return Task.CompletedTask;
     }
 
-    // Runs on the compute thread after the first plain pass; the offer completes on the grain's scheduler, never here.
-    // Values of any other version than the step's own are not used: the loss must not depend on where Δ was computed.
-    static IReadOnlyList<PromptedPolicyLogProbs>? Offered(TaskCompletionSource<PromptedPassReply?> offer, long version, TimeSpan patience) =>
-        offer.Task.Wait(patience) && offer.Task.Result is { } r && r.WeightVersion == version && r.Chosen.Length == r.Rejected.Length
-            ? [.. r.Chosen.Select((c, i) => new PromptedPolicyLogProbs(c, r.Rejected[i]))]
-            : null;
-
     public Task<StepResultMessage> LearnSft(int step, IReadOnlyList<SftSequenceMessage> rows) =>
-        Learn(step, () => Require().SftStep(step, [.. rows.Select(r => r.ToCompute())]));
+        Learn(step, learner => executor.RunAsync(() => learner.SftStep(step, [.. rows.Select(r => r.ToCompute())])));
 
     public Task<IReadOnlyDictionary<string, double>> EvaluateSft(IReadOnlyList<SftSequenceMessage> rows) =>
         Exclusively(() => Require().EvaluateSft([.. rows.Select(r => r.ToCompute())]));
@@ -177,18 +207,21 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
         return await executor.RunAsync(work);
     }
 
-    async Task<StepResultMessage> Learn(int step, Func<StepResult> work)
+    async Task<StepResultMessage> Learn(int step, Func<Learner, Task<StepResult>> work)
     {
         if (_drained || drain.IsDraining) throw new SiloDrainingException($"learner {RunId}");
         var learner = Require();
         var before = learner.WeightVersion;
         // Pipelined: generators sample the next step with these weights while this step changes them, so publish them first.
         if (_config!.Distributed.Mode == DistributedMode.Pipelined) await PublishAsync(before);
+        // Checked before the weights change: a fenced learner applies nothing.
+        Fenced(_fence!.Check);
         using var activity = TrainingTelemetry.StartPhase("learner.step", RunId, step, before);
-        var result = await Exclusively(work);
+        StepResult result;
+        using (await replicas.UpdateAsync(RunId)) result = await work(learner);
         _live = true;
         // Journaled before the step is acknowledged; a retried step (same result, no new version) is not journaled again.
-        if (result.WeightVersion != before) _journal!.Applied(step, result.WeightVersion);
+        if (result.WeightVersion != before) Fenced(() => _journal!.Applied(step, result.WeightVersion));
         return result.ToMessage();
     }
 
@@ -199,8 +232,10 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
     {
         var learner = Require();
         var config = _config!;
-        var folder = await executor.RunAsync(() => learner.SaveCheckpoint(_store!, manifest.ToCompute(), config.Policy.Model,
-            prefetch is null ? null : f => File.WriteAllBytes(Path.Combine(f, PrefetchFile), JsonSerializer.SerializeToUtf8Bytes(prefetch))));
+        var m = manifest.ToCompute();
+        var stamped = m with { Extra = new Dictionary<string, string>(m.Extra) { [EpochKey] = Epoch } };
+        var folder = await Fenced(() => executor.RunAsync(() => learner.SaveCheckpoint(_store!, stamped, config.Policy.Model,
+            prefetch is null ? null : f => File.WriteAllBytes(Path.Combine(f, PrefetchFile), JsonSerializer.SerializeToUtf8Bytes(prefetch)))));
         _checkpointedStep = manifest.Step;
         return folder;
     }
@@ -218,8 +253,9 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
             ["weight_version"] = learner.WeightVersion.ToString(CultureInfo.InvariantCulture),
             ["algorithm"] = _config.Algorithm.ToString(),
             ["reason"] = "drain",
+            [EpochKey] = Epoch,
         });
-        var folder = await executor.RunAsync(() => learner.SaveCheckpoint(_store!, manifest, _config.Policy.Model));
+        var folder = await Fenced(() => executor.RunAsync(() => learner.SaveCheckpoint(_store!, manifest, _config.Policy.Model)));
         _checkpointedStep = step;
         logger.LogWarning("learner {Run} checkpointed step {Step} for the silo's shutdown: {Folder}", RunId, step, folder);
     }
@@ -234,7 +270,7 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
         {
             DeactivateOnIdle();
             return Task.CompletedTask;
-        }, new GrainTimerCreationOptions(ReleaseDelay, Timeout.InfiniteTimeSpan));
+        }, new GrainTimerCreationOptions(host.Timings.LearnerReleaseDelay, Timeout.InfiniteTimeSpan));
         return Task.CompletedTask;
     }
 
@@ -270,7 +306,8 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
             await PublishAsync(current);
         }
         var (snapshot, url, digest) = _snapshots[wanted];
-        return new WeightsManifest(wanted, snapshot.ChunkCount(ChunkBytes), ChunkBytes, snapshot.TotalBytes, [.. snapshot.Entries.Select(e => e.ToMessage())], url, digest);
+        return new WeightsManifest(wanted, snapshot.ChunkCount(ChunkBytes), ChunkBytes, snapshot.TotalBytes, [.. snapshot.Entries.Select(e => e.ToMessage())], url, digest,
+            _fence?.Epoch ?? 0);
     }
 
     /// <summary>Captures and publishes the current weights as <paramref name="version"/>, keeping only it and the one before.</summary>
@@ -278,6 +315,8 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
     {
         if (_snapshots.ContainsKey(version)) return;
         var learner = Require();
+        // A fenced learner publishes nothing: generators would sample with weights the run no longer owns.
+        Fenced(_fence!.Check);
         // The versions this one makes stale go first: once no stream reads them, their buffers take this capture.
         foreach (var old in _snapshots.Keys.Where(v => v < version - 1).ToList())
         {
@@ -333,3 +372,16 @@ public sealed class LearnerGrain(ComputeExecutor executor, WeightExchange exchan
 /// <summary>The learner activation has not been initialized by its run (yet); the run retries after initializing it.</summary>
 [GenerateSerializer]
 public sealed class LearnerNotReadyException(string runId) : Exception($"learner {runId} is not initialized (it was re-placed); the run initializes it and resumes.");
+
+/// <summary>
+/// A learner of an older epoch was asked to act for its run: the run has a newer learner (this one's silo froze or was
+/// partitioned and came back). Transient for the caller, which reaches the current learner once the directory has moved on.
+/// </summary>
+[GenerateSerializer]
+public sealed class FencedLearnerException(string runId, long epoch, long owner)
+    : Exception($"learner {runId} of epoch {epoch} was fenced off: epoch {owner} owns the run.")
+{
+    [Id(0)] public long Epoch { get; } = epoch;
+
+    [Id(1)] public long Owner { get; } = owner;
+}

@@ -36,6 +36,8 @@ public sealed class ReplicaWeights(WeightExchange exchange, ILogger<ReplicaWeigh
     // Keyed by the digest too: a version number reused after a checkpoint load names different bytes.
     readonly ConcurrentDictionary<(string Run, long Version, string Digest), Fetch> _fetches = new();
     readonly Lock _gate = new();
+    /// <summary>The newest learner epoch seen per run: weights an older learner publishes are not taken.</summary>
+    readonly ConcurrentDictionary<string, long> _epochs = new(StringComparer.Ordinal);
 
     /// <summary>
     /// Version <paramref name="manifest"/> of the run's weights, verified: from the learner's exchange in place when the
@@ -44,6 +46,8 @@ public sealed class ReplicaWeights(WeightExchange exchange, ILogger<ReplicaWeigh
     /// </summary>
     public async Task<WeightLease> GetAsync(ILearnerGrain learner, string runId, WeightsManifest manifest)
     {
+        var newest = _epochs.AddOrUpdate(runId, manifest.Epoch, (_, seen) => Math.Max(seen, manifest.Epoch));
+        if (manifest.Epoch < newest) throw new FencedLearnerException(runId, manifest.Epoch, newest);
         if (manifest.StreamAddress is { } address && exchange.HoldLocal(address) is { } local) return new WeightLease(local.Snapshot!, local);
         var key = (runId, manifest.Version, manifest.Digest);
         while (true)

@@ -78,8 +78,8 @@ public sealed class RunEvaluationGrain(ComputeExecutor executor, RoleDirectory r
                 var (index, label) = (m, _labels[m]);
                 var config = GrainCompute.Parse(_configs[m]);
                 var key = EvaluationKeys.Model(Key, m);
-                var services = new GrainTrainingServices(key, config, _configs[m], data, GrainFactory, roles, totalSteps: 1,
-                    note => logger.LogWarning("evaluation {Key}: {Note}", key, note));
+                var services = new GrainTrainingServices(new RunContext(key, config, _configs[m], data, TotalSteps: 1, LearnerEpoch: 1), GrainFactory, roles,
+                    host.Timings, note => logger.LogWarning("evaluation {Key}: {Note}", key, note));
                 try
                 {
                     await services.InitializeAsync(cancellation);

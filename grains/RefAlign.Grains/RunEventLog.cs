@@ -21,11 +21,14 @@ internal sealed class RunEventLog(string runId, int capacity, ILogger logger)
 
     public void Load(IEnumerable<RunEvent> persisted) => _published.AddRange(persisted);
 
-    /// <summary>Numbers the event from the state's sequence and puts it in the state's tail; watchers see it once published.</summary>
+    /// <summary>
+    /// Numbers the event from the state's sequence and puts it in the state's tail; watchers see it once published. A status
+    /// event carries the status it was decided at (<paramref name="status"/>), which the state may have left since.
+    /// </summary>
     public void Append(RunState state, RunEventKind kind, int step, IReadOnlyDictionary<string, double>? metrics = null, string? phase = null,
-        double? seconds = null, string? message = null)
+        double? seconds = null, string? message = null, RunStatus? status = null)
     {
-        var e = new RunEvent(runId, state.NextSequence++, kind, step, DateTimeOffset.UtcNow, state.Status,
+        var e = new RunEvent(runId, state.NextSequence++, kind, step, DateTimeOffset.UtcNow, status ?? state.Status,
             metrics ?? new Dictionary<string, double>(), phase, seconds, message);
         _pending.Add(e);
         state.Events.Add(e);

@@ -25,8 +25,8 @@ public sealed record RunHostOptions
     /// <summary>Events each run keeps in memory for watchers; older ones are trimmed.</summary>
     public int EventLogCapacity { get; init; } = DefaultEventLogCapacity;
 
-    /// <summary>Period of each running run's supervision reminder.</summary>
-    public TimeSpan SupervisionPeriod { get; init; } = TimeSpan.FromMinutes(1);
+    /// <summary>Every timeout, backoff and retry budget of the run core (<c>Timing:</c>).</summary>
+    public RunTimings Timings { get; init; } = new();
 
     /// <summary>The cluster's artifacts: under the output root, which the silos running the work share.</summary>
     public Artifacts.ArtifactStore Artifacts() =>

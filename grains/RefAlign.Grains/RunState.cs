@@ -1,4 +1,6 @@
+using System.Collections.Immutable;
 using RefAlign.Contracts.Control;
+using RefAlign.Grains.Lifecycle;
 
 namespace RefAlign.Grains;
 
@@ -34,29 +36,26 @@ public sealed class RunState
     /// <summary>The lost silos <see cref="Restarts"/> counts already (since the last finished step), with when each was counted.</summary>
     [Id(17)] public Dictionary<string, DateTimeOffset> CountedLostSilos { get; set; } = [];
 
-    /// <summary>
-    /// Counts a failed attempt in <see cref="Restarts"/>; false, counting nothing, when it failed on a lost silo counted
-    /// less than <paramref name="grace"/> ago: until membership declares a killed silo dead, every attempt meets that one
-    /// fault again, and how long the declaration takes must not decide whether the run fails. Past the grace the same
-    /// silo counts again, so an error that keeps naming one silo still ends in a failed run.
-    /// </summary>
-    public bool CountFailure(string? lostSilo, DateTimeOffset now, TimeSpan grace)
-    {
-        if (Step > RestartStep) ResetRestarts();
-        RestartStep = Step;
-        if (lostSilo is not null)
-        {
-            if (CountedLostSilos.TryGetValue(lostSilo, out var counted) && now - counted < grace) return false;
-            CountedLostSilos[lostSilo] = now;
-        }
-        Restarts++;
-        return true;
-    }
+    /// <summary>The epoch of the run's newest learner: a learner holding an older one may no longer write for the run.</summary>
+    [Id(18)] public long LearnerEpoch { get; set; }
+    /// <summary>The furthest step reported so far: steps up to it that run again (after a checkpoint restore) are replays.</summary>
+    [Id(19)] public int ReplayUntil { get; set; }
 
-    /// <summary>A finished step or a resume: the next failure is the first again.</summary>
-    public void ResetRestarts()
+    /// <summary>The lifecycle's view of this state, as a newly activated grain finds it (no attempt of its own yet).</summary>
+    public RunLifecycleState Lifecycle(int maxRestarts) => new()
     {
-        Restarts = 0;
-        CountedLostSilos.Clear();
+        Status = Status, Step = Step, AllStepsApplied = TotalSteps > 0 && Step >= TotalSteps, MaxRestarts = maxRestarts,
+        Restarts = Restarts, RestartStep = RestartStep, CountedLostSilos = CountedLostSilos.ToImmutableDictionary(), Error = Error,
+    };
+
+    /// <summary>Copies what the lifecycle decided into the stored state (written by its next Persist).</summary>
+    public void Mirror(RunLifecycleState life)
+    {
+        Status = life.Status;
+        Step = life.Step;
+        Restarts = life.Restarts;
+        RestartStep = life.RestartStep;
+        Error = life.Error;
+        if (!CountedLostSilos.SequenceEqual(life.CountedLostSilos)) CountedLostSilos = new Dictionary<string, DateTimeOffset>(life.CountedLostSilos);
     }
 }

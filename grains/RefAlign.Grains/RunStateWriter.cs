@@ -4,12 +4,11 @@ namespace RefAlign.Grains;
 
 /// <summary>
 /// Writes a run's state one write at a time, retrying while grain storage is unreachable (Redis restarting: 1 s,
-/// doubling up to 10 s, for up to 10 minutes). The run waits here, so nothing runs ahead of what is durable. An
+/// doubling up to 10 s, for up to <c>Timing:StateWriteRetryLimit</c>). The run waits here, so nothing runs ahead of what is durable. An
 /// <see cref="Orleans.Storage.InconsistentStateException"/> (another activation wrote since) is not retried.
 /// </summary>
-internal sealed class RunStateWriter(IPersistentState<RunState> state, ILogger logger, string runId)
+internal sealed class RunStateWriter(IPersistentState<RunState> state, ILogger logger, string runId, TimeSpan retryLimit)
 {
-    static readonly TimeSpan RetryLimit = TimeSpan.FromMinutes(10);
     readonly SemaphoreSlim _lock = new(1, 1);
 
     /// <summary>Writes the state, then runs <paramref name="written"/> (still under the lock: e.g. publishing the events it holds).</summary>
@@ -18,7 +17,7 @@ internal sealed class RunStateWriter(IPersistentState<RunState> state, ILogger l
         await _lock.WaitAsync();
         try
         {
-            var deadline = DateTime.UtcNow + RetryLimit;
+            var deadline = DateTime.UtcNow + retryLimit;
             for (var attempt = 1; ; attempt++)
             {
                 try

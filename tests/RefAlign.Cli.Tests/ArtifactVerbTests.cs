@@ -4,6 +4,7 @@ namespace RefAlign.Cli.Tests;
 /// <c>refalign artifact push|list|pull|rm</c> and <c>run pull</c> as child processes against a real silo process: a run
 /// named by pushed artifacts, its checkpoint pulled back bit for bit, errors as one line and exit code 2.
 /// </summary>
+[Trait("Tier", "Process")]
 public sealed class ArtifactVerbTests(RemoteSiloFixture fixture) : IClassFixture<RemoteSiloFixture>
 {
     string Root => fixture.Workspace.Root;
@@ -96,6 +97,7 @@ public sealed class ArtifactVerbTests(RemoteSiloFixture fixture) : IClassFixture
 }
 
 /// <summary><c>refalign demo</c>, shortened: it pushes its inputs as artifacts, trains from them and pulls the policy back.</summary>
+[Trait("Tier", "Process")]
 public sealed class DemoTests : IDisposable
 {
     readonly string _work = Directory.CreateTempSubdirectory("refalign-demo-test-").FullName;

@@ -51,6 +51,7 @@ public sealed class DashboardFixture : IAsyncLifetime
 }
 
 /// <summary>The run dashboard (<c>/</c> on the silo's HTTP port) in a real browser, during a real run.</summary>
+[Trait("Tier", "Process")]
 public sealed class DashboardBrowserTests(DashboardFixture fixture) : IClassFixture<DashboardFixture>
 {
     static readonly float Patience = (float)TimeSpan.FromMinutes(2).TotalMilliseconds;

@@ -1,6 +1,7 @@
 namespace RefAlign.Cli.Tests;
 
 /// <summary>A run's event log is bounded on the silo; a watch that asks for more than it keeps is told, and follows on.</summary>
+[Trait("Tier", "Process")]
 public sealed class EventLogTests
 {
     [Fact]

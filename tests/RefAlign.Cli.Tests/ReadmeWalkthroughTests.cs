@@ -7,6 +7,7 @@ namespace RefAlign.Cli.Tests;
 /// repository's <c>examples/</c>, nothing else). Only the ports differ: the silo gets free ones and the run verbs are
 /// pointed at them.
 /// </summary>
+[Trait("Tier", "Process")]
 public sealed class ReadmeWalkthroughTests : IDisposable
 {
     readonly string _clone = Directory.CreateTempSubdirectory("refalign-readme-").FullName;

@@ -23,6 +23,7 @@ public sealed class RemoteSiloFixture : IAsyncLifetime
 }
 
 /// <summary>The <c>refalign run …</c> and <c>cluster status</c> verbs as child processes against a real silo process.</summary>
+[Trait("Tier", "Process")]
 public sealed class RemoteVerbTests(RemoteSiloFixture fixture) : IClassFixture<RemoteSiloFixture>
 {
     string Config(int steps) => TinyRuns.Write(fixture.Workspace.Root, TinyRuns.RefAlign("cli-run", steps));

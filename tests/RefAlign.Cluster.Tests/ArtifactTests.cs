@@ -13,6 +13,7 @@ namespace RefAlign.Cluster.Tests;
 /// interrupted and resumed, corrupted chunks and bad names refused.
 /// </summary>
 [Collection(FailoverCollection.Name)]
+[Trait("Tier", "Process")]
 public sealed class ArtifactTests(FailoverClusterFixture fixture) : IAsyncLifetime
 {
     ProcessCluster Cluster => fixture.Cluster;

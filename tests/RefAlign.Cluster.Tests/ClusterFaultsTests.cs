@@ -1,21 +1,65 @@
+using System.Net.Sockets;
+using Orleans.Runtime.Messaging;
 using Orleans.Serialization;
 using RefAlign.Grains;
+using RefAlign.Runtime;
 
 namespace RefAlign.Cluster.Tests;
 
-/// <summary>Which failures a run retries (a lost or busy cluster) and which fail it (a bug or a bad config).</summary>
+/// <summary>The fault policy: exception types to kinds, one case per kind; no message text decides.</summary>
 public sealed class ClusterFaultsTests
 {
-    [Fact]
-    public void The_runtime_s_own_timeouts_are_retried_even_when_they_arrive_as_a_codec_error()
+    public static TheoryData<Exception, FaultKind> Cases() => new()
     {
-        // After a full cluster restart CI saw a run fail with this: the runtime's Polly timeout, which cannot be
-        // serialized back to the caller, reached the run loop as a codec error.
-        Assert.True(ClusterFaults.IsTransient(new Polly.Timeout.TimeoutRejectedException()));
-        Assert.True(ClusterFaults.IsTransient(new CodecNotFoundException("Could not find a codec for type Polly.Timeout.TimeoutRejectedException.")));
-        // Any other missing codec is a bug, and fails the run at once.
-        Assert.False(ClusterFaults.IsTransient(new CodecNotFoundException("Could not find a codec for type RefAlign.Contracts.Messages.Something.")));
-        Assert.False(ClusterFaults.IsTransient(new InvalidOperationException("a bug")));
-        Assert.True(ClusterFaults.IsTransient(new LearnerNotReadyException("run")));
+        { new SiloUnavailableException("gone"), FaultKind.SiloLost },
+        { new ConnectionFailedException("refused"), FaultKind.SiloLost },
+        { new SocketException((int)SocketError.ConnectionReset), FaultKind.SiloLost },
+        { new Orleans.Runtime.LimitExceededException("too many requests"), FaultKind.Transient },
+        { new GatewayTooBusyException(), FaultKind.Transient },
+        { new TimeoutException(), FaultKind.Transient },
+        // The runtime's own call timeouts (Polly's); a silo turns them into TimeoutException before they cross a grain boundary.
+        { new Polly.Timeout.TimeoutRejectedException(), FaultKind.Transient },
+        { new IOException("reset"), FaultKind.Transient },
+        { new OperationCanceledException(), FaultKind.Transient },
+        { new SiloDrainingException("learner r"), FaultKind.Transient },
+        { new LearnerNotReadyException("r"), FaultKind.Transient },
+        { new FencedLearnerException("r", 1, 2), FaultKind.Transient },
+        { new OrleansException("forwarding failed"), FaultKind.Transient },
+        { new StalledAttemptException("no step"), FaultKind.Stalled },
+        { new NoSiloForRoleException("learner"), FaultKind.Fatal },
+        // A missing codec is a bug on one side, whatever type it names.
+        { new CodecNotFoundException("Could not find a codec for type Polly.Timeout.TimeoutRejectedException."), FaultKind.Fatal },
+        { new InvalidOperationException("a bug"), FaultKind.Fatal },
+        { new ArgumentException("bad config"), FaultKind.Fatal },
+    };
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void Each_exception_type_has_its_kind(Exception e, FaultKind kind)
+    {
+        Assert.Equal(kind, ClusterFaults.Classify(e).Kind);
+        Assert.Equal(kind != FaultKind.Fatal, ClusterFaults.IsTransient(e));
+        Assert.False(string.IsNullOrWhiteSpace(ClusterFaults.Classify(e).Description));
+    }
+
+    [Fact]
+    public void A_lost_silo_is_named_only_by_the_caller_that_knew_where_its_grain_lived()
+    {
+        var lost = ClusterFaults.Classify(new SiloLostException("generator", "run/0", "S127.0.0.3:11111:42", new SiloUnavailableException()));
+        Assert.Equal((FaultKind.SiloLost, "S127.0.0.3:11111:42"), (lost.Kind, lost.LostSilo));
+        Assert.Equal("the generator run/0 on silo S127.0.0.3:11111:42 became unreachable", lost.Description);
+        // Orleans' own exception says nothing typed about the silo: no silo is guessed from its text.
+        Assert.Null(ClusterFaults.Classify(new SiloUnavailableException("The target silo S127.0.0.3:11111:42 became unavailable")).LostSilo);
+        Assert.Equal(FaultKind.Transient, ClusterFaults.Classify(new SiloLostException("learner", "run", null)).Kind);
+    }
+
+    [Fact]
+    public void Parallel_calls_fail_with_their_worst_fault()
+    {
+        Exception Of(params Exception[] inner) => new AggregateException(inner);
+        Assert.Equal(FaultKind.Fatal, ClusterFaults.Classify(Of(new TimeoutException(), new InvalidOperationException())).Kind);
+        var lost = ClusterFaults.Classify(Of(new TimeoutException(), new SiloUnavailableException(), new SiloLostException("generator", "r/1", "S1")));
+        Assert.Equal((FaultKind.SiloLost, "S1"), (lost.Kind, lost.LostSilo));
+        Assert.Equal(FaultKind.Transient, ClusterFaults.Classify(Of(new TimeoutException(), new IOException())).Kind);
     }
 }

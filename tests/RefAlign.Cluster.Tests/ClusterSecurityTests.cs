@@ -9,6 +9,7 @@ namespace RefAlign.Cluster.Tests;
 /// certificate, the control API over TLS. A silo with another certificate cannot join; plain bytes on the silo port get
 /// nowhere; runs train as usual.
 /// </summary>
+[Trait("Tier", "Process")]
 public sealed class ClusterSecurityTests : IAsyncLifetime
 {
     readonly DemoWorkspace _workspace = new("refalign-secure-cluster-");

@@ -12,6 +12,7 @@ namespace RefAlign.Cluster.Tests;
 /// very environment their manifests give them, on a Redis with a password. No Kubernetes or Docker engine runs here, so
 /// the manifests are checked for what they promise and their settings are run by real silo processes.
 /// </summary>
+[Trait("Tier", "Process")]
 public sealed class DeploymentTests
 {
     static string Repo(string path) => Path.Combine(BuiltTools.RepositoryRoot, path);

@@ -5,6 +5,7 @@ namespace RefAlign.Cluster.Tests;
 
 /// <summary>Learners spread over the learner silos: each new one goes where the fewest are.</summary>
 [Collection(FailoverCollection.Name)]
+[Trait("Tier", "Process")]
 public sealed class LearnerSpreadTests(FailoverClusterFixture fixture, ITestOutputHelper output) : IAsyncLifetime
 {
     ProcessCluster Cluster => fixture.Cluster;

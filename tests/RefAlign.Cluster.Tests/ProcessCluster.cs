@@ -57,6 +57,17 @@ public sealed class ProcessCluster : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Test clusters fail over in seconds: a silent silo is declared dead in about 12 s (3 s probes, 2 missed, 3 s table
+    /// refresh), worker calls retry for 40 s, a failed attempt restarts after 1 s, supervision every 5 s.
+    /// </summary>
+    public static readonly string[] ShortTimings =
+    [
+        "--Timing:SupervisionPeriod=00:00:05", "--Timing:ProbeTimeout=00:00:03", "--Timing:MissedProbesLimit=2", "--Timing:MembershipRefresh=00:00:03",
+        "--Timing:WorkerRetryBudget=00:00:40", "--Timing:RestartBackoff=00:00:01", "--Timing:RestartBackoffMax=00:00:05",
+        "--Timing:ReplicaGrace=00:00:10", "--Timing:LearnerSiloPoll=00:00:01",
+    ];
+
     /// <summary>Starts one more silo (it joins the running cluster).</summary>
     public async Task<SiloProcess> AddSiloAsync(string name, string roles, bool waitForMembership = true, string[]? extraArgs = null, TimeSpan? timeout = null)
     {
@@ -65,7 +76,7 @@ public sealed class ProcessCluster : IAsyncDisposable
         [
             $"--Silo:Roles={roles}", $"--Silo:AdvertisedIP={address}", $"--Silo:ClusterId={_clusterId}",
             "--Cluster:Provider=Redis", $"--Cluster:ConnectionString={Redis.ConnectionString}", "--GrainStorage:Provider=Redis",
-            $"--Silo:CheckpointRoot={CheckpointRoot}", "--Silo:SupervisionPeriod=00:00:05", "--Silo:ShutdownGracePeriod=00:00:20",
+            $"--Silo:CheckpointRoot={CheckpointRoot}", "--Silo:ShutdownGracePeriod=00:00:20", .. ShortTimings,
         ];
         var silo = await SiloProcess.StartAsync(name, Workspace.Root, [.. args, .. _extraArgs, .. extraArgs ?? []], timeout: timeout);
         _silos[name] = (silo, roles);

@@ -38,3 +38,14 @@ public sealed class WeightFetchProbeGrain(ILocalSiloDetails silo) : Grain, IWeig
             [.. chunks.Select(c => c.Length)], snapshot.Digest(), [.. snapshot.Entries.Select(e => e.Name)]);
     }
 }
+
+/// <summary>Throws what the runtime throws when its own call times out (Polly's exception, which has no codec).</summary>
+public interface IRuntimeTimeoutProbeGrain : IGrainWithIntegerKey
+{
+    Task Fail();
+}
+
+public sealed class RuntimeTimeoutProbeGrain : Grain, IRuntimeTimeoutProbeGrain
+{
+    public Task Fail() => throw new Polly.Timeout.TimeoutRejectedException();
+}

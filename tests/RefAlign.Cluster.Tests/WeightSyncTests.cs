@@ -82,7 +82,7 @@ public sealed class WeightSyncTests(ClusterFixture fixture, BigModelFixture big)
     {
         var runId = $"w150-{Guid.NewGuid():N}";
         var learner = fixture.Client.GetGrain<ILearnerGrain>(runId);
-        await learner.Initialize(ConfigJson("w150"), 4, 4);
+        await learner.Initialize(ConfigJson("w150"), 4, 4, epoch: 1);
         Assert.Equal(ClusterFixture.SiloA, await fixture.WhereIsAsync(learner));
         try
         {
@@ -127,7 +127,7 @@ public sealed class WeightSyncTests(ClusterFixture fixture, BigModelFixture big)
         var config = RunConfig.Parse(json);
         var learner = fixture.Client.GetGrain<ILearnerGrain>(runId);
         var generator = fixture.Client.GetGrain<IRolloutGeneratorGrain>($"{runId}/0");
-        await Task.WhenAll(learner.Initialize(json, 4, 4), generator.Initialize(json));
+        await Task.WhenAll(learner.Initialize(json, 4, 4, epoch: 1), generator.Initialize(json));
         Assert.NotEqual(ClusterFixture.SiloA, await fixture.WhereIsAsync(generator));
         try
         {

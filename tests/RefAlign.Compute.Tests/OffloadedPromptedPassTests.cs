@@ -60,15 +60,17 @@ public sealed class OffloadedPromptedPassTests : IDisposable
                 var pairs = d.BatchIndices(step, cfg.BatchSize, cfg.Seed, cfg.Data.Shuffle).Select(i => d.TrainPairs[i]).ToList();
                 var refs = await services.ReferenceAsync(pairs, prompted: true, CancellationToken.None);
                 List<PreferenceRow> rows = [.. pairs.Select((p, i) => new PreferenceRow(p, refs[i]))];
-                Func<IReadOnlyList<PromptedPolicyLogProbs>?>? offered = null;
+                // The two halves, as the learner grain drives them around its wait for the replica's offer.
+                var pending = learner.BeginPreferenceStep(step, rows);
+                IReadOnlyList<PromptedPolicyLogProbs>? offered = null;
                 if (path == Path2.Replica)
                 {
                     WeightSnapshot.Capture(learner.TrainableParameters()).ApplyTo(targets);
-                    var values = PromptedPass.Compute(replica, pairs, cfg, pad);
-                    offered = () => values;
+                    offered = PromptedPass.Compute(replica, pairs, cfg, pad);
                 }
-                else if (path == Path2.BrokenOffer) offered = () => step % 2 == 0 ? null : [new PromptedPolicyLogProbs(0, 0)];
-                metrics.Add(learner.PreferenceStep(step, rows, offered).Metrics);
+                else if (path == Path2.BrokenOffer) offered = step % 2 == 0 ? null : [new PromptedPolicyLogProbs(0, 0)];
+                pending.Offered = path != Path2.Learner;
+                metrics.Add(learner.FinishPreferenceStep(pending, offered).Metrics);
             }
             return metrics;
         }

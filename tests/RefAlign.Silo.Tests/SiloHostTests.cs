@@ -9,6 +9,7 @@ using RefAlign.Compute.Telemetry;
 
 namespace RefAlign.Silo.Tests;
 
+[Trait("Tier", "Process")]
 public sealed class SiloHostTests(SiloHostFixture silo) : IClassFixture<SiloHostFixture>
 {
     [Fact]

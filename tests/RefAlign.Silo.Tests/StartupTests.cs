@@ -38,9 +38,18 @@ public sealed class StartupTests
     [Fact]
     public async Task A_bad_setting_exits_with_one_line_naming_it()
     {
-        var (code, stderr) = await RunSiloAsync("--Silo:SupervisionPeriod=00:00:00.1");
+        var (code, stderr) = await RunSiloAsync("--Timing:SupervisionPeriod=00:00:00.1");
         Assert.Equal(2, code);
-        Assert.Equal("refalign-silo: Invalid setting 'Silo:SupervisionPeriod': 00:00:00.1000000 is shorter than 00:00:01.", stderr.Trim());
+        Assert.Equal("refalign-silo: Invalid setting 'Timing:SupervisionPeriod': 00:00:00.1000000 is shorter than 00:00:01.", stderr.Trim());
+    }
+
+    [Fact]
+    public async Task Timings_that_do_not_fit_together_exit_naming_the_one_to_change()
+    {
+        // A worker call that gives up before membership declares its silo dead would fail steps instead of re-placing them.
+        var (code, stderr) = await RunSiloAsync("--Timing:WorkerRetryBudget=00:00:05", "--Timing:ProbeTimeout=00:00:02");
+        Assert.Equal(2, code);
+        Assert.StartsWith("refalign-silo: Invalid setting 'Timing:WorkerRetryBudget': 00:00:05 is shorter than membership needs to declare a silo dead", stderr.Trim());
     }
 
     [Fact]

@@ -13,6 +13,7 @@ namespace RefAlign.Silo.Tests;
 /// The weight server under abuse, on loopback: an endless request line, a slow client, a thousand connections at once,
 /// wrong tokens; and the client side against a server that cuts or corrupts the stream.
 /// </summary>
+[Trait("Tier", "Process")]
 public sealed class WeightServerAbuseTests : IDisposable
 {
     readonly DemoWorkspace _workspace = new("refalign-weights-abuse-");

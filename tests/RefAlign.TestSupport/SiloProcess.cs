@@ -123,6 +123,30 @@ public sealed class SiloProcess : IAsyncDisposable
         lock (_log!) _log.WriteLine($"==== killed {DateTime.UtcNow:O}");
     }
 
+    /// <summary>SIGSTOP: the process stops answering without dying (a long GC pause, a partition), until <see cref="Thaw"/>.</summary>
+    public void Freeze()
+    {
+        if (_process is { HasExited: false } p) Signal("STOP", p.Id);
+        lock (_log!) _log.WriteLine($"==== frozen {DateTime.UtcNow:O}");
+    }
+
+    /// <summary>SIGCONT: a frozen process goes on where it stopped.</summary>
+    public void Thaw()
+    {
+        if (_process is { HasExited: false } p) Signal("CONT", p.Id);
+        lock (_log!) _log.WriteLine($"==== thawed {DateTime.UtcNow:O}");
+    }
+
+    /// <summary>Waits until the process has exited by itself (within <paramref name="timeout"/>); false when it has not.</summary>
+    public async Task<bool> ExitedAsync(TimeSpan timeout)
+    {
+        if (_process is not { } p) return true;
+        using var cts = new CancellationTokenSource(timeout);
+        try { await p.WaitForExitAsync(cts.Token); }
+        catch (OperationCanceledException) { return false; }
+        return true;
+    }
+
     /// <summary>SIGTERM, then waits up to <paramref name="timeout"/> for a graceful exit (then SIGKILL); returns the exit code.</summary>
     public async Task<int> TerminateAsync(TimeSpan? timeout = null)
     {

@@ -16,8 +16,18 @@ public static class DecodeProjection
     /// <summary>Weight rows per block are a multiple of this, so both paths group the rows alike.</summary>
     public const long BlockAlignment = 64;
 
-    /// <summary>Off: every projection is plain <c>linear</c> (benches compare both in one process).</summary>
-    public static bool Enabled { get; set; } = true;
+    /// <summary>
+    /// Off: every projection on this thread is plain <c>linear</c> (benches and tests compare both in one process).
+    /// Per thread, so a comparison never changes the kernels of work running beside it.
+    /// </summary>
+    public static bool Enabled
+    {
+        get => !t_disabled;
+        set => t_disabled = !value;
+    }
+
+    [ThreadStatic]
+    static bool t_disabled;
 
     /// <summary><c>linear(x, weight, bias)</c>, split across the intra-op threads where that is exact and faster.</summary>
     public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias) => Linear(x, weight, bias, Blocks(x, weight));

@@ -139,8 +139,11 @@ public sealed class TextTokenizer
                 run.Add(id);
                 continue;
             }
+            // A skipped special token leaves the text around it one run, as HF's _decode drops it before joining:
+            // "▁a</s>▁b" reads "a b", not "a" + "b".
+            if (skipSpecialTokens && skippedOnDecode.Contains(id)) continue;
             Flush();
-            if (!(skipSpecialTokens && skippedOnDecode.Contains(id))) text.Append(content);
+            text.Append(content);
         }
         Flush();
         return text.ToString();

@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using Microsoft.ML.Tokenizers;
+using RefAlign.Compute.Tokenization.SentencePiece;
 
 namespace RefAlign.Compute.Tokenization;
 
@@ -19,32 +20,25 @@ internal interface ITokenizerBackend
     string Decode(IReadOnlyList<int> ids);
 }
 
-/// <summary>SentencePiece <c>tokenizer.model</c> through Microsoft.ML.Tokenizers' LlamaTokenizer.</summary>
-internal sealed class SentencePieceBackend(LlamaTokenizer tokenizer) : ITokenizerBackend
+/// <summary>
+/// SentencePiece <c>tokenizer.model</c> through our own reading of it (<see cref="SentencePieceModel"/>), which
+/// encodes and decodes as the sentencepiece library does.
+/// </summary>
+internal sealed class SentencePieceBackend(SentencePieceModel model) : ITokenizerBackend
 {
-    public int VocabSize { get; } = tokenizer.Vocabulary.Values.DefaultIfEmpty(-1).Max() + 1;
+    public SentencePieceModel Model => model;
+    public int VocabSize => model.Pieces.Count;
     public bool DefaultAddBos => true; // HF LlamaTokenizer's default
-    public string? DefaultBos => tokenizer.BeginningOfSentenceId >= 0 ? tokenizer.BeginningOfSentenceToken : null;
-    public string? DefaultEos => tokenizer.EndOfSentenceId >= 0 ? tokenizer.EndOfSentenceToken : null;
-    public string? DefaultUnk => tokenizer.UnknownId >= 0 ? tokenizer.UnknownToken : null;
+    // As the library's bos_id()/eos_id(): the trainer's piece names, when they are CONTROL pieces of the model.
+    public string? DefaultBos => model.ControlId(model.Proto.Trainer.BosPiece) is int id ? model.Pieces[id].Text : null;
+    public string? DefaultEos => model.ControlId(model.Proto.Trainer.EosPiece) is int id ? model.Pieces[id].Text : null;
+    public string? DefaultUnk => model.Pieces[model.UnkId].Text;
 
-    public static SentencePieceBackend Load(string path)
-    {
-        try
-        {
-            using var stream = File.OpenRead(path);
-            // BOS/EOS are added by TextTokenizer, which also matches special tokens in the text itself.
-            return new(LlamaTokenizer.Create(stream, addBeginOfSentence: false, addEndOfSentence: false, specialTokens: null));
-        }
-        catch (Exception e) // the library reports bad files as protobuf, format or argument errors alike
-        {
-            throw new ModelFormatException($"{path}: not a usable SentencePiece model ({e.GetType().Name}: {e.Message}).", e);
-        }
-    }
+    public static SentencePieceBackend Load(string path) => new(SentencePieceModel.Load(path));
 
-    public int? TokenToId(string token) => tokenizer.Vocabulary.TryGetValue(token, out var id) ? id : null;
-    public IReadOnlyList<int> Encode(string text) => tokenizer.EncodeToIds(text, addBeginningOfSentence: false, addEndOfSentence: false);
-    public string Decode(IReadOnlyList<int> ids) => tokenizer.Decode(ids, considerSpecialTokens: false);
+    public int? TokenToId(string token) => model.Find(token);
+    public IReadOnlyList<int> Encode(string text) => model.Encode(text);
+    public string Decode(IReadOnlyList<int> ids) => model.Decode(ids);
 }
 
 /// <summary>GPT-2 / Qwen2 byte-level BPE through Microsoft.ML.Tokenizers' BpeTokenizer (ByteLevel mode).</summary>

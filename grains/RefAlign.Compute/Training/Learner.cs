@@ -62,42 +62,62 @@ public sealed partial class Learner : IDisposable
     /// <summary>No-grad passes run each shared prompt once for both completions (on by default; benches and tests compare both).</summary>
     public bool SharePromptedPrefix { get; set; } = true;
 
+    /// <summary>One optimizer step of DPO/cDPO/IPO/Sr-DPO/Sr-IPO over the global batch <paramref name="rows"/>.</summary>
+    public StepResult PreferenceStep(int step, IReadOnlyList<PreferenceRow> rows) => FinishPreferenceStep(BeginPreferenceStep(step, rows), null);
+
     /// <summary>
-    /// One optimizer step of DPO/cDPO/IPO/Sr-DPO/Sr-IPO over the global batch <paramref name="rows"/>. For Sr-*,
-    /// <paramref name="offloaded"/> may supply the prompted policy log-probs (one per row, computed by a replica at this
-    /// weight version); it is asked after the first plain pass, so the replica works meanwhile, and null means "compute
-    /// them here". The loss is the same either way.
+    /// The first half of a preference step whose Sr-* prompted log-probs a replica may supply: the first micro-batch's
+    /// plain pass, with its graph kept for <see cref="FinishPreferenceStep"/>. Between the two halves the caller waits
+    /// for the replica without holding a compute thread; the loss is the same whoever computed the prompted values.
+    /// A step applied already comes back done (<see cref="PendingPreferenceStep.Done"/>).
     /// </summary>
-    public StepResult PreferenceStep(int step, IReadOnlyList<PreferenceRow> rows, Func<IReadOnlyList<PromptedPolicyLogProbs>?>? offloaded = null)
+    public PendingPreferenceStep BeginPreferenceStep(int step, IReadOnlyList<PreferenceRow> rows)
     {
-        if (Replay(step) is { } done) return done;
-        var loss = PreferenceLoss.Create(LossOptions);
-        var sums = new Dictionary<string, double>();
-        IReadOnlyList<PromptedPolicyLogProbs>? given = null;
-        var asked = false;
+        if (Replay(step) is { } done) return new PendingPreferenceStep(step, rows, done, null);
         Policy.train();
-        foreach (var (start, count, scale) in MicroBatches.Split(rows.Count, _config.MicroBatchSize))
+        var (start, count, _) = MicroBatches.Split(rows.Count, _config.MicroBatchSize).First();
+        using var scope = NewDisposeScope();
+        var plain = PolicyAndReference([.. rows.Skip(start).Take(count)], prompted: false, withGrad: true);
+        // Kept past this scope (and this thread): the second half computes the loss on them and disposes them.
+        foreach (var t in new[] { plain.PolicyChosen, plain.PolicyRejected, plain.ReferenceChosen, plain.ReferenceRejected }) t.DetachFromDisposeScope();
+        return new PendingPreferenceStep(step, rows, null, plain);
+    }
+
+    /// <summary>
+    /// The rest of the step begun by <paramref name="pending"/>. For Sr-*, <paramref name="offloaded"/> holds the prompted
+    /// policy log-probs (one per row, computed by a replica at this weight version); null computes them here.
+    /// </summary>
+    public StepResult FinishPreferenceStep(PendingPreferenceStep pending, IReadOnlyList<PromptedPolicyLogProbs>? offloaded)
+    {
+        if (pending.Done is { } done) return done;
+        var rows = pending.Rows;
+        var first = pending.TakeFirstPlain();
+        var loss = PreferenceLoss.Create(LossOptions);
+        var given = offloaded is { } g && g.Count == rows.Count ? g : null;
+        var sums = new Dictionary<string, double>();
+        Policy.train();
+        try
         {
-            using var scope = NewDisposeScope();
-            var mb = rows.Skip(start).Take(count).ToList();
-            var plain = PolicyAndReference(mb, prompted: false, withGrad: true);
-            PreferenceLogProbs? prompted = null;
-            if (loss.Options.NeedsPrompted)
+            foreach (var (start, count, scale) in MicroBatches.Split(rows.Count, _config.MicroBatchSize))
             {
-                if (!asked && offloaded is not null)
-                {
-                    given = offloaded() is { } g && g.Count == rows.Count ? g : null;
-                    asked = true;
-                }
-                prompted = given is null ? PolicyAndReference(mb, prompted: true, withGrad: false) : Offloaded(mb, given, start);
+                using var scope = NewDisposeScope();
+                var mb = rows.Skip(start).Take(count).ToList();
+                var plain = start == 0 ? first : PolicyAndReference(mb, prompted: false, withGrad: true);
+                PreferenceLogProbs? prompted = null;
+                if (loss.Options.NeedsPrompted)
+                    prompted = given is null ? PolicyAndReference(mb, prompted: true, withGrad: false) : Offloaded(mb, given, start);
+                using var result = loss.Compute(plain, prompted);
+                (result.Loss * scale).backward();
+                foreach (var (k, v) in result.Metrics) sums[k] = sums.GetValueOrDefault(k) + v * scale;
             }
-            using var result = loss.Compute(plain, prompted);
-            (result.Loss * scale).backward();
-            foreach (var (k, v) in result.Metrics) sums[k] = sums.GetValueOrDefault(k) + v * scale;
+        }
+        finally
+        {
+            foreach (var t in new[] { first.PolicyChosen, first.PolicyRejected, first.ReferenceChosen, first.ReferenceRejected }) t.Dispose();
         }
         // Whether a replica's values were used (1) or the learner computed them after all (0); only when some were offered.
-        if (asked) sums[OffloadedMetric] = given is null ? 0 : 1;
-        return Commit(step, sums);
+        if (pending.Offered) sums[OffloadedMetric] = given is null ? 0 : 1;
+        return Commit(pending.Step, sums);
     }
 
     /// <summary>Reported by a Sr-* step that was offered the prompted log-probs: 1 when it used them.</summary>
@@ -214,5 +234,31 @@ public sealed partial class Learner : IDisposable
     {
         _optimizer.Dispose();
         Lora?.Dispose();
+    }
+}
+
+/// <summary>
+/// A preference step between its two halves (<see cref="Learner.BeginPreferenceStep"/>): the first micro-batch's plain
+/// log-probs with their graph, or the recorded result of a step applied already.
+/// </summary>
+public sealed class PendingPreferenceStep(int step, IReadOnlyList<PreferenceRow> rows, StepResult? done, PreferenceLogProbs? firstPlain)
+{
+    PreferenceLogProbs? _firstPlain = firstPlain;
+
+    public int Step => step;
+
+    public IReadOnlyList<PreferenceRow> Rows => rows;
+
+    public StepResult? Done => done;
+
+    /// <summary>A replica's values were asked for: the step reports whether it used them.</summary>
+    public bool Offered { get; set; }
+
+    /// <summary>The first plain pass, once: a step is finished at most once.</summary>
+    internal PreferenceLogProbs TakeFirstPlain()
+    {
+        var plain = _firstPlain ?? throw new InvalidOperationException($"step {step} was finished already.");
+        _firstPlain = null;
+        return plain;
     }
 }

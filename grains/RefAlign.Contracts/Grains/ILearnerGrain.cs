@@ -8,9 +8,13 @@ namespace RefAlign.Contracts.Grains;
 /// </summary>
 public interface ILearnerGrain : IGrainWithStringKey
 {
-    /// <summary>Loads the policy (minutes for a 7B model), so the call gets a long timeout.</summary>
+    /// <summary>
+    /// Loads the policy (minutes for a 7B model, so the call gets a long timeout) and takes <paramref name="epoch"/>, which
+    /// the run raises for each attempt: checkpoints, journal entries and weight publications carry it, and once a newer
+    /// epoch owns the run's checkpoint folder this activation writes nothing more. Returns where the learner lives.
+    /// </summary>
     [ResponseTimeout("00:15:00")]
-    Task Initialize(string configJson, int totalSteps, int stepsPerEpoch);
+    Task<LearnerLease> Initialize(string configJson, int totalSteps, int stepsPerEpoch, long epoch);
 
     /// <summary>
     /// Where training continues: this activation's own position when it has trained or restored already (its weights are
@@ -106,6 +110,10 @@ public sealed record ResumePoint(
     [property: Id(0)] CheckpointMessage? Position,
     [property: Id(1)] IReadOnlyList<RolloutMessage>? Prefetch = null,
     [property: Id(2)] IReadOnlyList<StepResultMessage>? RecentlyApplied = null);
+
+/// <summary>The learner's silo (parsable address) and the epoch it holds for its run.</summary>
+[GenerateSerializer, Immutable]
+public sealed record LearnerLease([property: Id(0)] string Silo, [property: Id(1)] long Epoch);
 
 /// <summary>The learner no longer keeps (or never reached) the weight version asked for.</summary>
 [GenerateSerializer]

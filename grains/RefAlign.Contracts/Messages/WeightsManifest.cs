@@ -14,6 +14,7 @@ public sealed record TensorEntry(
 /// learner silo's weight server, <c>tcp://host:port/run/version/token</c>, near raw TCP speed) or, when that is absent
 /// or fails, in <see cref="ChunkCount"/> Orleans chunk calls. <see cref="Digest"/> is the weights' integrity digest
 /// (<c>xxh128:</c> hex, empty for none): bytes that do not match it (a truncated or corrupted transfer) are never applied.
+/// <see cref="Epoch"/> is the publishing learner's: a replica that saw a newer epoch for the run refuses an older one.
 /// </summary>
 [GenerateSerializer, Immutable]
 public sealed record WeightsManifest(
@@ -23,4 +24,5 @@ public sealed record WeightsManifest(
     [property: Id(3)] long TotalBytes,
     [property: Id(4)] IReadOnlyList<TensorEntry> Entries,
     [property: Id(5)] string? StreamAddress = null,
-    [property: Id(6)] string Digest = "");
+    [property: Id(6)] string Digest = "",
+    [property: Id(7)] long Epoch = 0);

@@ -5,33 +5,39 @@ using RefAlign.Compute.Encoders;
 using RefAlign.Compute.Formats;
 using RefAlign.Compute.Models;
 using RefAlign.Compute.Tokenization;
+using RefAlign.Compute.Tokenization.SentencePiece;
 
 namespace RefAlign.Presets;
 
-/// <summary>Piece types of sentencepiece_model.proto (ModelProto.SentencePiece.Type).</summary>
-public enum SentencePieceType
-{
-    Normal = 1,
-    Unknown = 2,
-    Control = 3,
-    UserDefined = 4,
-    Unused = 5,
-    Byte = 6,
-}
-
-public sealed record SentencePieceEntry(string Piece, float Score, SentencePieceType Type);
+public sealed record SentencePieceEntry(string Piece, float Score, PieceType Type);
 
 /// <summary>
-/// Writes a SentencePiece <c>tokenizer.model</c> (ModelProto) with the Llama-2 settings: BPE, byte fallback,
-/// unk/bos/eos = 0/1/2, no pad, identity normalizer with a dummy prefix and escaped whitespace. Encoded by hand
-/// with <see cref="CodedOutputStream"/> because we only need a handful of fields of the proto.
+/// The model-wide settings a written <c>tokenizer.model</c> carries; the defaults are Llama-2's (BPE, byte fallback,
+/// identity normalizer with a dummy prefix, extra whitespace kept).
+/// </summary>
+public sealed record SentencePieceModelOptions
+{
+    public SentencePieceModelType ModelType { get; init; } = SentencePieceModelType.Bpe;
+    public bool ByteFallback { get; init; } = true;
+    public string NormalizerName { get; init; } = "identity";
+    public byte[] PrecompiledCharsMap { get; init; } = [];
+    public bool AddDummyPrefix { get; init; } = true;
+    public bool RemoveExtraWhitespaces { get; init; }
+    public IReadOnlyList<(string Input, string Expected)> SelfTests { get; init; } = [];
+}
+
+/// <summary>
+/// Writes a SentencePiece <c>tokenizer.model</c> (ModelProto): unk/bos/eos = 0/1/2, no pad, escaped whitespace, and
+/// the <see cref="SentencePieceModelOptions"/> (Llama-2's by default). Encoded by hand with
+/// <see cref="CodedOutputStream"/> because we only need a handful of fields of the proto.
 /// </summary>
 public static class SentencePieceModelWriter
 {
     public const string SpaceSymbol = "\u2581";
 
-    public static void Write(string path, IReadOnlyList<SentencePieceEntry> pieces)
+    public static void Write(string path, IReadOnlyList<SentencePieceEntry> pieces, SentencePieceModelOptions? options = null)
     {
+        var o = options ?? new SentencePieceModelOptions();
         using var file = File.Create(path);
         using var output = new CodedOutputStream(file);
         foreach (var p in pieces) WriteMessage(output, 1, m =>
@@ -42,19 +48,34 @@ public static class SentencePieceModelWriter
         });
         WriteMessage(output, 2, m => // TrainerSpec
         {
-            m.WriteTag(3, WireFormat.WireType.Varint); m.WriteEnum(2); // model_type = BPE
+            m.WriteTag(3, WireFormat.WireType.Varint); m.WriteEnum((int)o.ModelType);
             WriteInt(m, 4, pieces.Count); // vocab_size
-            m.WriteTag(35, WireFormat.WireType.Varint); m.WriteBool(true); // byte_fallback
+            m.WriteTag(35, WireFormat.WireType.Varint); m.WriteBool(o.ByteFallback);
             WriteInt(m, 40, 0); WriteInt(m, 41, 1); WriteInt(m, 42, 2); WriteInt(m, 43, -1); // unk, bos, eos, pad ids
             WriteString(m, 45, "<unk>"); WriteString(m, 46, "<s>"); WriteString(m, 47, "</s>"); WriteString(m, 48, "<pad>");
         });
         WriteMessage(output, 3, m => // NormalizerSpec
         {
-            WriteString(m, 1, "identity");
-            m.WriteTag(3, WireFormat.WireType.Varint); m.WriteBool(true); // add_dummy_prefix
-            m.WriteTag(4, WireFormat.WireType.Varint); m.WriteBool(false); // remove_extra_whitespaces
+            WriteString(m, 1, o.NormalizerName);
+            if (o.PrecompiledCharsMap.Length > 0)
+            {
+                m.WriteTag(2, WireFormat.WireType.LengthDelimited);
+                m.WriteBytes(ByteString.CopyFrom(o.PrecompiledCharsMap));
+            }
+            m.WriteTag(3, WireFormat.WireType.Varint); m.WriteBool(o.AddDummyPrefix);
+            m.WriteTag(4, WireFormat.WireType.Varint); m.WriteBool(o.RemoveExtraWhitespaces);
             m.WriteTag(5, WireFormat.WireType.Varint); m.WriteBool(true); // escape_whitespaces
         });
+        if (o.SelfTests.Count > 0)
+            WriteMessage(output, 4, m => // SelfTestData
+            {
+                foreach (var (input, expected) in o.SelfTests)
+                    WriteMessage(m, 1, sample =>
+                    {
+                        WriteString(sample, 1, input);
+                        WriteString(sample, 2, expected);
+                    });
+            });
     }
 
     /// <summary>
@@ -76,11 +97,11 @@ public static class SentencePieceModelWriter
 
         var pieces = new List<SentencePieceEntry>
         {
-            new("<unk>", 0, SentencePieceType.Unknown),
-            new("<s>", 0, SentencePieceType.Control),
-            new("</s>", 0, SentencePieceType.Control),
+            new("<unk>", 0, PieceType.Unknown),
+            new("<s>", 0, PieceType.Control),
+            new("</s>", 0, PieceType.Control),
         };
-        for (var b = 0; b < 256; b++) pieces.Add(new($"<0x{b:X2}>", 0, SentencePieceType.Byte));
+        for (var b = 0; b < 256; b++) pieces.Add(new($"<0x{b:X2}>", 0, PieceType.Byte));
 
         // Keep the most frequent characters that fit; rarer ones fall back to bytes.
         var charList = chars.OrderByDescending(c => c.Value).ThenBy(c => c.Key, StringComparer.Ordinal)
@@ -91,8 +112,8 @@ public static class SentencePieceModelWriter
         var seen = new HashSet<string>(charList, StringComparer.Ordinal);
         var rank = 0;
         foreach (var (left, right) in merges)
-            if (seen.Add(left + right)) pieces.Add(new(left + right, -rank++, SentencePieceType.Normal));
-        foreach (var c in charList) pieces.Add(new(c, -rank++, SentencePieceType.Normal));
+            if (seen.Add(left + right)) pieces.Add(new(left + right, -rank++, PieceType.Normal));
+        foreach (var c in charList) pieces.Add(new(c, -rank++, PieceType.Normal));
         return pieces;
     }
 

@@ -29,7 +29,7 @@ public static partial class SiloHost
         var host = new RunHostOptions
         {
             DataRoots = options.DataRoots, OutputRoot = options.OutputRoot, CheckpointRoot = options.CheckpointRoot, EventLogCapacity = options.EventLogCapacity,
-            SupervisionPeriod = options.SupervisionPeriod, Limits = limits,
+            Timings = options.Timings, Limits = limits,
         };
         services.AddSingleton(host);
         services.AddHostedService(_ => new ReadConfinement(host.ReadRoots));

@@ -58,11 +58,11 @@ public static class OrleansSilo
 
         silo.Configure<ReminderOptions>(o =>
         {
-            o.MinimumReminderPeriod = TimeSpan.FromTicks(Math.Min(o.MinimumReminderPeriod.Ticks, options.SupervisionPeriod.Ticks));
+            o.MinimumReminderPeriod = TimeSpan.FromTicks(Math.Min(o.MinimumReminderPeriod.Ticks, options.Timings.SupervisionPeriod.Ticks));
             // A silo drops its first read of the reminder table when its ring range changes meanwhile (silos starting
             // together, as after a whole-cluster restart) and reads again only at this refresh: Orleans' 5 minutes
             // would leave runs unsupervised that long, so refresh every supervision period.
-            o.RefreshReminderListPeriod = TimeSpan.FromTicks(Math.Min(o.RefreshReminderListPeriod.Ticks, options.SupervisionPeriod.Ticks));
+            o.RefreshReminderListPeriod = TimeSpan.FromTicks(Math.Min(o.RefreshReminderListPeriod.Ticks, options.Timings.SupervisionPeriod.Ticks));
         });
 
         if (settings.IsRedisStorage)
@@ -74,14 +74,21 @@ public static class OrleansSilo
             silo.AddMemoryGrainStorageAsDefault();
         }
 
+        // Each silo re-reads the membership table this often (Timing:MembershipRefresh; Orleans' default is 60 s). Placement by role needs every silo's
+        // metadata, and a silo whose metadata fetch failed (a busy silo) is asked again only on a table update after a
+        // quiet period derived from this: faster refreshes let a joining silo take its shards within a minute.
+        // How fast a silent silo is declared dead (Timing:ProbeTimeout, MissedProbesLimit): test clusters shorten it, so
+        // a failover takes seconds.
+        silo.Configure<ClusterMembershipOptions>(o =>
+        {
+            o.TableRefreshTimeout = options.Timings.MembershipRefresh;
+            o.ProbeTimeout = options.Timings.ProbeTimeout;
+            o.NumMissedProbesLimit = options.Timings.MissedProbesLimit;
+        });
+
         // The strongly consistent grain directory: with the default one, the loss of the silo that held a grain's
         // directory entry can leave a second activation of that grain (a second learner, a second run loop) while the
         // first lives on. A run must have exactly one of each.
-        // Each silo re-reads the membership table this often (default 60 s). Placement by role needs every silo's
-        // metadata, and a silo whose metadata fetch failed (a busy silo) is asked again only on a table update after a
-        // quiet period derived from this: faster refreshes let a joining silo take its shards within a minute.
-        silo.Configure<ClusterMembershipOptions>(o => o.TableRefreshTimeout = TimeSpan.FromSeconds(10));
-
 #pragma warning disable ORLEANSEXP003 // Experimental in Orleans 10; its consistency is what the failover tests rely on.
         silo.AddDistributedGrainDirectory();
 #pragma warning restore ORLEANSEXP003

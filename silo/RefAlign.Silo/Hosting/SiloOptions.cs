@@ -81,8 +81,8 @@ public sealed record SiloOptions
     /// </summary>
     public string? CheckpointRoot { get; init; }
 
-    /// <summary>How often each running run's supervision reminder fires (restarting a run whose silo was lost).</summary>
-    public TimeSpan SupervisionPeriod { get; init; } = TimeSpan.FromMinutes(1);
+    /// <summary>Every timeout, backoff and retry budget of the run core (section <c>Timing</c>).</summary>
+    public RunTimings Timings { get; init; } = new();
 
     /// <summary>Dedicated tensor threads for <see cref="Device"/>.</summary>
     public int ComputeThreads { get; init; } = 1;
@@ -132,7 +132,7 @@ public static class SiloOptionsReader
             DashboardEnabled = Flag(section, "Dashboard:Enabled", defaults.DashboardEnabled),
             DashboardPort = Int(section, "Dashboard:Port", defaults.DashboardPort, 1, 65535),
             CheckpointRoot = Optional(section, nameof(SiloOptions.CheckpointRoot)) is { } checkpoints ? Path.GetFullPath(checkpoints) : null,
-            SupervisionPeriod = AtLeast(Duration(section, nameof(SiloOptions.SupervisionPeriod), defaults.SupervisionPeriod), TimeSpan.FromSeconds(1), nameof(SiloOptions.SupervisionPeriod)),
+            Timings = TimingsReader.Read(configuration),
             EventLogCapacity = Int(section, nameof(SiloOptions.EventLogCapacity), defaults.EventLogCapacity, 16, 1 << 20),
             DataRoots = Folders(section, nameof(SiloOptions.DataRoots)) is { Count: > 0 } roots ? roots : defaults.DataRoots,
             ComputeThreads = Int(section, nameof(SiloOptions.ComputeThreads), defaults.ComputeThreads, 1, 256),
@@ -221,24 +221,8 @@ public static class SiloOptionsReader
             : throw new SiloConfigurationException(Key(name), $"'{value}' is not an IP address.");
     }
 
-    private static TimeSpan Duration(IConfigurationSection section, string name, TimeSpan fallback)
-    {
-        var value = Optional(section, name);
-        if (value is null)
-        {
-            return fallback;
-        }
-
-        // "00:00:30" or plain seconds ("30").
-        if (double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out var seconds) && seconds >= 0)
-        {
-            return TimeSpan.FromSeconds(seconds);
-        }
-
-        return TimeSpan.TryParse(value, CultureInfo.InvariantCulture, out var span) && span >= TimeSpan.Zero
-            ? span
-            : throw new SiloConfigurationException(Key(name), $"'{value}' is not a duration (seconds or hh:mm:ss).");
-    }
+    private static TimeSpan Duration(IConfigurationSection section, string name, TimeSpan fallback) =>
+        TimingsReader.Duration(Optional(section, name), Key(name)) ?? fallback;
 
     /// <summary>A list of folders: a JSON array or a comma-separated string; made absolute.</summary>
     private static IReadOnlyList<string> Folders(IConfigurationSection section, string name)
@@ -247,9 +231,6 @@ public static class SiloOptionsReader
         var raw = child.Value is { } text ? text.Split(',') : [.. child.GetChildren().Select(c => c.Value ?? "")];
         return [.. raw.Select(r => r.Trim()).Where(r => r.Length > 0).Select(Path.GetFullPath)];
     }
-
-    private static TimeSpan AtLeast(TimeSpan value, TimeSpan minimum, string name) =>
-        value >= minimum ? value : throw new SiloConfigurationException(Key(name), $"{value} is shorter than {minimum}.");
 
     private static IReadOnlyList<string> Roles(IConfigurationSection section, string name, IReadOnlyList<string> fallback)
     {

@@ -12,12 +12,31 @@ internal static class BenchSupport
 {
     public static Command Create()
     {
-        var bench = new Command("bench", "Measure throughput on this machine (each suite prints its figures; --json for scripts).") { DeviceOption };
+        var bench = new Command("bench", "Measure throughput on this machine (each suite prints its figures; --json for scripts, --out to keep a result file).")
+        {
+            DeviceOption, OutOption,
+        };
         bench.Subcommands.Add(GenerationBench.Create());
         bench.Subcommands.Add(BertScoreBench.Create());
         bench.Subcommands.Add(LearnerBench.Create());
         bench.Subcommands.Add(ClusterBench.Create());
+        bench.Subcommands.Add(BenchReport.Create());
         return bench;
+    }
+
+    /// <summary><c>bench … --out FILE</c>: the result also goes to a result file, with when and where it was measured.</summary>
+    public static Option<string?> OutOption { get; } = new("--out")
+    {
+        Description = "Also write the result as a JSON result file (docs/benchmarks.md is rendered from such files by `bench report`).",
+        Recursive = true,
+    };
+
+    /// <summary>Prints a suite's result (JSON with <c>--json</c>) and, with <c>--out</c>, keeps it as a result file.</summary>
+    public static void Emit<T>(ParseResult r, string suite, T result, bool json, Action print)
+    {
+        if (json) CliSupport.WriteJson(result);
+        else print();
+        if (r.GetValue(OutOption) is { Length: > 0 } path) BenchReport.WriteResultFile(path, suite, result);
     }
 
     /// <summary><c>bench --device</c>: every suite's tensors are created there (the default device of new tensors).</summary>

@@ -26,14 +26,13 @@ internal static class BertScoreBench
         {
             BenchSupport.UseDevice(r);
             var res = Run(r.GetValue(preset)!, r.GetValue(pairs), r.GetValue(runs), r.GetValue(json));
-            if (r.GetValue(json)) CliSupport.WriteJson(res);
-            else BenchSupport.Print("BERTScore", [
+            BenchSupport.Emit(r, "bertscore", res, r.GetValue(json), () => BenchSupport.Print("BERTScore", [
                 ("preset / layers / threads", $"{res.Preset} / {res.Layers} / {res.Threads}"),
                 ("pairs (distinct sentences)", $"{res.Pairs} ({res.Sentences})"),
                 ("scorer", $"{res.ScoreSeconds:F3} s, {res.PairsPerSecond:F1} pairs/s"),
                 ("bare encoder forward, same batches", $"{res.ForwardSeconds:F3} s"),
                 ("scoring overhead (goal ≤ 10 %)", $"{res.OverheadPercent:F1} %"),
-            ]);
+            ]));
             return 0;
         }));
         return cmd;

@@ -39,8 +39,7 @@ internal static class ClusterBench
         {
             BenchSupport.UseDevice(r);
             var res = await RunAsync(r.GetValue(steps), r.GetValue(preset)!, r.GetValue(only)!, r.GetValue(json), ct);
-            if (r.GetValue(json)) CliSupport.WriteJson(res);
-            else BenchSupport.Print("Cluster", [
+            BenchSupport.Emit(r, "cluster", res, r.GetValue(json), () => BenchSupport.Print("Cluster", [
                 ("RefAlign step, in-process (median)", $"{res.LocalStepSeconds:F3} s"),
                 ("RefAlign step, grains on one silo (median)", $"{res.GrainStepSeconds:F3} s"),
                 ("orchestration overhead (goal ≤ 1.05)", $"{res.OverheadRatio:F3}"),
@@ -58,7 +57,7 @@ internal static class ClusterBench
                 ("2 silos ÷ 1 (goal ≤ 0.6)", $"{res.GenerateRatio:F3}"),
                 ("this host's floor for it: 2 CPU-bound threads ÷ 1, halved", $"{res.HostParallelFloor:F3} (0.5 on two free cores)"),
                 ("the same rollouts in-process: 2 shards on 2 threads ÷ on 1", $"{res.GenerationParallelFloor:F3}"),
-            ]);
+            ]));
             return 0;
         }));
         return cmd;

@@ -40,8 +40,7 @@ internal static class GenerationBench
             var rollout = new RolloutShape(r.GetValue(rolloutPrompts), r.GetValue(rolloutSamples), r.GetValue(rolloutTokens));
             var result = Run(r.GetValue(preset)!, r.GetValue(newTokens), r.GetValue(promptTokens), r.GetValue(genBatch), r.GetValue(batch),
                 r.GetValue(seqLen), rollout, quiet: r.GetValue(json));
-            if (r.GetValue(json)) CliSupport.WriteJson(result);
-            else Print(result);
+            BenchSupport.Emit(r, "generation", result, r.GetValue(json), () => Print(result));
             return 0;
         }));
         return cmd;

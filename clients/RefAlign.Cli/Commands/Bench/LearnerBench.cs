@@ -47,8 +47,7 @@ internal static class LearnerBench
                     Offload = await OffloadBench.RunAsync(r.GetValue(preset)!, r.GetValue(pairs), r.GetValue(promptTokens), r.GetValue(completionTokens),
                         r.GetValue(clusterSteps), r.GetValue(json), ct),
                 };
-            if (r.GetValue(json)) CliSupport.WriteJson(res);
-            else BenchSupport.Print("Learner", [
+            BenchSupport.Emit(r, "learner", res, r.GetValue(json), () => BenchSupport.Print("Learner", [
                 ("preset / threads", $"{res.Preset} / {res.Threads}"),
                 ("batch", $"{res.Pairs} pairs, prompt {res.PromptTokens} (+{res.RefinementTokens} refinement) + completion {res.CompletionTokens} tokens"),
                 ("DPO step", $"{res.DpoSeconds:F3} s"),
@@ -67,7 +66,7 @@ internal static class LearnerBench
                     ("Sr-DPO offloaded ÷ DPO (goal ≤ 1.10)", $"{o.OffloadedOverDpo:F3}"),
                     ("Sr-DPO on the learner ÷ DPO, same silos", $"{o.LearnerOverDpo:F3}"),
                 ],
-            ]);
+            ]));
             return 0;
         }));
         return cmd;

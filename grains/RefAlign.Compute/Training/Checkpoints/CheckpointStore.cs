@@ -49,6 +49,9 @@ public sealed partial class CheckpointStore
     /// </summary>
     public Action<string>? BeforeCommit { get; set; }
 
+    /// <summary>Checked before anything is written and again before the checkpoint is renamed into place.</summary>
+    public EpochFence? Fence { get; init; }
+
     public static string FolderName(int step) => string.Create(CultureInfo.InvariantCulture, $"step-{step:D6}");
 
     /// <summary>
@@ -64,6 +67,7 @@ public sealed partial class CheckpointStore
         var name = FolderName(manifest.Step);
         var final = Path.Combine(_root, name);
         var temp = Path.Combine(_root, $"{TempPrefix}{name}-{Guid.NewGuid():N}");
+        Fence?.Check();
         Directory.CreateDirectory(temp);
         try
         {
@@ -74,6 +78,7 @@ public sealed partial class CheckpointStore
             FsyncTree(temp);
             WriteDurably(manifestPath, json);
             BeforeCommit?.Invoke(temp);
+            Fence?.Check();
             if (Directory.Exists(final))
             {
                 // Same step saved again (e.g. after resuming from an earlier one): park the old one, then swap.
