@@ -224,6 +224,9 @@ public static class SiloOptionsReader
     private static TimeSpan Duration(IConfigurationSection section, string name, TimeSpan fallback) =>
         TimingsReader.Duration(Optional(section, name), Key(name)) ?? fallback;
 
+    private static TimeSpan AtLeast(TimeSpan value, TimeSpan minimum, string name) =>
+        value >= minimum ? value : throw new SiloConfigurationException(Key(name), $"{value} is shorter than {minimum}.");
+
     /// <summary>A list of folders: a JSON array or a comma-separated string; made absolute.</summary>
     private static IReadOnlyList<string> Folders(IConfigurationSection section, string name)
     {
