@@ -11,8 +11,11 @@ public sealed record ArtifactInfo(string Name, string Kind, long Size, string Sh
 
 public sealed record ArtifactFileInfo(string Path, long Size, string Sha256);
 
-/// <summary>The artifacts the cluster holds, the bytes they take and the store's quota.</summary>
-public sealed record ArtifactListing(IReadOnlyList<ArtifactInfo> Artifacts, long StoredBytes, long QuotaBytes);
+/// <summary>The artifacts the cluster holds, the bytes they take and the store's quota, and the pushes in progress.</summary>
+public sealed record ArtifactListing(IReadOnlyList<ArtifactInfo> Artifacts, long StoredBytes, long QuotaBytes, IReadOnlyList<PendingPushInfo> Pending);
+
+/// <summary>A push in progress: what its header announced, what the silo holds of it, and when it expires.</summary>
+public sealed record PendingPushInfo(string Name, string Kind, long Size, string Sha256, long ReceivedBytes, DateTimeOffset Updated, DateTimeOffset Expires);
 
 /// <summary>Bytes moved so far of a push or pull, and in all.</summary>
 public sealed record TransferProgress(long Done, long Total);
@@ -100,10 +103,15 @@ public sealed partial class RefAlignClient
     public async Task<ArtifactListing> ListArtifactsAsync(string prefix = "", CancellationToken cancellation = default)
     {
         var reply = await Unary(o => ArtifactsStub.ListArtifactsAsync(new Wire.ListArtifactsRequest { Prefix = prefix }, o), cancellation, idempotent: true);
-        return new ArtifactListing([.. reply.Artifacts.Select(a => a.FromProto())], reply.StoredBytes, reply.QuotaBytes);
+        return new ArtifactListing([.. reply.Artifacts.Select(a => a.FromProto())], reply.StoredBytes, reply.QuotaBytes,
+            [.. reply.Pending.Select(p => new PendingPushInfo(p.Name, p.Kind, p.Size, p.Sha256, p.ReceivedBytes,
+                p.Updated?.ToDateTimeOffset() ?? default, p.Expires?.ToDateTimeOffset() ?? default))]);
     }
 
-    /// <summary>Removes the name (operator role); the silo keeps the files while a running run reads them.</summary>
+    /// <summary>
+    /// Removes the name (operator role), and any push in progress under it; the silo keeps the files while a running run
+    /// reads them.
+    /// </summary>
     public async Task<ArtifactInfo> DeleteArtifactAsync(string name, CancellationToken cancellation = default) =>
         (await Unary(o => ArtifactsStub.DeleteArtifactAsync(new Wire.ArtifactRef { Name = name }, o), cancellation)).FromProto();
 

@@ -20,6 +20,6 @@ public static partial class EvaluationKeys
         return m.Success;
     }
 
-    [GeneratedRegex(@"^(.+\.eval-[0-9a-f]{6})-(\d{1,4})$")]
+    [GeneratedRegex(@"\A(.+\.eval-[0-9a-f]{6})-(\d{1,4})\z")]
     private static partial Regex ModelKey();
 }

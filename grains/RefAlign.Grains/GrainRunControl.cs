@@ -22,7 +22,9 @@ public sealed class GrainRunControl(IGrainFactory grains, ISiloMetadataCache met
     {
         // Limits and roots first: nothing a remote caller sends reaches a grain before it passed them.
         var chained = await ChainedRunsAsync(configJson);
-        var config = new RunAdmission(host).Admit(configJson, (id, field) => chained[id]);
+        // Every run writes in a folder of its own: never inside another run's.
+        var runFolders = (await ListRunsAsync(cancellation)).Select(r => OutputDirOf(r.ConfigJson)).OfType<string>().ToList();
+        var config = new RunAdmission(host).Admit(configJson, (id, field) => chained[id], runFolders);
         CheckMemory(config);
         var runId = $"{config.Name}-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Guid.NewGuid().ToString("N")[..6]}";
         // Each run writes under its own folder, so runs sharing a config never share checkpoints or caches.
@@ -32,6 +34,12 @@ public sealed class GrainRunControl(IGrainFactory grains, ISiloMetadataCache met
     }
 
     ITrainingRunGrain Run(string runId) => grains.GetGrain<ITrainingRunGrain>(runId);
+
+    static string? OutputDirOf(string configJson)
+    {
+        try { return RunConfig.Parse(configJson, "config").OutputDir; }
+        catch (InvalidRunConfigException) { return null; }
+    }
 
     /// <summary>
     /// The final checkpoints of the runs a config chains from (<c>"model": "run:&lt;id&gt;"</c>), by id: each must be a run

@@ -1,3 +1,4 @@
+using RefAlign.Compute.Files;
 using Microsoft.Extensions.Logging;
 using RefAlign.Runtime;
 using RefAlign.Contracts.Grains;
@@ -35,7 +36,12 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, ReplicaWeigh
     {
         if (_config is not null) return;
         var config = GrainCompute.Parse(configJson);
-        _tokenizer = await executor.RunAsync(() => TextTokenizer.Load(config.Policy.Model));
+        // The tokenizer opens its files itself: every file of the folder is checked inside the silo's roots first.
+        _tokenizer = await executor.RunAsync(() =>
+        {
+            ReadRoots.Current.CheckFolder(config.Policy.Model);
+            return TextTokenizer.Load(config.Policy.Model);
+        });
         _config = config;
     }
 

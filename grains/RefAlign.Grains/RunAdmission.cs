@@ -1,29 +1,37 @@
-using RefAlign.Compute;
 using System.Text;
+using RefAlign.Compute;
+using RefAlign.Compute.Encoders;
+using RefAlign.Compute.Files;
 using RefAlign.Compute.Models;
 using RefAlign.Compute.Training;
 using RefAlign.Grains.Artifacts;
-using RefAlign.Runtime;
 
 namespace RefAlign.Grains;
 
 /// <summary>
 /// Admission of a remote run config, before any grain or tensor is involved: its size and every field against
-/// <see cref="RunLimits"/>, every path confined to the silo's roots (symlinks resolved; reads under
-/// <c>Silo:DataRoots</c>, only regular files and folders; writes under <c>Silo:OutputRoot</c>), and the memory its learner
-/// needs against the learner silos'. Errors name the field; a path outside the roots is reported the same whether or
-/// not it exists. <c>refalign train</c> on a workstation does none of this: it reads what its user points it at.
+/// <see cref="RunLimits"/>, every path confined to the silo's roots (reads under <c>Silo:DataRoots</c>, every entry of a
+/// model folder at any depth, links resolved, regular files and folders only; writes under <c>Silo:OutputRoot</c>, never
+/// inside the artifact store, the checkpoint root or another run's folder), and the memory its models need, estimated from
+/// their config.json (<see cref="ModelFootprint"/>) against <c>Limits:MaxModelMemoryBytes</c>. Errors name the field; a
+/// path outside the roots is reported the same whether or not it exists. Reads are confined again where files are opened
+/// (<see cref="ReadRoots"/>), so nothing swapped in after admission leads out. <c>refalign train</c> on a workstation
+/// does none of this: it reads what its user points it at.
 /// </summary>
 public sealed class RunAdmission(RunHostOptions host)
 {
+    /// <summary>Characters of a run's name: it becomes part of the run id and of folder names.</summary>
+    public const int MaxNameLength = 128;
+
     static void Refuse(string field, string message) => throw new InvalidRunConfigException(field, $"field '{field}' {message}.");
 
     /// <summary>
     /// The config, parsed, limited, with canonical absolute paths inside the roots; throws for the first problem. Models
     /// named as earlier stages' outputs resolve to HF folders (<see cref="ModelReferences"/>): <c>run:&lt;id&gt;</c> by
     /// <paramref name="runCheckpoint"/> (id, field → that run's final checkpoint), checkpoints anywhere a model may be read.
+    /// <paramref name="runFolders"/> are the output folders of the runs the cluster knows: a new run writes in none of them.
     /// </summary>
-    public RunConfig Admit(string configJson, Func<string, string, string>? runCheckpoint = null)
+    public RunConfig Admit(string configJson, Func<string, string, string>? runCheckpoint = null, IReadOnlyList<string>? runFolders = null)
     {
         var limits = host.Limits;
         var bytes = Encoding.UTF8.GetByteCount(configJson);
@@ -35,7 +43,9 @@ public sealed class RunAdmission(RunHostOptions host)
         config = ModelReferences.ResolveRuns(config, runCheckpoint ?? ((id, field) => throw new InvalidRunConfigException(field,
             $"field '{field}' names run '{id}', which this silo cannot look up.")));
         // Checkpoints and run folders (under the output or checkpoint root) become the HF folders they stand for, once confined.
-        return ModelReferences.ToModelFolders(Confine(config)).Validate();
+        config = ModelReferences.ToModelFolders(Confine(config, runFolders ?? [])).Validate();
+        CheckModels(config);
+        return config;
     }
 
     static void CheckLimits(RunConfig c, RunLimits l)
@@ -43,6 +53,13 @@ public sealed class RunAdmission(RunHostOptions host)
         void AtMost(long value, long limit, string field, string setting)
         {
             if (value > limit) Refuse(field, $"is {value}, over the limit of {limit} (Limits:{setting})");
+        }
+        if (c.Name.Length > MaxNameLength) Refuse("name", $"is {c.Name.Length} characters long; a run name has at most {MaxNameLength}");
+        foreach (var (path, field) in new[] { (c.OutputDir, "output_dir"), (c.Policy.Model, "policy.model"), (c.Policy.ReferenceModel ?? "", "policy.reference_model"),
+                     (c.Data.Path, "data.path"), (c.RefAlign.RewardModel, "refalign.reward_model") })
+        {
+            if (path.Length > l.MaxPathLength)
+                Refuse(field, $"is {path.Length} characters long, over the limit of {l.MaxPathLength} (Limits:MaxPathLength)");
         }
         AtMost(c.BatchSize, l.MaxBatchSize, "batch_size", nameof(l.MaxBatchSize));
         AtMost(c.MicroBatchSize, l.MaxBatchSize, "micro_batch_size", nameof(l.MaxBatchSize));
@@ -60,7 +77,7 @@ public sealed class RunAdmission(RunHostOptions host)
     }
 
     /// <summary>Reads under the data roots (relative: under the first), writes under the output root.</summary>
-    RunConfig Confine(RunConfig c)
+    RunConfig Confine(RunConfig c, IReadOnlyList<string> runFolders)
     {
         // The artifact store's objects are readable as data too (artifact:<name> resolved to them).
         List<string> dataRoots = [.. host.DataRoots.Select(UnixPaths.Canonical), UnixPaths.Canonical(host.Artifacts().ObjectsRoot)];
@@ -79,14 +96,12 @@ public sealed class RunAdmission(RunHostOptions host)
             {
                 if (kind == UnixPaths.Kind.Missing) Refuse(field, $"folder '{path}' does not exist");
                 if (kind != UnixPaths.Kind.Directory) Refuse(field, $"'{path}' is not a folder");
-                // A model folder is read file by file: none of them may lead out of the roots or be a device.
-                foreach (var entry in Directory.EnumerateFileSystemEntries(canonical))
+                // A model folder is read file by file: none of them, at any depth, may lead out of the roots or be a device.
+                try { new ReadRoots(readRoots).CheckFolder(canonical); }
+                catch (OutsideRootsException e)
                 {
-                    var target = UnixPaths.Canonical(entry);
-                    if (!readRoots.Any(r => UnixPaths.IsUnder(target, r)))
-                        Refuse(field, $"'{Path.GetFileName(entry)}' in '{path}' leads outside the silo's data roots (Silo:DataRoots)");
-                    if (UnixPaths.KindOf(target) is not (UnixPaths.Kind.Regular or UnixPaths.Kind.Directory))
-                        Refuse(field, $"'{Path.GetFileName(entry)}' in '{path}' is not a regular file");
+                    var entry = Path.GetRelativePath(canonical, e.Path);
+                    Refuse(field, e.Outside ? $"'{entry}' in '{path}' leads outside the silo's data roots (Silo:DataRoots)" : $"'{entry}' in '{path}' is not a regular file");
                 }
             }
             else
@@ -101,6 +116,17 @@ public sealed class RunAdmission(RunHostOptions host)
         }
         var output = UnixPaths.Canonical(Path.IsPathRooted(c.OutputDir) ? c.OutputDir : Path.Combine(host.OutputRoot, c.OutputDir));
         if (!UnixPaths.IsUnder(output, outputRoot)) Refuse("output_dir", $"'{c.OutputDir}' is outside the silo's output root (Silo:OutputRoot)");
+        if (output.Length > host.Limits.MaxPathLength)
+            Refuse("output_dir", $"'{c.OutputDir}' is {output.Length} characters long under the output root, over the limit of {host.Limits.MaxPathLength} (Limits:MaxPathLength)");
+        if (output.Split('/').FirstOrDefault(segment => Encoding.UTF8.GetByteCount(segment) > 255) is { } longName)
+            Refuse("output_dir", $"holds a folder name of {Encoding.UTF8.GetByteCount(longName)} bytes; a file system takes at most 255");
+        // The store's files are content-addressed and shared by every run that names them: a run never writes there.
+        if (UnixPaths.IsUnder(output, UnixPaths.Canonical(host.Artifacts().Root)))
+            Refuse("output_dir", $"'{c.OutputDir}' is inside the artifact store (Silo:OutputRoot/artifacts); choose a folder of its own");
+        if (host.CheckpointRoot is { } checkpoints && UnixPaths.IsUnder(output, UnixPaths.Canonical(checkpoints)))
+            Refuse("output_dir", $"'{c.OutputDir}' is inside the checkpoint root (Silo:CheckpointRoot), where runs keep their checkpoints; choose a folder of its own");
+        if (runFolders.FirstOrDefault(f => UnixPaths.IsUnder(output, UnixPaths.Canonical(f))) is { } taken)
+            Refuse("output_dir", $"'{c.OutputDir}' is inside the folder of another run ({Path.GetFileName(taken)}); choose a folder of its own");
         return c with
         {
             Policy = c.Policy with
@@ -115,24 +141,50 @@ public sealed class RunAdmission(RunHostOptions host)
     }
 
     /// <summary>
-    /// Bytes a run's learner needs, roughly: weights (its dtype), gradients and optimizer state (fp32) of what it trains,
-    /// and the activations of one micro-batch (hidden states of every layer and the float32 logits).
+    /// The models the run loads, from their config.json alone: the policy's context holds the run's sequences, and the
+    /// learner (<see cref="ModelFootprint.LearnerBytes"/>), a reference model and the reward encoder each fit
+    /// <c>Limits:MaxModelMemoryBytes</c>. A config.json that cannot be read is INVALID_ARGUMENT naming the field.
     /// </summary>
-    public static long LearnerBytes(RunConfig config)
+    void CheckModels(RunConfig c)
     {
-        var m = CausalLmConfig.Load(config.Policy.Model);
-        long h = m.HiddenSize, kv = (long)m.NumKeyValueHeads * m.HeadDim, q = (long)m.NumAttentionHeads * m.HeadDim;
-        // NeoX: two MLP projections (no gate) and four adaptable projections per layer instead of seven.
-        long mlpMatrices = m.IsGptNeoX ? 2 : 3, adapted = m.IsGptNeoX ? 4 : 7;
-        var perLayer = h * q + 2 * h * kv + q * h + mlpMatrices * h * m.IntermediateSize + 2 * h;
-        var parameters = m.VocabSize * h * (m.TieWordEmbeddings ? 1 : 2) + m.NumHiddenLayers * perLayer + h;
-        var trainable = config.Policy.Lora is { } lora ? m.NumHiddenLayers * adapted * 2 * lora.Rank * Math.Max(h, m.IntermediateSize) : parameters;
-        var weightBytes = config.Policy.Dtype == ModelDType.Float32 ? 4 : 2;
-        var optimizerSlots = config.Optimizer.Kind == Compute.Training.Optimization.OptimizerKind.AdamW ? 2 : 1;
-        var tokens = (long)config.MicroBatchSize * 2 * config.Data.MaxLength; // chosen and rejected (or K samples) rows
-        var activations = tokens * (m.NumHiddenLayers * h * 16 + m.VocabSize * 4L * 3);
-        // Gradients in the weights' dtype; half precision adds float32 master weights and their gradients.
-        var perTrainable = weightBytes == 4 ? 4 : 2 + 4 + 4;
-        return parameters * weightBytes + trainable * (perTrainable + 4L * optimizerSlots) + activations;
+        var limit = host.Limits.ModelMemoryLimit();
+        var limitName = host.Limits.MaxModelMemoryBytes > 0 ? "Limits:MaxModelMemoryBytes" : "this silo's memory (Limits:MaxModelMemoryBytes is 0)";
+        static T Read<T>(string field, Func<T> load)
+        {
+            try { return load(); }
+            catch (Exception e) when (e is ModelFormatException or OutsideRootsException or IOException or UnauthorizedAccessException)
+            {
+                throw new InvalidRunConfigException(field, $"field '{field}': {e.Message}", e);
+            }
+        }
+        void Within(double bytes, string what, string sizes)
+        {
+            try { ModelFootprint.RequireWithin(bytes, limit, what, sizes, limitName); }
+            catch (ModelTooLargeException e) { throw new ResourceExhaustedException(e.Message); }
+        }
+        var policy = Read("policy.model", () => CausalLmConfig.Load(c.Policy.Model));
+        var context = policy.MaxPositionEmbeddings;
+        if (c.Data.MaxLength > context)
+            Refuse("data.max_length", $"is {c.Data.MaxLength}, beyond the policy's context (max_position_embeddings {context} in its config.json)");
+        if (c.Algorithm == Algorithm.RefAlign && c.Data.MaxPromptLength + c.RefAlign.MaxNewTokens > context)
+            Refuse("refalign.max_new_tokens", $"is {c.RefAlign.MaxNewTokens}: after a prompt of up to data.max_prompt_length {c.Data.MaxPromptLength} tokens, "
+                + $"a sample would pass the policy's context (max_position_embeddings {context} in its config.json)");
+        Within(ModelFootprint.LearnerBytes(c, policy), "field 'policy.model': the run's learner (weights, gradients, optimizer state, one micro-batch) needs",
+            $"{ModelFootprint.Sizes(policy)}, micro_batch_size {c.MicroBatchSize}, data.max_length {c.Data.MaxLength}");
+        var dtypeBytes = c.Policy.Dtype == ModelDType.Float32 ? 4 : 2;
+        if (c.Policy.ReferenceModel is { Length: > 0 } reference)
+        {
+            var r = Read("policy.reference_model", () => CausalLmConfig.Load(reference));
+            Within(ModelFootprint.WeightBytes(ModelFootprint.Parameters(r), dtypeBytes), "field 'policy.reference_model': the reference model's weights need", ModelFootprint.Sizes(r));
+        }
+        if (c.Algorithm == Algorithm.RefAlign)
+        {
+            var e = Read("refalign.reward_model", () => EncoderConfig.Load(c.RefAlign.RewardModel));
+            Within(ModelFootprint.WeightBytes(ModelFootprint.Parameters(e), 4), "field 'refalign.reward_model': the encoder's weights need", ModelFootprint.Sizes(e));
+        }
     }
+
+    /// <summary>Bytes a run's learner needs (<see cref="ModelFootprint.LearnerBytes"/>), for the config's policy.</summary>
+    public static long LearnerBytes(RunConfig config) =>
+        (long)Math.Min(long.MaxValue, ModelFootprint.LearnerBytes(config, CausalLmConfig.Load(config.Policy.Model)));
 }

@@ -30,7 +30,11 @@ public sealed record RunHostOptions
 
     /// <summary>The cluster's artifacts: under the output root, which the silos running the work share.</summary>
     public Artifacts.ArtifactStore Artifacts() =>
-        new(Path.Combine(OutputRoot, "artifacts"), Limits.MaxArtifactBytes, Limits.MaxArtifactStoreBytes);
+        new(Path.Combine(OutputRoot, "artifacts"), Limits.MaxArtifactBytes, Limits.MaxArtifactStoreBytes, Limits.MaxPendingPushes,
+            TimeSpan.FromSeconds(Limits.PendingPushExpirySeconds));
+
+    /// <summary>Every folder runs may read (data, output, checkpoint and artifact roots): what a silo confines its reads to.</summary>
+    public IReadOnlyList<string> ReadRoots => [.. DataRoots, OutputRoot, .. CheckpointRoot is { } c ? [c] : Array.Empty<string>()];
 
     /// <summary>The folder a run's learner checkpoints into.</summary>
     public string CheckpointFolder(string runId, RunConfig config) =>

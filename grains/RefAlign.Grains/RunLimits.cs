@@ -1,3 +1,5 @@
+using RefAlign.Compute.Models;
+
 namespace RefAlign.Grains;
 
 /// <summary>
@@ -46,6 +48,25 @@ public sealed record RunLimits
 
     /// <summary>Runs running at once per learner silo (each holds a policy and its optimizer state).</summary>
     public int MaxConcurrentRunsPerSilo { get; init; } = 4;
+
+    /// <summary>
+    /// Memory one model may need on a silo, estimated from its config.json before anything is allocated
+    /// (<see cref="ModelFootprint"/>): a run's learner (weights, gradients, optimizer state, activations), a pushed model's
+    /// weights. 0: this silo's memory.
+    /// </summary>
+    public long MaxModelMemoryBytes { get; init; }
+
+    /// <summary>Pushes in progress at once (each keeps a partial copy until it ends, is removed, or expires).</summary>
+    public int MaxPendingPushes { get; init; } = 64;
+
+    /// <summary>A push in progress that received no byte for this long is removed.</summary>
+    public long PendingPushExpirySeconds { get; init; } = 24 * 3600;
+
+    /// <summary>Characters of a run's <c>output_dir</c> (and of its <c>name</c>'s share of the run id: at most 128).</summary>
+    public int MaxPathLength { get; init; } = 1024;
+
+    /// <summary><see cref="MaxModelMemoryBytes"/>, or this silo's memory when it is 0.</summary>
+    public long ModelMemoryLimit() => MaxModelMemoryBytes > 0 ? MaxModelMemoryBytes : ModelFootprint.HostMemoryBytes;
 }
 
 /// <summary>The cluster cannot take the run now (too many runs, or not enough memory on any learner silo).</summary>

@@ -16,24 +16,25 @@ namespace RefAlign.Runtime;
 /// </summary>
 /// <remarks>
 /// Protocol: the client sends one line <c>runId version token\n</c> (at most <see cref="MaxRequestBytes"/> bytes, within
-/// <see cref="RequestDeadline"/>); the server answers an 8-byte little-endian length (−1 when the publication is gone or
-/// the token is wrong) and the bytes. At most <see cref="MaxConnections"/> connections are served at once; more are
-/// closed at once. Every write has a deadline, so a client that stops reading frees its slot. A relayed publication
+/// <see cref="WeightPortOptions.TokenDeadline"/>); the server answers an 8-byte little-endian length (−1 when the
+/// publication is gone or the token is wrong) and the bytes. Who may hold a connection and for how long is the
+/// <see cref="WeightPortGate"/>'s to say: a connection holds a place only until its deadline unless it presents a valid
+/// token, places are capped per peer address, and the cluster's own silos keep places outsiders cannot take. Every write
+/// has a deadline, so a client that stops reading frees its place. A relayed publication
 /// (<see cref="BeginRelay"/>) is served while it arrives: a reader gets each byte once it is in, and is cut if the
 /// relay's own upstream fails; it has its own token, handed out only by the learner's relay chain.
 /// </remarks>
-public sealed class WeightExchange(string? advertisedHost = null)
+public sealed class WeightExchange(string? advertisedHost = null, WeightPortOptions? portOptions = null)
 {
     const int SliceBytes = 8 << 20;
     const int ProgressBytes = 1 << 20;
     // Large socket buffers keep the pipe full between the reader's and the writer's turns (Linux caps them at rmem/wmem_max).
     const int SocketBufferBytes = 4 << 20;
     public const int MaxRequestBytes = 512;
-    public const int MaxConnections = 16;
-    public static readonly TimeSpan RequestDeadline = TimeSpan.FromSeconds(5);
     static readonly TimeSpan SliceDeadline = TimeSpan.FromSeconds(30);
     static readonly TimeSpan ConnectDeadline = TimeSpan.FromSeconds(5);
-    readonly SemaphoreSlim _slots = new(MaxConnections, MaxConnections);
+    readonly WeightPortOptions _portOptions = portOptions ?? new WeightPortOptions();
+    WeightPortGate? _gate;
     readonly ConcurrentDictionary<(string Run, long Version), WeightPublication> _published = new();
     int _port;
 
@@ -94,8 +95,11 @@ public sealed class WeightExchange(string? advertisedHost = null)
     /// <summary>How many whole transfers of a publication this server finished (0 when it is not published here).</summary>
     public int TimesServed(string runId, long version) => _published.TryGetValue((runId, version), out var p) ? p.TimesServed : 0;
 
-    /// <summary>Connections being served right now (for tests and health).</summary>
-    public int ActiveConnections => MaxConnections - _slots.CurrentCount;
+    /// <summary>Transfers being served right now (for tests and health).</summary>
+    public int ActiveConnections => _gate?.Transfers ?? 0;
+
+    /// <summary>Connections waiting to present their token right now (for tests and health).</summary>
+    public int PendingConnections => _gate?.Handshakes ?? 0;
 
     /// <summary>Withdraws one version of a run's weights; its address answers "gone" from then on.</summary>
     public void Retract(string runId, long version)
@@ -132,9 +136,13 @@ public sealed class WeightExchange(string? advertisedHost = null)
         return path.Length == 3 && long.TryParse(path[1], out var v) ? FindPublication(Uri.UnescapeDataString(path[0]), v, path[2]) : null;
     }
 
-    /// <summary>Accepts connections until cancelled; each request is served on its own task.</summary>
-    public async Task ServeAsync(IPEndPoint bind, CancellationToken cancellation)
+    /// <summary>
+    /// Accepts connections until cancelled; each request is served on its own task. <paramref name="isMember"/> tells the
+    /// cluster's own silos by address (null: every peer counts as an outsider).
+    /// </summary>
+    public async Task ServeAsync(IPEndPoint bind, CancellationToken cancellation, Func<IPAddress, bool>? isMember = null)
     {
+        var gate = _gate = new WeightPortGate(_portOptions, isMember ?? (_ => false));
         using var listener = new TcpListener(bind);
         listener.Start();
         _port = ((IPEndPoint)listener.LocalEndpoint).Port;
@@ -143,16 +151,15 @@ public sealed class WeightExchange(string? advertisedHost = null)
             while (!cancellation.IsCancellationRequested)
             {
                 var client = await listener.AcceptTcpClientAsync(cancellation);
-                // Over the cap: closed at once rather than queued, so a flood costs no memory or threads.
-                if (!_slots.Wait(0))
+                // No place for this peer: closed at once rather than queued, so a flood costs no memory or threads.
+                if ((client.Client.RemoteEndPoint as IPEndPoint)?.Address is not { } peer || gate.TryAdmit(peer) is not { } admitted)
                 {
                     client.Dispose();
                     continue;
                 }
                 _ = Task.Run(async () =>
                 {
-                    try { await ServeOneAsync(client, cancellation); }
-                    finally { _slots.Release(); }
+                    using (admitted) await ServeOneAsync(client, admitted, cancellation);
                 }, CancellationToken.None);
             }
         }
@@ -160,7 +167,7 @@ public sealed class WeightExchange(string? advertisedHost = null)
         finally { _port = 0; }
     }
 
-    async Task ServeOneAsync(TcpClient client, CancellationToken cancellation)
+    async Task ServeOneAsync(TcpClient client, WeightPortGate.Handshake admitted, CancellationToken cancellation)
     {
         using (client)
         {
@@ -170,10 +177,12 @@ public sealed class WeightExchange(string? advertisedHost = null)
                 client.NoDelay = true;
                 client.SendBufferSize = SocketBufferBytes;
                 var stream = client.GetStream();
-                var line = await ReadRequestLineAsync(stream, cancellation);
+                var line = await ReadRequestLineAsync(stream, _portOptions.TokenDeadline, cancellation);
                 if (line is null) return;
                 var parts = line.Split(' ');
                 var publication = parts is { Length: 3 } && long.TryParse(parts[1], out var v) ? FindPublication(Uri.UnescapeDataString(parts[0]), v, parts[2]) : null;
+                // Only a valid token earns a transfer place; a wrong one is answered "gone" from the handshake place.
+                if (publication is not null && !await admitted.TryTransferAsync(cancellation)) return;
                 // Held while streamed: a version retracted meanwhile keeps its buffer until this reader is done.
                 if (publication is not null && !publication.TryHold()) publication = null;
                 held = publication;
@@ -197,10 +206,10 @@ public sealed class WeightExchange(string? advertisedHost = null)
     }
 
     /// <summary>The request line, or null when it is longer than allowed, malformed, or not complete within the deadline.</summary>
-    static async Task<string?> ReadRequestLineAsync(NetworkStream stream, CancellationToken cancellation)
+    static async Task<string?> ReadRequestLineAsync(NetworkStream stream, TimeSpan within, CancellationToken cancellation)
     {
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
-        deadline.CancelAfter(RequestDeadline);
+        deadline.CancelAfter(within);
         var buffer = new byte[MaxRequestBytes];
         var filled = 0;
         while (filled < buffer.Length)

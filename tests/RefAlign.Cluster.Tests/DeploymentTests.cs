@@ -133,7 +133,7 @@ public sealed class DeploymentTests
             }
             if (name == "prometheus")
             {
-                // It scrapes /metrics on the HTTP port of exactly the compose file's silos.
+                // It scrapes /metrics on the metrics listener (Silo:MetricsPort, never published) of exactly the compose file's silos.
                 Assert.Contains("./prometheus.yml:/etc/prometheus/prometheus.yml:ro", Items(service, "volumes").Select(v => ((YamlScalarNode)v).Value));
                 var prometheus = Documents("infra/prometheus.yml").Single();
                 var job = (YamlMappingNode)((YamlSequenceNode)At(prometheus, "scrape_configs")!).Children.Single();
@@ -141,7 +141,8 @@ public sealed class DeploymentTests
                 var targets = ((YamlSequenceNode)At((YamlMappingNode)((YamlSequenceNode)At(job, "static_configs")!).Children.Single(), "targets")!).Children
                     .Select(t => ((YamlScalarNode)t).Value!).Order().ToList();
                 Assert.Equal(services.Children.Keys.Select(k => ((YamlScalarNode)k).Value!).Where(n => n.StartsWith("silo-", StringComparison.Ordinal))
-                    .Select(n => $"{n}:5081").Order().ToList(), targets);
+                    .Select(n => $"{n}:9464").Order().ToList(), targets);
+                Assert.Contains("REFALIGN_Silo__MetricsPort: 9464", File.ReadAllText(Repo("infra/docker-compose.yml")));
             }
             if (name == "grafana")
                 Assert.Contains("./grafana/refalign.json:/var/lib/grafana/dashboards/refalign.json:ro", Items(service, "volumes").Select(v => ((YamlScalarNode)v).Value));

@@ -31,7 +31,7 @@ public sealed class ArtifactStoreTests : IDisposable
 
     static string Sha(ReadOnlySpan<byte> data) => Convert.ToHexStringLower(SHA256.HashData(data));
 
-    static void Validate(string name, string kind, string folder, IReadOnlyList<ArtifactFileRecord> files) => ArtifactValidation.Validate(name, kind, folder, files);
+    static void Validate(string name, string kind, string folder, IReadOnlyList<ArtifactFileRecord> files) => ArtifactValidation.Validate(name, kind, folder, files, 1L << 40);
 
     /// <summary>Pushes <paramref name="stream"/> in chunks of <paramref name="chunk"/> bytes from <paramref name="from"/>.</summary>
     static ArtifactRecord Push(ArtifactStore store, string name, string kind, byte[] stream, int chunk = 4096, long from = 0)

@@ -91,16 +91,18 @@ public sealed class AdmissionTests(GuardedSiloFixture fixture) : IClassFixture<G
         // Far larger still: gRPC refuses the message before it is even read whole.
         await RefusedAsync(client, Padded(8 << 20), StatusCode.ResourceExhausted);
 
-        // Each field under its limit, together far beyond this machine's memory: refused, nothing allocated.
+        // Each field under its limit and within the policy's context, together far beyond this machine's memory: refused
+        // from the learner's estimate, nothing allocated.
         var big = Edit(c =>
         {
             c["micro_batch_size"] = 4096;
             c["batch_size"] = 4096;
-            c["data"]!["max_length"] = 32768;
-            c["data"]!["max_prompt_length"] = 16384;
+            c["data"]!["max_length"] = 1024;
+            c["data"]!["max_prompt_length"] = 512;
         });
         var r = await RefusedAsync(client, big, StatusCode.ResourceExhausted);
-        Assert.Contains("largest learner silo has", r.Status.Detail);
+        Assert.Contains("the run's learner", r.Status.Detail);
+        Assert.Contains("micro_batch_size 4096", r.Status.Detail);
     }
 
     [Fact]

@@ -70,7 +70,14 @@ internal static class ArtifactCommand
             var l = await client.ListArtifactsAsync(r.GetValue(prefix)!, ct);
             if (r.GetValue(json))
             {
-                CliSupport.WriteJson(new { artifacts = l.Artifacts.Select(Json), stored_bytes = l.StoredBytes, quota_bytes = l.QuotaBytes });
+                CliSupport.WriteJson(new
+                {
+                    artifacts = l.Artifacts.Select(Json), stored_bytes = l.StoredBytes, quota_bytes = l.QuotaBytes,
+                    pending = l.Pending.Select(p => new
+                    {
+                        name = p.Name, kind = p.Kind, size = p.Size, sha256 = p.Sha256, received_bytes = p.ReceivedBytes, updated = p.Updated, expires = p.Expires,
+                    }),
+                });
                 return 0;
             }
             var t = new Table().AddColumns("name", "kind", "files", "size", "sha256", "created");
@@ -78,6 +85,14 @@ internal static class ArtifactCommand
                 t.AddRow(Markup.Escape(a.Name), a.Kind, a.Files.Count.ToString(CultureInfo.InvariantCulture), Bytes(a.Size), a.Sha256[..12], a.Created.ToString("u", CultureInfo.InvariantCulture));
             AnsiConsole.Write(t);
             AnsiConsole.MarkupLineInterpolated($"{l.Artifacts.Count} artifacts, {Bytes(l.StoredBytes)} of {Bytes(l.QuotaBytes)} stored");
+            if (l.Pending.Count > 0)
+            {
+                // Pushes that did not finish: resumable with the same push, removable with artifact rm <name>.
+                var p = new Table().AddColumns("pending push", "kind", "received", "size", "sha256", "expires");
+                foreach (var u in l.Pending)
+                    p.AddRow(Markup.Escape(u.Name), u.Kind, Bytes(u.ReceivedBytes), Bytes(u.Size), u.Sha256[..12], u.Expires.ToString("u", CultureInfo.InvariantCulture));
+                AnsiConsole.Write(p);
+            }
             return 0;
         }));
         return cmd;
@@ -103,7 +118,7 @@ internal static class ArtifactCommand
     {
         var name = new Argument<string>("name") { Description = "The artifact's name." };
         var json = CliSupport.JsonOption();
-        var cmd = new Command("rm", "Remove an artifact (operator key); files a running run reads stay until it ends.") { name, json };
+        var cmd = new Command("rm", "Remove an artifact or a pending push of that name (operator key); files a running run reads stay until it ends.") { name, json };
         cmd.SetAction((r, ct) => RemoteSupport.RunAsync(r.GetValue(silo)!, async () =>
         {
             using var client = RemoteSupport.Connect(r, silo, apiKey);

@@ -49,7 +49,7 @@ internal static class CliSupport
             return await body();
         }
         catch (Exception e) when (e is ModelFormatException or ArgumentException or IOException or UnauthorizedAccessException
-                                      or InvalidRunConfigException or DeviceUnavailableException)
+                                      or InvalidRunConfigException or DeviceUnavailableException or ModelTooLargeException or NonFiniteStepException)
         {
             Console.Error.WriteLine($"error: {e.Message}");
             return 2;

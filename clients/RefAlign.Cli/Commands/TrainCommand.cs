@@ -1,5 +1,6 @@
 using System.CommandLine;
 using RefAlign.Compute;
+using RefAlign.Compute.Models;
 using RefAlign.Compute.Tokenization;
 using RefAlign.Compute.Training;
 using Spectre.Console;
@@ -54,6 +55,11 @@ internal static class TrainCommand
             var checkpoints = Path.Combine(cfg.OutputDir, "checkpoints");
             if (!resume && Directory.Exists(checkpoints) && Directory.EnumerateDirectories(checkpoints, "step-*").Any())
                 throw new ArgumentException($"{cfg.OutputDir} already holds checkpoints; pass --resume to continue it or choose another output_dir.");
+            // The learner's memory, from config.json alone, before anything is allocated (the estimate a silo admits runs by).
+            var policy = CausalLmConfig.Load(cfg.Policy.Model);
+            ModelFootprint.RequireWithin(ModelFootprint.LearnerBytes(cfg, policy), ModelFootprint.HostMemoryBytes,
+                $"{cfg.Policy.Model}: the run's learner (weights, gradients, optimizer state, one micro-batch) needs",
+                $"{ModelFootprint.Sizes(policy)}, micro_batch_size {cfg.MicroBatchSize}, data.max_length {cfg.Data.MaxLength}", "this machine's memory");
             Directory.CreateDirectory(cfg.OutputDir);
             File.WriteAllText(Path.Combine(cfg.OutputDir, "run_config.json"), cfg.ToJson());
             var tokenizer = TextTokenizer.Load(cfg.Policy.Model);

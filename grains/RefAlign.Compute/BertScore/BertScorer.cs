@@ -23,6 +23,8 @@ public sealed class BertScorer(TransformerEncoder encoder, EncoderTokenizer toke
     /// <summary>Loads an encoder folder; the layer defaults to bert_score's choice for known names, else layers − 1.</summary>
     public static BertScorer FromPretrained(string folder, int? layers = null, ScalarType dtype = ScalarType.Float32, Device? device = null)
     {
+        // The tokenizer opens its files itself: every file of the folder is checked inside a silo's roots first.
+        Files.ReadRoots.Current.CheckFolder(folder);
         var tok = EncoderTokenizer.Load(folder);
         var enc = TransformerEncoder.FromPretrained(folder, dtype, device);
         var l = layers ?? BertScoreLayers.Find(folder) ?? Math.Max(1, enc.Config.NumHiddenLayers - 1);

@@ -50,13 +50,13 @@ internal static class DatasetFile
     private static bool StartsWithParquetMagic(string path)
     {
         Span<byte> head = stackalloc byte[4];
-        using var stream = File.OpenRead(path);
+        using var stream = Files.ReadRoots.Current.OpenRead(path);
         return stream.ReadAtLeast(head, 4, throwOnEndOfStream: false) == 4 && head.SequenceEqual(ParquetMagic);
     }
 
     private static IEnumerable<RawRecord> ReadJsonLines(string path)
     {
-        using var reader = new StreamReader(path, Encoding.UTF8, detectEncodingFromByteOrderMarks: true);
+        using var reader = new StreamReader(Files.ReadRoots.Current.OpenRead(path), Encoding.UTF8, detectEncodingFromByteOrderMarks: true);
         var lineNumber = 0;
         var sawContent = false;
         while (reader.ReadLine() is { } line)
@@ -109,7 +109,7 @@ internal static class DatasetFile
         {
             return RunSync(async () =>
             {
-                await using var stream = File.OpenRead(path);
+                await using var stream = Files.ReadRoots.Current.OpenRead(path);
                 await using var reader = await ParquetReader.CreateAsync(stream).ConfigureAwait(false);
                 return new ParquetSource(reader.RowGroupCount);
             });
@@ -131,7 +131,7 @@ internal static class DatasetFile
                 var index = group;
                 rows = RunSync(async () =>
                 {
-                    await using var stream = File.OpenRead(path);
+                    await using var stream = Files.ReadRoots.Current.OpenRead(path);
                     var result = await ParquetSerializer.DeserializeUntypedAsync(stream, null, index).ConfigureAwait(false);
                     return result.Data;
                 });

@@ -100,7 +100,6 @@ public sealed record EncoderConfig
 
     static EncoderConfig ParseBert(JsonObject j, string path, string arch, string type)
     {
-        int Req(string f) => Int(j, f, path) ?? throw new ModelFormatException($"{path}: required field '{f}' is missing.");
         var pos = Str(j, "position_embedding_type", null) ?? "absolute";
         if (pos != "absolute")
             throw new ModelFormatException($"{path}: field 'position_embedding_type' is '{pos}'; only 'absolute' is supported.");
@@ -108,13 +107,14 @@ public sealed record EncoderConfig
         {
             Architecture = arch,
             ModelType = type,
-            VocabSize = Req("vocab_size"),
-            HiddenSize = Req("hidden_size"),
-            NumHiddenLayers = Req("num_hidden_layers"),
-            NumAttentionHeads = Req("num_attention_heads"),
-            IntermediateSize = Req("intermediate_size"),
-            MaxPositionEmbeddings = Int(j, "max_position_embeddings", path) ?? 512,
-            TypeVocabSize = Int(j, "type_vocab_size", path) ?? 2,
+            VocabSize = Size(j, "vocab_size", path, MaxVocab),
+            HiddenSize = Size(j, "hidden_size", path, MaxHidden),
+            NumHiddenLayers = Size(j, "num_hidden_layers", path, MaxLayers),
+            NumAttentionHeads = Size(j, "num_attention_heads", path, MaxHeads),
+            IntermediateSize = Size(j, "intermediate_size", path, MaxIntermediate),
+            MaxPositionEmbeddings = Size(j, "max_position_embeddings", path, MaxPositions, 512),
+            // 0 (no token-type table) is a valid choice here, unlike for the other sizes.
+            TypeVocabSize = Int(j, "type_vocab_size", path) is 0 ? 0 : Size(j, "type_vocab_size", path, MaxVocab, 2),
             LayerNormEps = Dbl(j, "layer_norm_eps", 1e-12),
             PadTokenId = Int(j, "pad_token_id", path) ?? (type == "roberta" ? 1 : 0),
             HiddenAct = Act(j, "hidden_act", path),
@@ -128,20 +128,19 @@ public sealed record EncoderConfig
 
     static EncoderConfig ParseBart(JsonObject j, string path, string arch)
     {
-        int Req(string f) => Int(j, f, path) ?? throw new ModelFormatException($"{path}: required field '{f}' is missing.");
-        var layers = Req("encoder_layers");
-        var heads = Req("encoder_attention_heads");
-        var ffn = Req("encoder_ffn_dim");
+        var layers = Size(j, "encoder_layers", path, MaxLayers);
+        var heads = Size(j, "encoder_attention_heads", path, MaxHeads);
+        var ffn = Size(j, "encoder_ffn_dim", path, MaxIntermediate);
         var c = new EncoderConfig
         {
             Architecture = arch,
             ModelType = "bart",
-            VocabSize = Req("vocab_size"),
-            HiddenSize = Req("d_model"),
+            VocabSize = Size(j, "vocab_size", path, MaxVocab),
+            HiddenSize = Size(j, "d_model", path, MaxHidden),
             NumHiddenLayers = layers,
             NumAttentionHeads = heads,
             IntermediateSize = ffn,
-            MaxPositionEmbeddings = Int(j, "max_position_embeddings", path) ?? 1024,
+            MaxPositionEmbeddings = Size(j, "max_position_embeddings", path, MaxPositions, 1024),
             TypeVocabSize = 0,
             // BartModel uses nn.LayerNorm's default eps; the config has no field for it.
             LayerNormEps = 1e-5,

@@ -1,4 +1,5 @@
 using RefAlign.Compute.Formats;
+using RefAlign.Compute.Models;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -138,6 +139,10 @@ public sealed class TransformerEncoder : nn.Module
     public static TransformerEncoder FromPretrained(string folder, ScalarType dtype = ScalarType.Float32, Device? device = null)
     {
         var config = EncoderConfig.Load(folder);
+        // Before the module exists: a config.json that claims more than this machine holds is a sentence, not an OOM kill.
+        ModelFootprint.RequireWithin(ModelFootprint.WeightBytes(ModelFootprint.Parameters(config), ModelFootprint.BytesPer(dtype)), ModelFootprint.HostMemoryBytes,
+            $"{Path.Combine(folder, "config.json")}: the encoder's weights in {dtype} need", ModelFootprint.Sizes(config), "this machine's memory");
+        Files.ReadRoots.Current.CheckFolder(folder);
         var model = new TransformerEncoder(config);
         try
         {
@@ -153,6 +158,17 @@ public sealed class TransformerEncoder : nn.Module
             model.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// What <see cref="FromPretrained"/> checks (config.json, every tensor the encoder needs by name and shape), from
+    /// config.json and the weight files' headers alone: no module is built and no weight is read. Returns the config.
+    /// </summary>
+    public static EncoderConfig CheckPretrained(string folder)
+    {
+        var config = EncoderConfig.Load(folder);
+        EncoderWeights.Check(config, folder);
+        return config;
     }
 
     /// <summary>

@@ -13,7 +13,7 @@ internal static class HfConfigJson
         if (!File.Exists(path)) throw new ModelFormatException($"{path}: config.json is missing from the model folder.");
         try
         {
-            return (JsonNode.Parse(File.ReadAllText(path))?.AsObject() ?? throw new JsonException("empty document"), path);
+            return (JsonNode.Parse(Files.ReadRoots.Current.ReadAllText(path))?.AsObject() ?? throw new JsonException("empty document"), path);
         }
         catch (Exception e) when (e is JsonException or InvalidOperationException)
         {
@@ -29,7 +29,25 @@ internal static class HfConfigJson
     {
         if (j[f] is not JsonValue v) return null;
         if (v.TryGetValue<int>(out var i)) return i;
-        if (v.TryGetValue<double>(out var d) && d == Math.Floor(d)) return (int)d;
-        throw new ModelFormatException($"{path}: field '{f}' must be an integer, found {v.ToJsonString()}.");
+        // 4096.0 is an integer; 1e20 and 2^31 are not ones a 32-bit field can hold (a cast would wrap them).
+        if (v.TryGetValue<double>(out var d) && d == Math.Floor(d) && d >= int.MinValue && d <= int.MaxValue) return (int)d;
+        throw new ModelFormatException($"{path}: field '{f}' must be an integer of 32 bits, found {v.ToJsonString()}.");
     }
+
+    /// <summary>
+    /// A size (<c>hidden_size</c>, <c>num_hidden_layers</c>, …) in 1..<paramref name="max"/>; <paramref name="dflt"/> when
+    /// absent, required when null. Zero or negative sizes would divide by zero or build empty modules, and the bounds lie
+    /// far above any published model, so a config beyond them is a mistake or an attack, refused before any arithmetic.
+    /// </summary>
+    public static int Size(JsonObject j, string f, string path, int max, int? dflt = null)
+    {
+        var value = Int(j, f, path) ?? dflt ?? throw new ModelFormatException($"{path}: required field '{f}' is missing.");
+        if (value < 1 || value > max)
+            throw new ModelFormatException($"{path}: field '{f}' is {value}; it must be in 1..{max}.");
+        return value;
+    }
+
+    /// <summary>Upper bounds of <see cref="Size"/>: each far beyond the largest published model's value.</summary>
+    public const int MaxVocab = 1 << 24, MaxHidden = 1 << 17, MaxIntermediate = 1 << 20, MaxLayers = 1024, MaxHeads = 1 << 12,
+        MaxHeadDim = 1 << 14, MaxPositions = 1 << 24;
 }

@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using Microsoft.Win32.SafeHandles;
+using RefAlign.Compute.Files;
 using TorchSharp;
 
 namespace RefAlign.Compute.Formats;
@@ -16,7 +17,7 @@ public static partial class ModelWeights
     public const string SingleFile = "model.safetensors";
     public const string IndexFile = "model.safetensors.index.json";
 
-    [GeneratedRegex(@"^model-\d{5}-of-\d{5}\.safetensors$")]
+    [GeneratedRegex(@"\Amodel-\d{5}-of-\d{5}\.safetensors\z")]
     private static partial Regex ShardName();
 
     /// <summary>Loads every tensor of the folder (single file preferred over an index, as transformers does).</summary>
@@ -146,11 +147,33 @@ public static partial class ModelWeights
         return Plan(module, sources, isOptional).Unexpected;
     }
 
-    /// <summary>The folder's weight files (single or sharded) and their headers parse and are laid out consistently.</summary>
-    public static void CheckHeaders(string folder)
+    /// <summary>
+    /// What <see cref="Check"/> checks, against the tensors a config implies (<see cref="Models.ModelFootprint"/>) rather
+    /// than a built module: only the weight files' headers are read, so a config that claims a huge model costs nothing
+    /// to check. Returns the names in the files that are not expected.
+    /// </summary>
+    public static IReadOnlyList<string> CheckShapes(string folder, IEnumerable<(string Name, long[] Shape)> expected, Func<string, bool>? isOptional = null)
     {
         using var sources = Sources.Open(folder);
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var (name, shape) in expected)
+        {
+            names.Add(name);
+            Find(sources, name, shape, isOptional);
+        }
+        return sources.Tensors.Keys.Where(n => !names.Contains(n)).ToList();
     }
+
+    /// <summary>The shape of every tensor of the folder's weight files, from their headers (no weight is read).</summary>
+    public static Dictionary<string, long[]> ReadShapes(string folder)
+    {
+        using var sources = Sources.Open(folder);
+        return sources.Tensors.ToDictionary(kv => kv.Key, kv => kv.Value.Info.Shape, StringComparer.Ordinal);
+    }
+
+    /// <summary>The weights file or index of the folder, as messages about a missing tensor name it.</summary>
+    public static string Describe(string folder) =>
+        File.Exists(Path.Combine(folder, SingleFile)) ? Path.Combine(folder, SingleFile) : Path.Combine(folder, IndexFile);
 
     private static (List<(torch.Tensor Target, Source Src, SafeTensorInfo Info)> Plan, IReadOnlyList<string> Unexpected) Plan(
         torch.nn.Module module, Sources sources, Func<string, bool>? isOptional)
@@ -159,24 +182,29 @@ public static partial class ModelWeights
         var plan = new List<(torch.Tensor Target, Source Src, SafeTensorInfo Info)>(expected.Count);
         foreach (var (name, target) in expected)
         {
-            if (!sources.Tensors.TryGetValue(name, out var found))
-            {
-                if (isOptional?.Invoke(name) == true)
-                {
-                    continue;
-                }
-                throw new ModelFormatException(
-                    $"{sources.Description}: has no tensor '{name}', which the module needs (shape {Shape(target.shape)}).");
-            }
-            var (src, info) = found;
-            if (!info.Shape.AsSpan().SequenceEqual(target.shape))
-            {
-                throw new ModelFormatException(
-                    $"{src.Path}: tensor '{name}' has shape {Shape(info.Shape)} in the file but the module expects {Shape(target.shape)}.");
-            }
-            plan.Add((target, src, info));
+            if (Find(sources, name, target.shape, isOptional) is (var src, var info)) plan.Add((target, src, info));
         }
         return (plan, sources.Tensors.Keys.Where(n => !expected.ContainsKey(n)).ToList());
+    }
+
+    /// <summary>Where tensor <paramref name="name"/> of <paramref name="shape"/> is; null when it is optional and absent.</summary>
+    private static (Source Src, SafeTensorInfo Info)? Find(Sources sources, string name, long[] shape, Func<string, bool>? isOptional)
+    {
+        if (!sources.Tensors.TryGetValue(name, out var found))
+        {
+            if (isOptional?.Invoke(name) == true)
+            {
+                return null;
+            }
+            throw new ModelFormatException(
+                $"{sources.Description}: has no tensor '{name}', which the module needs (shape {Shape(shape)}).");
+        }
+        if (!found.Info.Shape.AsSpan().SequenceEqual(shape))
+        {
+            throw new ModelFormatException(
+                $"{found.Src.Path}: tensor '{name}' has shape {Shape(found.Info.Shape)} in the file but the module expects {Shape(shape)}.");
+        }
+        return found;
     }
 
     private static string Shape(long[] shape) => $"[{string.Join(", ", shape)}]";
@@ -304,7 +332,7 @@ public static partial class ModelWeights
         {
             try
             {
-                using var doc = JsonDocument.Parse(File.ReadAllBytes(index));
+                using var doc = JsonDocument.Parse(ReadRoots.Current.ReadAllBytes(index));
                 if (doc.RootElement.ValueKind != JsonValueKind.Object
                     || !doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
                 {

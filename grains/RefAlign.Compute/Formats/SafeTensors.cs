@@ -114,7 +114,8 @@ public static class SafeTensors
     {
         try
         {
-            return File.OpenHandle(file, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.RandomAccess);
+            // Inside the silo's read roots, whatever links lead there (a process without roots reads anywhere).
+            return Files.ReadRoots.Current.OpenHandle(file, FileOptions.RandomAccess);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

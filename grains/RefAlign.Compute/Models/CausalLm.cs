@@ -59,11 +59,13 @@ public sealed class CausalLm : nn.Module
     /// A checkpoint tensor this model may ignore: non-persistent buffers older transformers saved (rotary inv_freq,
     /// NeoX's causal-mask <c>attention.bias</c> / <c>attention.masked_bias</c>) and a tied output projection.
     /// </summary>
-    public bool IsIgnorableCheckpointTensor(string name) =>
+    public bool IsIgnorableCheckpointTensor(string name) => IsIgnorable(Config, name);
+
+    static bool IsIgnorable(CausalLmConfig c, string name) =>
         name.EndsWith("rotary_emb.inv_freq", StringComparison.Ordinal)
-        || (Config.IsGptNeoX && (name.EndsWith(".attention.bias", StringComparison.Ordinal)
-                                 || name.EndsWith(".attention.masked_bias", StringComparison.Ordinal)))
-        || (Config.TieWordEmbeddings && name == OutputWeightName);
+        || (c.IsGptNeoX && (name.EndsWith(".attention.bias", StringComparison.Ordinal)
+                            || name.EndsWith(".attention.masked_bias", StringComparison.Ordinal)))
+        || (c.TieWordEmbeddings && name == (c.IsGptNeoX ? "embed_out.weight" : "lm_head.weight"));
 
     public Device Device => Body.EmbedWeight.device;
     public ScalarType DType => Body.EmbedWeight.dtype;
@@ -184,6 +186,11 @@ public sealed class CausalLm : nn.Module
     public static CausalLm FromPretrained(string folder, ScalarType dtype = ScalarType.Float32, Device? device = null)
     {
         var config = CausalLmConfig.Load(folder);
+        // Before the module exists: a config.json that claims more than this machine holds is a sentence, not an OOM kill.
+        ModelFootprint.RequireWithin(ModelFootprint.WeightBytes(ModelFootprint.Parameters(config), ModelFootprint.BytesPer(dtype)), ModelFootprint.HostMemoryBytes,
+            $"{Path.Combine(folder, "config.json")}: the model's weights in {dtype} need", ModelFootprint.Sizes(config), "this machine's memory");
+        // Every file of the folder (tokenizer files too) resolves inside a silo's read roots.
+        Files.ReadRoots.Current.CheckFolder(folder);
         var model = new CausalLm(config);
         if (dtype != ScalarType.Float32) model.to(dtype);
         if (device is not null) model.to(device);
@@ -194,20 +201,24 @@ public sealed class CausalLm : nn.Module
 
     /// <summary>
     /// What <see cref="FromPretrained"/> checks (config.json, every tensor's presence and shape, no stray tensors), with
-    /// the same errors, without reading a weight; the module is built on the CPU, so callers bound the model's size.
+    /// the same errors, from config.json and the weight files' headers alone: no module is built and no weight is read,
+    /// so the cost does not depend on the size the config claims. Returns the config.
     /// </summary>
-    public static void CheckPretrained(string folder)
+    public static CausalLmConfig CheckPretrained(string folder)
     {
-        using var model = new CausalLm(CausalLmConfig.Load(folder));
-        RefuseExtras(model, folder, ModelWeights.Check(model, folder));
+        var config = CausalLmConfig.Load(folder);
+        RefuseExtras(config, folder, ModelWeights.CheckShapes(folder, ModelFootprint.Tensors(config)));
+        return config;
     }
 
-    static void RefuseExtras(CausalLm model, string folder, IReadOnlyList<string> unexpected)
+    static void RefuseExtras(CausalLm model, string folder, IReadOnlyList<string> unexpected) => RefuseExtras(model.Config, folder, unexpected);
+
+    static void RefuseExtras(CausalLmConfig config, string folder, IReadOnlyList<string> unexpected)
     {
-        var extra = unexpected.Where(n => !model.IsIgnorableCheckpointTensor(n)).ToList();
+        var extra = unexpected.Where(n => !IsIgnorable(config, n)).ToList();
         if (extra.Count > 0)
             throw new ModelFormatException(
-                $"{folder}: weights contain tensors that {model.Config.Architecture} with this config.json does not have: {string.Join(", ", extra.Take(5))}{(extra.Count > 5 ? ", …" : "")}.");
+                $"{folder}: weights contain tensors that {config.Architecture} with this config.json does not have: {string.Join(", ", extra.Take(5))}{(extra.Count > 5 ? ", …" : "")}.");
     }
 
     /// <summary>Writes config.json, generation_config.json and the weights (sharded above <paramref name="maxShardBytes"/>).</summary>

@@ -83,30 +83,31 @@ public sealed record CausalLmConfig
         var act = Str(j, "hidden_act", null) ?? "silu";
         if (act != "silu") throw new ModelFormatException($"{path}: field 'hidden_act' is '{act}'; only 'silu' is supported.");
 
-        int Req(string f) => Int(j, f, path) ?? throw new ModelFormatException($"{path}: required field '{f}' is missing.");
-        var heads = Req("num_attention_heads");
-        var hidden = Req("hidden_size");
-        var kvHeads = Int(j, "num_key_value_heads", path) ?? heads;
-        if (kvHeads <= 0 || heads % kvHeads != 0)
+        var heads = Size(j, "num_attention_heads", path, MaxHeads);
+        var hidden = Size(j, "hidden_size", path, MaxHidden);
+        var kvHeads = Size(j, "num_key_value_heads", path, MaxHeads, heads);
+        if (heads % kvHeads != 0)
             throw new ModelFormatException($"{path}: field 'num_key_value_heads' ({kvHeads}) must divide num_attention_heads ({heads}).");
-        var headDim = Int(j, "head_dim", path) ?? hidden / heads;
+        if (j["head_dim"] is null && hidden < heads)
+            throw new ModelFormatException($"{path}: field 'hidden_size' ({hidden}) is smaller than num_attention_heads ({heads}), leaving no head_dim.");
+        var headDim = Size(j, "head_dim", path, MaxHeadDim, hidden / heads);
         var attnBias = Bool(j, "attention_bias", false);
         var isQwen = arch == "Qwen2ForCausalLM";
         int? window = null;
-        if (arch == "MistralForCausalLM" || (isQwen && Bool(j, "use_sliding_window", false)))
-            window = Int(j, "sliding_window", path);
+        if ((arch == "MistralForCausalLM" || (isQwen && Bool(j, "use_sliding_window", false))) && j["sliding_window"] is not null)
+            window = Size(j, "sliding_window", path, int.MaxValue);
 
         return new CausalLmConfig
         {
             Architecture = arch,
-            VocabSize = Req("vocab_size"),
+            VocabSize = Size(j, "vocab_size", path, MaxVocab),
             HiddenSize = hidden,
-            IntermediateSize = Req("intermediate_size"),
-            NumHiddenLayers = Req("num_hidden_layers"),
+            IntermediateSize = Size(j, "intermediate_size", path, MaxIntermediate),
+            NumHiddenLayers = Size(j, "num_hidden_layers", path, MaxLayers),
             NumAttentionHeads = heads,
             NumKeyValueHeads = kvHeads,
             HeadDim = headDim,
-            MaxPositionEmbeddings = Int(j, "max_position_embeddings", path) ?? 2048,
+            MaxPositionEmbeddings = Size(j, "max_position_embeddings", path, MaxPositions, 2048),
             RmsNormEps = Dbl(j, "rms_norm_eps", 1e-6),
             RopeTheta = Dbl(j, "rope_theta", 10000),
             RopeScaling = ParseRopeScaling(j["rope_scaling"] as JsonObject, path),
@@ -192,10 +193,9 @@ public sealed record CausalLmConfig
         if (!GptNeoXActivations.Contains(act))
             throw new ModelFormatException(
                 $"{path}: field 'hidden_act' is '{act}'; GPTNeoXForCausalLM supports {string.Join(", ", GptNeoXActivations)}.");
-        int Req(string f) => Int(j, f, path) ?? throw new ModelFormatException($"{path}: required field '{f}' is missing.");
-        var heads = Req("num_attention_heads");
-        var hidden = Req("hidden_size");
-        if (heads <= 0 || hidden % heads != 0)
+        var heads = Size(j, "num_attention_heads", path, MaxHeads);
+        var hidden = Size(j, "hidden_size", path, MaxHidden);
+        if (hidden % heads != 0)
             throw new ModelFormatException($"{path}: field 'hidden_size' ({hidden}) must be a multiple of num_attention_heads ({heads}).");
         var headDim = hidden / heads;
         var rope = j["rope_parameters"] as JsonObject;
@@ -210,14 +210,14 @@ public sealed record CausalLmConfig
         return new CausalLmConfig
         {
             Architecture = GptNeoXArchitecture,
-            VocabSize = Req("vocab_size"),
+            VocabSize = Size(j, "vocab_size", path, MaxVocab),
             HiddenSize = hidden,
-            IntermediateSize = Req("intermediate_size"),
-            NumHiddenLayers = Req("num_hidden_layers"),
+            IntermediateSize = Size(j, "intermediate_size", path, MaxIntermediate),
+            NumHiddenLayers = Size(j, "num_hidden_layers", path, MaxLayers),
             NumAttentionHeads = heads,
             NumKeyValueHeads = heads,
             HeadDim = headDim,
-            MaxPositionEmbeddings = Int(j, "max_position_embeddings", path) ?? 2048,
+            MaxPositionEmbeddings = Size(j, "max_position_embeddings", path, MaxPositions, 2048),
             LayerNormEps = Dbl(j, "layer_norm_eps", 1e-5),
             RopeTheta = Num(rope, "rope_theta") ?? Num(j, "rotary_emb_base") ?? Num(j, "rope_theta") ?? 10000,
             RopeScaling = ParseRopeScaling(j["rope_scaling"] as JsonObject ?? rope, path),

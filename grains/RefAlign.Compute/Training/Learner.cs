@@ -212,6 +212,14 @@ public sealed partial class Learner : IDisposable
 
     StepResult Commit(int step, Dictionary<string, double> metrics)
     {
+        // A non-finite term of the loss poisons every gradient: nothing of this step may reach the weights.
+        // (Perplexity is exp(loss), which can overflow while the loss itself is fine.)
+        foreach (var (term, value) in metrics)
+        {
+            if (double.IsFinite(value) || term.EndsWith(SftPerplexity, StringComparison.Ordinal)) continue;
+            _optimizer.DropGradients();
+            throw new NonFiniteStepException(step, term, value, "the gradients were dropped and nothing was applied");
+        }
         metrics["learning_rate"] = _optimizer.LearningRateAt(_optimizer.Step);
         metrics["grad_norm"] = _optimizer.ClipAndStep();
         WeightVersion++;

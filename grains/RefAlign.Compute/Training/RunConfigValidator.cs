@@ -9,6 +9,7 @@ internal static class RunConfigValidator
 {
     public static RunConfig Validate(RunConfig c, bool requirePaths)
     {
+        CheckNumbers(c, "");
         Check(!string.IsNullOrWhiteSpace(c.Name) && c.Name.All(ch => char.IsLetterOrDigit(ch) || ch is '-' or '_' or '.'),
             "name", "must be non-empty and use only letters, digits, '-', '_' and '.'");
         Check(Enum.IsDefined(c.Algorithm), "algorithm", "must be one of refalign, dpo, cdpo, ipo, sr-dpo, sr-ipo, sft");
@@ -46,8 +47,8 @@ internal static class RunConfigValidator
             Check(l.Alpha > 0 && double.IsFinite(l.Alpha), "policy.lora.alpha", "must be > 0");
             Check(l.Dropout >= 0 && l.Dropout < 1, "policy.lora.dropout", "must be in [0, 1)");
             string[] known = [.. LoraConfig.KnownTargets, LoraConfig.AllLinear];
-            Check(l.TargetModules.Count > 0 && l.TargetModules.All(known.Contains), "policy.lora.target_modules",
-                $"must list projections among {string.Join(", ", known)}");
+            Check(l.TargetModules.Count > 0 && l.TargetModules.Count <= known.Length && l.TargetModules.All(known.Contains), "policy.lora.target_modules",
+                $"must list at most {known.Length} projections among {string.Join(", ", known)}");
         }
 
         var d = c.Data;
@@ -117,6 +118,30 @@ internal static class RunConfigValidator
         Check(dist.StallTimeoutSeconds == 0 || (dist.StallTimeoutSeconds >= 1 && double.IsFinite(dist.StallTimeoutSeconds)),
             "distributed.stall_timeout_seconds", "must be 0 (never) or ≥ 1");
         return c;
+    }
+
+    /// <summary>
+    /// Every number of the config is finite and within what float32 holds: the losses and the optimizer compute in float32,
+    /// where a larger factor (preference.lambda = 1e308, a learning rate of 1e300) becomes infinity and the run's weights NaN.
+    /// </summary>
+    static void CheckNumbers(object section, string path)
+    {
+        foreach (var property in section.GetType().GetProperties())
+        {
+            if (property.GetIndexParameters().Length > 0 || property.IsDefined(typeof(System.Text.Json.Serialization.JsonIgnoreAttribute), true)) continue;
+            var name = property.GetCustomAttributes(typeof(System.Text.Json.Serialization.JsonPropertyNameAttribute), true) is [System.Text.Json.Serialization.JsonPropertyNameAttribute a, ..]
+                ? a.Name : System.Text.Json.JsonNamingPolicy.SnakeCaseLower.ConvertName(property.Name);
+            var field = path.Length == 0 ? name : $"{path}.{name}";
+            switch (property.GetValue(section))
+            {
+                case double d:
+                    Check(double.IsFinite(d) && Math.Abs(d) <= float.MaxValue, field, $"is {d}; a number must be finite and within float32's range (±{float.MaxValue})");
+                    break;
+                case object nested when nested.GetType().Namespace == typeof(RunConfig).Namespace && nested.GetType().IsClass && nested is not string:
+                    CheckNumbers(nested, field);
+                    break;
+            }
+        }
     }
 
     static void Check(bool ok, string field, string message)

@@ -9,8 +9,10 @@ namespace RefAlign.Grains.Artifacts;
 /// The cluster's artifacts, as files under <c>&lt;Silo:OutputRoot&gt;/artifacts</c> (shared by the silos that run the
 /// work, as checkpoints are): <c>objects/&lt;sha256&gt;/</c> holds an artifact's unpacked files, addressed by the SHA-256 of
 /// its tar stream (<see cref="ArtifactArchive"/>), so the same content is stored once; <c>names/&lt;name&gt;.json</c> binds
-/// a name to an object; <c>uploads/</c> holds pushes in progress, never listed. Every step that makes something
-/// visible is a rename, so a push that dies half way leaves nothing half there.
+/// a name to an object; <c>uploads/</c> holds pushes in progress (listed apart, removable by name, gone after
+/// <see cref="PendingExpiry"/> without a byte). Every step that makes something visible is a rename, so a push that dies
+/// half way leaves nothing half there. The store's quota counts stored objects and the bytes pushes in progress have
+/// received, not what their headers announce: a header costs nothing, so headers alone cannot use the quota up.
 /// </summary>
 public sealed partial class ArtifactStore
 {
@@ -18,12 +20,14 @@ public sealed partial class ArtifactStore
 
     readonly string _objects, _names, _uploads;
 
-    public ArtifactStore(string root, long maxArtifactBytes, long maxStoreBytes)
+    public ArtifactStore(string root, long maxArtifactBytes, long maxStoreBytes, int maxPendingPushes = 64, TimeSpan? pendingExpiry = null)
     {
         Root = Path.GetFullPath(root);
         (_objects, _names, _uploads) = (Path.Combine(Root, "objects"), Path.Combine(Root, "names"), Path.Combine(Root, "uploads"));
         MaxArtifactBytes = maxArtifactBytes;
         MaxStoreBytes = maxStoreBytes;
+        MaxPendingPushes = maxPendingPushes;
+        PendingExpiry = pendingExpiry ?? TimeSpan.FromDays(1);
     }
 
     public string Root { get; }
@@ -31,6 +35,12 @@ public sealed partial class ArtifactStore
     public long MaxArtifactBytes { get; }
 
     public long MaxStoreBytes { get; }
+
+    /// <summary>Pushes in progress at once (<c>Limits:MaxPendingPushes</c>): each holds a partial copy until it ends or expires.</summary>
+    public int MaxPendingPushes { get; }
+
+    /// <summary>A push that received no byte for this long is removed (<c>Limits:PendingPushExpirySeconds</c>).</summary>
+    public TimeSpan PendingExpiry { get; }
 
     /// <summary>Where the stored objects live: runs read artifacts there, so admission treats it as a read root.</summary>
     public string ObjectsRoot => _objects;
@@ -40,10 +50,11 @@ public sealed partial class ArtifactStore
     {
         if (!NamePattern().IsMatch(name) || name.Length > 200)
             throw new InvalidArtifactException("name",
-                $"field 'name' is '{name}'; an artifact name is 1 to 4 segments of letters, digits, '.', '_' or '-' joined by '/', none starting with '.' (e.g. datasets/hh-small).");
+                $"field 'name' is {(name.Any(char.IsControl) ? JsonSerializer.Serialize(name) : $"'{name}'")}; an artifact name is 1 to 4 segments of letters, digits, '.', '_' or '-' joined by '/', none starting with '.' (e.g. datasets/hh-small).");
     }
 
-    [GeneratedRegex(@"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*){0,3}$")]
+    // \z, not $: in .NET '$' also matches before a final newline, which would let "name\n" through.
+    [GeneratedRegex(@"\A[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*){0,3}\z")]
     private static partial Regex NamePattern();
 
     public static void CheckKind(string kind)
@@ -79,15 +90,10 @@ public sealed partial class ArtifactStore
             .OrderBy(a => a.Name, StringComparer.Ordinal)];
     }
 
-    /// <summary>Bytes of stored objects (each once) and of pushes in progress (their announced sizes).</summary>
-    public long StoredBytes()
-    {
-        long objects = List().DistinctBy(a => a.Sha256).Sum(a => a.Size);
-        long uploads = Directory.Exists(_uploads)
-            ? Directory.EnumerateFiles(_uploads, "*.json").Sum(f => JsonSerializer.Deserialize<PendingPush>(File.ReadAllText(f), ArtifactRecord.Json)?.Size ?? 0)
-            : 0;
-        return objects + uploads;
-    }
+    /// <summary>Bytes of stored objects (each once) and of what pushes in progress have received.</summary>
+    public long StoredBytes() => ObjectBytes() + Pending().Sum(p => p.ReceivedBytes);
+
+    long ObjectBytes() => List().DistinctBy(a => a.Sha256).Sum(a => a.Size);
 
     /// <summary>The path a run reads for <paramref name="record"/>: the object folder, or the one file of a data artifact.</summary>
     public string PathOf(ArtifactRecord record)
@@ -115,11 +121,17 @@ public sealed partial class ArtifactStore
 
     /// <summary>
     /// Removes the name; the object goes too when no other name uses it and <paramref name="inUse"/> (paths running runs
-    /// read) does not mention it. Returns what was removed.
+    /// read) does not mention it. Pushes in progress under the name are removed as well. Returns what was removed (for a
+    /// name only pending, the push, without files).
     /// </summary>
     public ArtifactRecord Delete(string name, Func<string, bool> inUse)
     {
-        var record = Get(name);
+        CheckName(name);
+        var pending = Pending().Where(p => p.Name == name).ToList();
+        foreach (var p in pending) Discard(p.Sha256);
+        if (Find(name) is not { } record)
+            return pending.Count > 0 ? new ArtifactRecord(name, pending[0].Kind, pending[0].Size, pending[0].Sha256, [], pending[0].Updated)
+                : throw new ArtifactNotFoundException(name);
         File.Delete(NameFile(name));
         var folder = Path.Combine(_objects, record.Sha256);
         if (List().All(a => a.Sha256 != record.Sha256) && !inUse(folder) && Directory.Exists(folder))
@@ -149,6 +161,9 @@ public sealed record ArtifactFileRecord(string Path, long Size, string Sha256);
 
 /// <summary>A push in progress: what its header announced.</summary>
 public sealed record PendingPush(string Name, string Kind, long Size, string Sha256);
+
+/// <summary>A push in progress as the store lists it: received so far, last written, and when it expires.</summary>
+public sealed record PendingUpload(string Name, string Kind, long Size, string Sha256, long ReceivedBytes, DateTimeOffset Updated, DateTimeOffset Expires);
 
 /// <summary>A bad artifact request (name, kind, chunk, content); <see cref="Field"/> is the request field it is about.</summary>
 public sealed class InvalidArtifactException(string field, string message, Exception? inner = null) : Exception(message, inner)

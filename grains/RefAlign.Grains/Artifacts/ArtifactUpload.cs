@@ -21,7 +21,35 @@ public sealed partial class ArtifactStore
     }
 
     /// <summary>
-    /// Starts or resumes a push; everything is checked (name, kind, quotas, where it resumes) before a byte is stored.
+    /// Pushes in progress, oldest first; those that received no byte for <see cref="PendingExpiry"/> are removed on the
+    /// way (a push that was given up must not hold its bytes, or a place among <see cref="MaxPendingPushes"/>, forever).
+    /// </summary>
+    public IReadOnlyList<PendingUpload> Pending()
+    {
+        if (!Directory.Exists(_uploads)) return [];
+        var now = DateTimeOffset.UtcNow;
+        var found = new List<PendingUpload>();
+        foreach (var file in Directory.EnumerateFiles(_uploads, "*.json"))
+        {
+            PendingPush? push;
+            try { push = JsonSerializer.Deserialize<PendingPush>(File.ReadAllText(file), ArtifactRecord.Json); }
+            catch (Exception e) when (e is JsonException or IOException) { push = null; }
+            var sha = Path.GetFileNameWithoutExtension(file);
+            var part = new FileInfo(PartFile(sha));
+            // The part file's time is its last received byte; a record without one is a push that never began writing.
+            var updated = new DateTimeOffset(part.Exists ? part.LastWriteTimeUtc : File.GetLastWriteTimeUtc(file), TimeSpan.Zero);
+            if (push is null || updated + PendingExpiry <= now)
+            {
+                Discard(sha);
+                continue;
+            }
+            found.Add(new PendingUpload(push.Name, push.Kind, push.Size, push.Sha256, part.Exists ? part.Length : 0, updated, updated + PendingExpiry));
+        }
+        return [.. found.OrderBy(p => p.Updated)];
+    }
+
+    /// <summary>
+    /// Starts or resumes a push; everything is checked (name, kind, limits, where it resumes) before a byte is stored.
     /// The upload holds the partial copy's file exclusively until disposed.
     /// </summary>
     public ArtifactUpload BeginPush(string name, string kind, long size, string sha256, long offset)
@@ -33,13 +61,19 @@ public sealed partial class ArtifactStore
         if (offset < 0 || offset > size) throw new InvalidArtifactException("offset", $"field 'offset' is {offset}; it must be in 0..{size}.");
         if (size > MaxArtifactBytes)
             throw new ResourceExhaustedException($"artifact '{name}' is {size} bytes, over the limit of {MaxArtifactBytes} per artifact (Limits:MaxArtifactBytes).");
-        Directory.CreateDirectory(_uploads);
-        // Content the store already holds costs nothing more; a resumed push is already counted.
-        var adds = Directory.Exists(Path.Combine(_objects, sha256)) || File.Exists(PendingFile(sha256)) ? 0 : size;
-        var stored = StoredBytes();
+        var pending = Pending();
+        var resumed = pending.Any(p => p.Sha256 == sha256);
+        if (!resumed && pending.Count >= MaxPendingPushes)
+            throw new ResourceExhaustedException(
+                $"{pending.Count} pushes are in progress, the most this silo keeps (Limits:MaxPendingPushes); finish or remove one (refalign artifact rm <name>), or wait: one without a byte for {PendingExpiry.TotalHours:0.##} h is removed.");
+        // Only bytes count against the store: content it already holds costs nothing more, and a push counts what it has
+        // received (checked again with every chunk), so a header announcing a size reserves nothing.
+        var stored = ObjectBytes() + pending.Sum(p => p.ReceivedBytes);
+        var adds = Directory.Exists(Path.Combine(_objects, sha256)) ? 0 : size - pending.Where(p => p.Sha256 == sha256).Sum(p => p.ReceivedBytes);
         if (stored + adds > MaxStoreBytes)
             throw new ResourceExhaustedException(
                 $"artifact '{name}' ({size} bytes) does not fit: the store holds {stored} of {MaxStoreBytes} bytes (Limits:MaxArtifactStoreBytes); remove some (refalign artifact rm).");
+        Directory.CreateDirectory(_uploads);
         FileStream part;
         try { part = new FileStream(PartFile(sha256), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, 1 << 16); }
         catch (IOException e) { throw new ArtifactBusyException($"another push of the same content ({sha256[..12]}…) is in progress; try again when it ends.", e); }
@@ -72,9 +106,11 @@ public sealed partial class ArtifactStore
             part.Position = 0;
             IReadOnlyList<ArtifactArchive.Extracted> files;
             try { files = ArtifactArchive.Extract(part, temp); }
-            catch (Exception e) when (e is InvalidDataException or FormatException or EndOfStreamException)
+            // An IOException here is the stream's fault too (a file 'a' and then 'a/b', a name the file system refuses):
+            // not a transient one that a retry could fix.
+            catch (Exception e) when (e is InvalidDataException or FormatException or EndOfStreamException or IOException or UnauthorizedAccessException)
             {
-                throw new InvalidArtifactException("chunk", $"artifact '{push.Name}' is not a tar stream of plain files: {e.Message}", e);
+                throw new InvalidArtifactException("chunk", $"artifact '{push.Name}' is not a tar stream of plain files: {e.Message.Replace(temp, push.Name, StringComparison.Ordinal)}", e);
             }
             IReadOnlyList<ArtifactFileRecord> listed = [.. files.Select(f => new ArtifactFileRecord(f.Path, f.Size, f.Sha256))];
             validate(push.Kind, temp, listed);
@@ -88,8 +124,9 @@ public sealed partial class ArtifactStore
             Discard(push.Sha256);
             return record;
         }
-        catch (Exception e) when (e is ArtifactDataLossException or InvalidArtifactException)
+        catch
         {
+            // Whatever went wrong with a whole stream, pushing the same bytes again cannot help: its bytes go.
             Discard(push.Sha256);
             throw;
         }
@@ -103,6 +140,17 @@ public sealed partial class ArtifactStore
     {
         File.Delete(PendingFile(sha256));
         File.Delete(PartFile(sha256));
+    }
+
+    /// <summary>Refuses <paramref name="more"/> bytes of a push when the store (objects and every push's bytes) would pass its quota.</summary>
+    internal void ReserveChunk(string name, string sha256, long more)
+    {
+        // Content the store already holds costs nothing once the push ends: its bytes are not held against the quota.
+        if (Directory.Exists(Path.Combine(_objects, sha256))) return;
+        var stored = StoredBytes();
+        if (stored + more > MaxStoreBytes)
+            throw new ResourceExhaustedException(
+                $"artifact '{name}' does not fit: the store holds {stored} of {MaxStoreBytes} bytes (Limits:MaxArtifactStoreBytes); remove some (refalign artifact rm). The bytes received so far are kept for {PendingExpiry.TotalHours:0.##} h.");
     }
 }
 
@@ -129,6 +177,7 @@ public sealed class ArtifactUpload(ArtifactStore store, PendingPush push, FileSt
         if (!string.Equals(actual, sha256, StringComparison.Ordinal))
             throw new ArtifactDataLossException(
                 $"the chunk at byte {offset} ({data.Length} bytes) does not match its SHA-256 and was not stored; the silo keeps the {offset} bytes before it, resume from there.");
+        store.ReserveChunk(push.Name, push.Sha256, data.Length);
         part.Write(data);
         part.Flush();
     }

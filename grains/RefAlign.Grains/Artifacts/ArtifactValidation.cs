@@ -1,39 +1,38 @@
-using System.Text.Json;
-using RefAlign.Compute;
 using RefAlign.Compute.Encoders;
-using RefAlign.Compute.Formats;
 using RefAlign.Compute.Models;
 using RefAlign.Compute.Tokenization;
-using RefAlign.Compute.Training;
 using RefAlign.Compute.Training.Checkpoints;
 
 namespace RefAlign.Grains.Artifacts;
 
 /// <summary>
 /// What a pushed artifact must be before it is accepted, with the errors <c>refalign train</c> gives for the same
-/// folder (config, tokenizer, every tensor by name and shape). The module built for the tensor check lives on the CPU:
-/// above <see cref="FullCheckBytes"/> of weights only the config, the tokenizer and the weight files' headers are checked,
-/// and the first run that loads the model checks the rest.
+/// folder (config, tokenizer, every tensor by name and shape). Nothing is built: config.json's sizes are bounded and its
+/// memory estimated (<see cref="ModelFootprint"/>) against <c>Limits:MaxModelMemoryBytes</c> first, then each tensor's
+/// shape is compared from the weight files' headers, so the cost does not depend on the size a config claims.
 /// </summary>
 public static class ArtifactValidation
 {
-    public const long FullCheckBytes = 2L << 30;
-
-    public static void Validate(string name, string kind, string folder, IReadOnlyList<ArtifactFileRecord> files)
+    /// <param name="maxModelBytes">The memory a model may need (<see cref="RunLimits.ModelMemoryLimit"/>).</param>
+    public static void Validate(string name, string kind, string folder, IReadOnlyList<ArtifactFileRecord> files, long maxModelBytes)
     {
         try
         {
-            var weights = files.Where(f => f.Path.EndsWith(".safetensors", StringComparison.Ordinal)).Sum(f => f.Size);
             switch (kind)
             {
                 case "model":
-                    if (weights <= FullCheckBytes) CausalLm.CheckPretrained(folder);
-                    else { CausalLmConfig.Load(folder); ModelWeights.CheckHeaders(folder); }
+                    // Half precision: the least memory any use of the model (a bf16 replica) needs.
+                    var model = CausalLmConfig.Load(folder);
+                    ModelFootprint.RequireWithin(ModelFootprint.WeightBytes(ModelFootprint.Parameters(model), 2), maxModelBytes,
+                        "config.json: the model's weights in half precision need", ModelFootprint.Sizes(model), "Limits:MaxModelMemoryBytes");
+                    CausalLm.CheckPretrained(folder);
                     TextTokenizer.Load(folder);
                     break;
                 case "encoder":
-                    if (weights <= FullCheckBytes) TransformerEncoder.FromPretrained(folder).Dispose();
-                    else { EncoderConfig.Load(folder); ModelWeights.CheckHeaders(folder); }
+                    var encoder = EncoderConfig.Load(folder);
+                    ModelFootprint.RequireWithin(ModelFootprint.WeightBytes(ModelFootprint.Parameters(encoder), 2), maxModelBytes,
+                        "config.json: the encoder's weights in half precision need", ModelFootprint.Sizes(encoder), "Limits:MaxModelMemoryBytes");
+                    TransformerEncoder.CheckPretrained(folder);
                     EncoderTokenizer.Load(folder);
                     break;
                 case "data":
@@ -45,11 +44,17 @@ public static class ArtifactValidation
                     break;
             }
         }
-        catch (Exception e) when (e is ModelFormatException or InvalidDataException or IOException or JsonException or InvalidRunConfigException
-                                      or ArgumentException)
+        catch (ModelTooLargeException e)
         {
+            throw new ResourceExhaustedException($"artifact '{name}' is a {kind} too large for this cluster: {Unfolded(e.Message, folder, name)}");
+        }
+        catch (Exception e) when (e is not (OperationCanceledException or OutOfMemoryException))
+        {
+            // Whatever a reader of the pushed files threw, the files are at fault: the push is refused, never retried.
             // The silo's unpacking folder means nothing to the caller: name the artifact instead.
-            throw new InvalidArtifactException("kind", $"artifact '{name}' is not a valid {kind}: {e.Message.Replace(folder, name, StringComparison.Ordinal)}", e);
+            throw new InvalidArtifactException("kind", $"artifact '{name}' is not a valid {kind}: {Unfolded(e.Message, folder, name)}", e);
         }
     }
+
+    static string Unfolded(string message, string folder, string name) => message.Replace(folder, name, StringComparison.Ordinal);
 }

@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Security.Cryptography;
 using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
@@ -16,13 +15,13 @@ namespace RefAlign.Silo.Control;
 /// The gRPC face of the <see cref="ArtifactStore"/>: pushes are checked chunk by chunk and committed only whole and
 /// valid; pulls stream the same tar form, from any offset. Errors map as the .proto lists them.
 /// </summary>
-internal sealed class ArtifactGrpcService(RunHostOptions host, IRunControl control, ComputeExecutor executor) : Wire.Artifacts.ArtifactsBase
+internal sealed class ArtifactGrpcService(RunHostOptions host, IRunControl control) : Wire.Artifacts.ArtifactsBase
 {
     /// <summary>Bytes per pulled chunk (pushes choose their own, up to the silo's message limit).</summary>
     public const int ChunkBytes = 1 << 20;
 
     /// <summary>Trailer of a FAILED_PRECONDITION push: the bytes the silo holds, where the push must resume.</summary>
-    public const string ReceivedBytesTrailer = "received-bytes";
+    public const string ReceivedBytesTrailer = StatusMapping.ReceivedBytesTrailer;
 
     public override Task<Wire.Artifact> PushArtifact(IAsyncStreamReader<Wire.PushArtifactRequest> requestStream, ServerCallContext context) =>
         Guard(context, async () =>
@@ -39,9 +38,10 @@ internal sealed class ArtifactGrpcService(RunHostOptions host, IRunControl contr
                 if (part.PartCase != Wire.PushArtifactRequest.PartOneofCase.Chunk) throw new InvalidArtifactException("chunk", "after the header a push sends chunks only.");
                 upload.Append(part.Chunk.Offset, part.Chunk.Data.Span, part.Chunk.Sha256);
             }
-            // Unpacking and hashing are file work, off the request thread; the model check builds modules, on the compute threads.
-            var record = await Task.Run(() => upload.Complete((kind, folder, files) =>
-                executor.RunAsync(() => ArtifactValidation.Validate(h.Name, kind, folder, files), ct).GetAwaiter().GetResult()), ct);
+            // Unpacking, hashing and the checks (config.json and the weight files' headers: no module is built) are file
+            // work, off the request thread.
+            var maxModel = host.Limits.ModelMemoryLimit();
+            var record = await Task.Run(() => upload.Complete((kind, folder, files) => ArtifactValidation.Validate(h.Name, kind, folder, files, maxModel)), ct);
             return ToProto(record, store);
         });
 
@@ -54,6 +54,11 @@ internal sealed class ArtifactGrpcService(RunHostOptions host, IRunControl contr
             var store = host.Artifacts();
             var reply = new Wire.ListArtifactsReply { StoredBytes = store.StoredBytes(), QuotaBytes = store.MaxStoreBytes };
             reply.Artifacts.Add(store.List(request.Prefix).Select(a => ToProto(a, store)));
+            reply.Pending.Add(store.Pending().Where(p => p.Name.StartsWith(request.Prefix, StringComparison.Ordinal)).Select(p => new Wire.PendingPush
+            {
+                Name = p.Name, Kind = p.Kind, Size = p.Size, Sha256 = p.Sha256, ReceivedBytes = p.ReceivedBytes,
+                Updated = Timestamp.FromDateTimeOffset(p.Updated), Expires = Timestamp.FromDateTimeOffset(p.Expires),
+            }));
             return Task.FromResult(reply);
         });
 
@@ -122,37 +127,6 @@ internal sealed class ArtifactGrpcService(RunHostOptions host, IRunControl contr
         return w;
     }
 
-    /// <summary>The store's exceptions as the status codes the .proto documents; the rest as the control API maps them.</summary>
-    static async Task<T> Guard<T>(ServerCallContext context, Func<Task<T>> body)
-    {
-        try
-        {
-            return await ControlGrpcService.Guard(context, body);
-        }
-        catch (InvalidArtifactException e)
-        {
-            throw new RpcException(new Status(StatusCode.InvalidArgument, e.Message), new Metadata { { ControlGrpcService.FieldTrailer, e.Field } });
-        }
-        catch (ArtifactNotFoundException e)
-        {
-            throw new RpcException(new Status(StatusCode.NotFound, e.Message));
-        }
-        catch (ArtifactDataLossException e)
-        {
-            throw new RpcException(new Status(StatusCode.DataLoss, e.Message));
-        }
-        catch (IncompletePushException e)
-        {
-            throw new RpcException(new Status(StatusCode.FailedPrecondition, e.Message));
-        }
-        catch (PushOffsetMismatchException e)
-        {
-            throw new RpcException(new Status(StatusCode.FailedPrecondition, e.Message),
-                new Metadata { { ReceivedBytesTrailer, e.Received.ToString(CultureInfo.InvariantCulture) } });
-        }
-        catch (ArtifactBusyException e)
-        {
-            throw new RpcException(new Status(StatusCode.Aborted, e.Message));
-        }
-    }
+    /// <summary>The store's exceptions as the status codes the .proto documents (<see cref="StatusMapping"/>).</summary>
+    static Task<T> Guard<T>(ServerCallContext context, Func<Task<T>> body) => StatusMapping.Guard(context, body);
 }

@@ -1,4 +1,3 @@
-using System.Text.RegularExpressions;
 using Grpc.Core;
 using RefAlign.Contracts.Control;
 using RefAlign.Grains;
@@ -11,13 +10,13 @@ namespace RefAlign.Silo.Control;
 /// The gRPC face of <see cref="IRunControl"/>: maps messages and turns the control layer's exceptions into status codes.
 /// A host maps it with <c>app.MapGrpcService&lt;ControlGrpcService&gt;()</c> after registering an <see cref="IRunControl"/>.
 /// </summary>
-internal sealed partial class ControlGrpcService(IRunControl control) : Wire.RunControl.RunControlBase
+internal sealed class ControlGrpcService(IRunControl control) : Wire.RunControl.RunControlBase
 {
     /// <summary>Trailer that carries the JSON path of the invalid field of an INVALID_ARGUMENT reply.</summary>
-    public const string FieldTrailer = "field";
+    public const string FieldTrailer = StatusMapping.FieldTrailer;
 
     /// <summary>Trailer of an OUT_OF_RANGE watch: the oldest event sequence the run still keeps.</summary>
-    public const string OldestSequenceTrailer = "oldest-sequence";
+    public const string OldestSequenceTrailer = StatusMapping.OldestSequenceTrailer;
 
     public override Task<Wire.StartRunReply> StartRun(Wire.StartRunRequest request, ServerCallContext context) =>
         Guard(context, async () =>
@@ -85,72 +84,10 @@ internal sealed partial class ControlGrpcService(IRunControl control) : Wire.Run
     static string RunId(string id) =>
         string.IsNullOrWhiteSpace(id) ? throw Invalid("run_id", "field 'run_id' must be set.") : id;
 
-    static RpcException Invalid(string field, string message) =>
-        new(new Status(StatusCode.InvalidArgument, message), new Metadata { { FieldTrailer, field } });
+    static RpcException Invalid(string field, string message) => StatusMapping.Invalid(field, message);
 
-    /// <summary>One place for the exception → status mapping, so every call reports errors the same way.</summary>
-    internal static async Task<T> Guard<T>(ServerCallContext context, Func<Task<T>> body)
-    {
-        try
-        {
-            return await body();
-        }
-        catch (InvalidRunConfigException e)
-        {
-            // The detail names the field for people; the trailer carries it for programs. An exception that crossed an
-            // Orleans call without a codec for Field arrives with it unset: recover it from the message then.
-            var field = FieldOf(e);
-            throw Invalid(field, e.Message.Contains($"'{field}'", StringComparison.Ordinal) ? e.Message : $"field '{field}': {e.Message}");
-        }
-        catch (RunNotFoundException e)
-        {
-            throw new RpcException(new Status(StatusCode.NotFound, e.Message));
-        }
-        catch (ResourceExhaustedException e)
-        {
-            throw new RpcException(new Status(StatusCode.ResourceExhausted, e.Message));
-        }
-        catch (RunEventsTrimmedException e)
-        {
-            throw new RpcException(new Status(StatusCode.OutOfRange, e.Message),
-                new Metadata { { OldestSequenceTrailer, e.OldestSequence.ToString(System.Globalization.CultureInfo.InvariantCulture) } });
-        }
-        catch (Exception e) when (ClusterFaults.IsTransient(e) && !context.CancellationToken.IsCancellationRequested)
-        {
-            // A silo of the cluster went away under the call (or the call timed out): the cluster recovers, so retry.
-            throw new RpcException(new Status(StatusCode.Unavailable, $"the cluster could not answer right now ({e.GetType().Name}); retry."));
-        }
-        catch (ArgumentException e)
-        {
-            // No "field" trailer: a parameter name is not a JSON path of the config.
-            throw new RpcException(new Status(StatusCode.InvalidArgument, e.Message));
-        }
-        catch (InvalidOperationException e) when (e is not ObjectDisposedException)
-        {
-            // E.g. resuming a run that already completed: the call is fine, the run's state forbids it.
-            throw new RpcException(new Status(StatusCode.FailedPrecondition, e.Message));
-        }
-        catch (OperationCanceledException) when (context.CancellationToken.IsCancellationRequested)
-        {
-            throw new RpcException(new Status(StatusCode.Cancelled, "the call was cancelled."));
-        }
-        catch (OperationCanceledException)
-        {
-            // Cancelled on the silo's side (shutdown, a grain call given up), not by the caller: a retry can succeed,
-            // and UNAVAILABLE is what tells a watcher to reconnect rather than stop.
-            throw new RpcException(new Status(StatusCode.Unavailable, "the silo cancelled the call (shutting down?); retry."));
-        }
-    }
-
-    static string FieldOf(InvalidRunConfigException e)
-    {
-        if (!string.IsNullOrEmpty(e.Field)) return e.Field;
-        var m = FieldInMessage().Match(e.Message);
-        return m.Success ? m.Groups[1].Value : "$";
-    }
-
-    [GeneratedRegex("field '([^']+)'")]
-    private static partial Regex FieldInMessage();
+    /// <summary>Every call reports errors the same way (<see cref="StatusMapping"/>).</summary>
+    internal static Task<T> Guard<T>(ServerCallContext context, Func<Task<T>> body) => StatusMapping.Guard(context, body);
 
     static async Task Guard(ServerCallContext context, Func<Task<bool>> body) => await Guard<bool>(context, body);
 }

@@ -10,13 +10,13 @@ public static class LimitsReader
     {
         var section = configuration.GetSection(RunLimits.Section);
         var d = new RunLimits();
-        long Value(string name, long fallback)
+        long Value(string name, long fallback, long min = 1)
         {
             var text = section[name];
             if (string.IsNullOrWhiteSpace(text)) return fallback;
-            return long.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) && v >= 1
+            return long.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) && v >= min
                 ? v
-                : throw new SiloConfigurationException($"{RunLimits.Section}:{name}", $"'{text}' is not a positive integer.");
+                : throw new SiloConfigurationException($"{RunLimits.Section}:{name}", $"'{text}' is not {(min == 0 ? "a non-negative" : "a positive")} integer.");
         }
         int Int(string name, int fallback) => (int)Math.Min(int.MaxValue, Value(name, fallback));
         return new RunLimits
@@ -34,6 +34,10 @@ public static class LimitsReader
             MaxArtifactStoreBytes = Value(nameof(RunLimits.MaxArtifactStoreBytes), d.MaxArtifactStoreBytes),
             MaxConcurrentRuns = Int(nameof(RunLimits.MaxConcurrentRuns), d.MaxConcurrentRuns),
             MaxConcurrentRunsPerSilo = Int(nameof(RunLimits.MaxConcurrentRunsPerSilo), d.MaxConcurrentRunsPerSilo),
+            MaxModelMemoryBytes = Value(nameof(RunLimits.MaxModelMemoryBytes), d.MaxModelMemoryBytes, min: 0),
+            MaxPendingPushes = Int(nameof(RunLimits.MaxPendingPushes), d.MaxPendingPushes),
+            PendingPushExpirySeconds = Value(nameof(RunLimits.PendingPushExpirySeconds), d.PendingPushExpirySeconds),
+            MaxPathLength = Int(nameof(RunLimits.MaxPathLength), d.MaxPathLength),
         };
     }
 }

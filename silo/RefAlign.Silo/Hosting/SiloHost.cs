@@ -83,6 +83,11 @@ public static partial class SiloHost
                 // Plain HTTP/1.1 for probes (/healthz tells health, nothing a key guards).
                 kestrel.Listen(security.ListenIP, options.HttpPort, listen => listen.Protocols = HttpProtocols.Http1);
             }
+            if (options.MetricsPort != 0)
+            {
+                // /metrics alone, without a key, on an address the operator chose for Prometheus (HttpGuards).
+                kestrel.Listen(options.MetricsListenIP ?? security.ListenIP, options.MetricsPort, listen => listen.Protocols = HttpProtocols.Http1);
+            }
         });
 
         // Shutdown budget: the compute grace period plus time for Orleans to deactivate grains and leave the cluster.
@@ -111,9 +116,11 @@ public static partial class SiloHost
 
     public static void MapEndpoints(WebApplication app)
     {
+        // Security headers on every response; /metrics open on loopback, behind a key (or its own listener) elsewhere.
+        app.UseHttpGuards();
         app.MapHealthChecks("/healthz", HealthResponse.Options);
-        // Prometheus text format of the refalign.*, Orleans, ASP.NET Core and runtime meters; like /healthz, no key.
-        app.MapPrometheusScrapingEndpoint("/metrics");
+        // Prometheus text format of the refalign.*, Orleans, ASP.NET Core and runtime meters.
+        app.MapPrometheusScrapingEndpoint(HttpGuards.MetricsPath);
         var silo = app.Services.GetRequiredService<SiloOptions>();
         // The run dashboard at / for browsers (API key as for the control API); the one-line description for the rest.
         var about = app.MapDashboard(_ => Results.Text(

@@ -26,6 +26,25 @@ public sealed record SiloOptions
     /// <summary>TCP port of the weight server that streams policy weights to generators on other silos; 0 = any free port.</summary>
     public int WeightPort { get; init; }
 
+    /// <summary>
+    /// A connection to the weight port that has not presented its token by then is closed, before it may hold a transfer
+    /// place (<see cref="WeightPortOptions.TokenDeadline"/>).
+    /// </summary>
+    public TimeSpan WeightTokenDeadline { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Connections one peer address may hold on the weight port at once.</summary>
+    public int WeightSlotsPerPeer { get; init; } = 4;
+
+    /// <summary>
+    /// Port of a listener that serves only <c>/metrics</c>, on <see cref="MetricsListenIP"/>, without a key: the
+    /// operator's choice of a network only Prometheus reaches. 0: <c>/metrics</c> is on <see cref="HttpPort"/>, open from
+    /// loopback and behind an API key (<c>Authorization: Bearer</c>) from anywhere else.
+    /// </summary>
+    public int MetricsPort { get; init; }
+
+    /// <summary>Address of the <see cref="MetricsPort"/> listener; empty: <c>Silo:ListenIP</c>.</summary>
+    public IPAddress? MetricsListenIP { get; init; }
+
     /// <summary>Address other silos use to reach this one (the pod IP in Kubernetes); empty means "pick one".</summary>
     public IPAddress? AdvertisedIP { get; init; }
 
@@ -103,6 +122,10 @@ public static class SiloOptionsReader
             HttpPort = Int(section, nameof(SiloOptions.HttpPort), defaults.HttpPort, 0, 65535),
             WeightPort = Int(section, nameof(SiloOptions.WeightPort), defaults.WeightPort, 0, 65535),
             AdvertisedIP = Address(section, nameof(SiloOptions.AdvertisedIP)),
+            WeightTokenDeadline = AtLeast(Duration(section, nameof(SiloOptions.WeightTokenDeadline), defaults.WeightTokenDeadline), TimeSpan.FromMilliseconds(50), nameof(SiloOptions.WeightTokenDeadline)),
+            WeightSlotsPerPeer = Int(section, nameof(SiloOptions.WeightSlotsPerPeer), defaults.WeightSlotsPerPeer, 1, 1024),
+            MetricsPort = Int(section, nameof(SiloOptions.MetricsPort), defaults.MetricsPort, 0, 65535),
+            MetricsListenIP = Address(section, nameof(SiloOptions.MetricsListenIP)),
             Roles = Roles(section, nameof(SiloOptions.Roles), defaults.Roles),
             Device = Device(section, nameof(SiloOptions.Device), defaults.Device),
             LearnerRequiresAccelerator = Flag(section, nameof(SiloOptions.LearnerRequiresAccelerator), defaults.LearnerRequiresAccelerator),
@@ -127,6 +150,7 @@ public static class SiloOptionsReader
             (nameof(SiloOptions.GrpcPort), options.GrpcPort),
             (nameof(SiloOptions.HttpPort), options.HttpPort),
             (nameof(SiloOptions.WeightPort), options.WeightPort),
+            (nameof(SiloOptions.MetricsPort), options.MetricsPort),
         };
         foreach (var clash in ports.Where(p => p.Port != 0).GroupBy(p => p.Port).Where(g => g.Count() > 1))
         {
@@ -199,6 +223,9 @@ public static class SiloOptionsReader
 
     private static TimeSpan Duration(IConfigurationSection section, string name, TimeSpan fallback) =>
         TimingsReader.Duration(Optional(section, name), Key(name)) ?? fallback;
+
+    private static TimeSpan AtLeast(TimeSpan value, TimeSpan minimum, string name) =>
+        value >= minimum ? value : throw new SiloConfigurationException(Key(name), $"{value} is shorter than {minimum}.");
 
     /// <summary>A list of folders: a JSON array or a comma-separated string; made absolute.</summary>
     private static IReadOnlyList<string> Folders(IConfigurationSection section, string name)

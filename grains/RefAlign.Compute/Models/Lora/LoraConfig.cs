@@ -77,7 +77,7 @@ public sealed record LoraConfig
         JsonObject j;
         try
         {
-            j = JsonNode.Parse(File.ReadAllText(path)) as JsonObject
+            j = JsonNode.Parse(Files.ReadRoots.Current.ReadAllText(path)) as JsonObject
                 ?? throw new ModelFormatException($"{path}: is not a JSON object.");
         }
         catch (JsonException e)

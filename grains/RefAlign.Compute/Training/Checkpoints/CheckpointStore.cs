@@ -228,6 +228,6 @@ public sealed partial class CheckpointStore
 
     static int ParseStep(Match m) => int.Parse(m.Groups[1].Value, NumberStyles.None, CultureInfo.InvariantCulture);
 
-    [GeneratedRegex(@"^step-(\d{6,9})$")]
+    [GeneratedRegex(@"\Astep-(\d{6,9})\z")]
     private static partial Regex StepFolder();
 }

@@ -134,13 +134,20 @@ public sealed class PolicyOptimizer : IDisposable
 
     /// <summary>
     /// One optimizer step: clips (returns the pre-clip global gradient norm), sets the scheduled lr of this step,
-    /// applies the update, zeroes the gradients and advances <see cref="Step"/>. As in torch, a non-finite norm is
-    /// returned, not acted on; the caller decides whether to stop.
+    /// applies the update, zeroes the gradients and advances <see cref="Step"/>. A non-finite gradient norm is never
+    /// applied: the gradients are dropped and <see cref="NonFiniteStepException"/> names the step. An update that leaves a
+    /// weight non-finite (a learning rate beyond what float32 holds) throws it too; the weights are then lost and the run
+    /// must go back to a checkpoint.
     /// </summary>
     public double ClipAndStep()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var norm = ClipGradients();
+        if (!double.IsFinite(norm))
+        {
+            DropGradients();
+            throw new NonFiniteStepException(Step, "grad_norm", norm, "the gradients were dropped and nothing was applied");
+        }
         var lr = LearningRateAt(Step);
         foreach (var group in _optimizer.ParamGroups)
             group.LearningRate = lr;
@@ -151,8 +158,26 @@ public sealed class PolicyOptimizer : IDisposable
             ZeroParameterGradients();
             MastersToParameters();
         }
+        if (!AllFinite(_masters ?? _parameters))
+            throw new NonFiniteStepException(Step, "weights", double.NaN,
+                string.Create(CultureInfo.InvariantCulture, $"the update at learning rate {lr} left weights non-finite; resume from a checkpoint with a smaller optimizer.learning_rate"));
         Step++;
         return norm;
+    }
+
+    /// <summary>Forgets the accumulated gradients of a step that is not taken.</summary>
+    public void DropGradients()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        _optimizer.zero_grad();
+        if (_masters is not null) ZeroParameterGradients();
+    }
+
+    static bool AllFinite(IEnumerable<Parameter> parameters)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        return parameters.All(p => p.isfinite().all().item<bool>());
     }
 
     // The half-precision gradients, widened: clipping and the update see float32. Idempotent until the step.

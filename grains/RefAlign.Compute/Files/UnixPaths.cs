@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 
-namespace RefAlign.Runtime;
+namespace RefAlign.Compute.Files;
 
 /// <summary>
 /// What the file system says about a path, beyond what <see cref="FileInfo"/> tells on Unix: the canonical path with
@@ -55,6 +55,17 @@ public static partial class UnixPaths
             rest.Push(Path.GetFileName(at));
             at = parent;
         }
+    }
+
+    /// <summary>
+    /// The canonical path of the file <paramref name="handle"/> has open, as the kernel knows it (<c>/proc/self/fd</c>):
+    /// what was really opened, whatever links or renames led there. Null where <c>/proc</c> is not mounted.
+    /// </summary>
+    public static string? OpenedPath(Microsoft.Win32.SafeHandles.SafeFileHandle handle)
+    {
+        var link = new FileInfo($"/proc/self/fd/{handle.DangerousGetHandle()}");
+        try { return link.LinkTarget; }
+        catch (IOException) { return null; }
     }
 
     /// <summary>True when <paramref name="path"/> is <paramref name="root"/> or lies below it (both canonical).</summary>
