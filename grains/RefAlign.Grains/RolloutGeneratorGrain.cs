@@ -36,12 +36,8 @@ public sealed class RolloutGeneratorGrain(ComputeExecutor executor, ReplicaWeigh
     {
         if (_config is not null) return;
         var config = GrainCompute.Parse(configJson);
-        // The tokenizer opens its files itself: every file of the folder is checked inside the silo's roots first.
-        _tokenizer = await executor.RunAsync(() =>
-        {
-            ReadRoots.Current.CheckFolder(config.Policy.Model);
-            return TextTokenizer.Load(config.Policy.Model);
-        });
+        // TextTokenizer.Load checks the folder inside the silo's read roots.
+        _tokenizer = await executor.RunAsync(() => TextTokenizer.Load(config.Policy.Model));
         _config = config;
     }
 

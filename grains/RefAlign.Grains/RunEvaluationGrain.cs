@@ -68,10 +68,7 @@ public sealed class RunEvaluationGrain(ComputeExecutor executor, RoleDirectory r
         {
             // Every held-out example the evaluation asks for, whatever the run evaluated during training.
             var data = await executor.RunAsync(() =>
-            {
-                ReadRoots.Current.CheckFolder(run.Policy.Model); // the tokenizer opens its files itself
-                return TrainingData.Load(run with { EvalExamples = eval.Examples ?? run.EvalExamples }, TextTokenizer.Load(run.Policy.Model));
-            });
+                TrainingData.Load(run with { EvalExamples = eval.Examples ?? run.EvalExamples }, TextTokenizer.Load(run.Policy.Model)));
             var results = new List<ModelEvaluation>();
             for (var m = 0; m < _folders.Count; m++)
             {

@@ -84,6 +84,8 @@ public sealed class TextTokenizer
     {
         if (!Directory.Exists(folder))
             throw new ModelFormatException($"Tokenizer folder '{folder}' does not exist.");
+        // The tokenizer libraries open their files themselves: the folder is checked inside the silo's read roots first.
+        Files.ReadRoots.Current.CheckFolder(folder);
         var modelPath = Path.Combine(folder, "tokenizer.model");
         var jsonPath = Path.Combine(folder, "tokenizer.json");
         var vocabPath = Path.Combine(folder, "vocab.json");
