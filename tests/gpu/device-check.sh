@@ -12,10 +12,10 @@
 #              CMake/ninja against PyTorch (returned as $OUT/libLibTorchSharp.so for the next call to carry)
 #   logprobs   tiny and small Llama, Qwen2 and GPT-NeoX presets: CPU vs the device, and vs transformers on the device
 #   train      one step of DPO, Sr-DPO (LoRA) and RefAlign: losses and updated weights, CPU vs the device
-#   bench      bench generation / bench learner on the device and on the CPU (--json)
 #   cluster    a learner silo on the device and a generator silo on the CPU, a few RefAlign steps through the gRPC client,
 #              /healthz device memory before and after
 #   tensorboard  the cluster run's event file read by the tensorboard package
+#   bench      bench generation / bench learner on the device and on the CPU (--json), last: the longest step
 # Options: --dry-run (device cpu), --libtorch DIR (else PyTorch's lib/), --out DIR (else $OUT, else artifacts/gpu/dry-run),
 # --budget SECONDS (later steps are skipped, and say so, once it is spent; default 420), --bundle FILE.
 set -uo pipefail
