@@ -28,13 +28,15 @@ public static class ComputeDevices
     public static Device Resolve(string name, string setting)
     {
         var canonical = Canonical(name, setting);
+        TorchLoader.RequireLibTorch(setting);
         if (canonical.StartsWith("cuda:", StringComparison.Ordinal))
         {
             var index = int.Parse(canonical.AsSpan(5), CultureInfo.InvariantCulture);
             if (!cuda.is_available())
                 throw new DeviceUnavailableException(setting,
                     $"{setting} is '{name}', but the loaded libtorch is a CPU build (or sees no CUDA device). Build with -p:TorchBackend=cuda " +
-                    "(TorchSharp-cuda-linux from your NuGet feed) on a machine with an NVIDIA driver, or set it to cpu.");
+                    "(TorchSharp-cuda-linux from your NuGet feed) on a machine with an NVIDIA driver, or load a CUDA libtorch from a folder " +
+                    "(--libtorch DIR, Silo:LibTorchPath; docs/gpu.md), or set it to cpu.");
             var count = cuda.device_count();
             if (index >= count)
                 throw new DeviceUnavailableException(setting,

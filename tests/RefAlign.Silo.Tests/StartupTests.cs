@@ -5,9 +5,12 @@ namespace RefAlign.Silo.Tests;
 /// <summary>The silo process refusing to start, with one line an operator can act on.</summary>
 public sealed class StartupTests
 {
-    static async Task<(int Code, string Stderr)> RunSiloAsync(params string[] args)
+    static Task<(int Code, string Stderr)> RunSiloAsync(params string[] args) => RunSiloAsync(null, args);
+
+    static async Task<(int Code, string Stderr)> RunSiloAsync(IReadOnlyDictionary<string, string>? env, params string[] args)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (var (name, value) in env ?? new Dictionary<string, string>()) psi.Environment[name] = value;
         psi.ArgumentList.Add(BuiltTools.SiloDll);
         var ports = FreePorts.Take(4);
         foreach (var a in (string[])[$"--Silo:GrpcPort={ports[0]}", $"--Silo:HttpPort={ports[1]}", $"--Silo:SiloPort={ports[2]}", $"--Silo:GatewayPort={ports[3]}", .. args])
@@ -62,5 +65,29 @@ public sealed class StartupTests
         var line = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
         Assert.StartsWith("refalign-silo: Invalid setting 'Silo:Device': Silo:Device is 'cuda:0', but the loaded libtorch is a CPU build", line);
         Assert.Contains("-p:TorchBackend=cuda", line);
+    }
+
+    [Fact]
+    public async Task A_missing_libtorch_folder_stops_the_silo_with_one_line_naming_the_setting()
+    {
+        var missing = Path.Combine(Path.GetTempPath(), $"refalign-no-libtorch-{Guid.NewGuid():N}");
+        var (code, stderr) = await RunSiloAsync($"--Silo:LibTorchPath={missing}");
+        Assert.Equal(2, code);
+        Assert.Equal($"refalign-silo: Invalid setting 'Silo:LibTorchPath': folder '{missing}' does not exist.", stderr.Trim());
+    }
+
+    [Fact]
+    public async Task A_libtorch_folder_with_an_unresolved_symbol_stops_the_silo_naming_the_variable_file_and_symbol()
+    {
+        var stub = Directory.CreateTempSubdirectory("refalign-stub-libtorch-").FullName;
+        try
+        {
+            LibTorchFolders.StubLibTorch(stub);
+            var (code, stderr) = await RunSiloAsync(new Dictionary<string, string> { ["REFALIGN_LIBTORCH"] = stub });
+            Assert.Equal(2, code);
+            var line = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+            Assert.Matches(@"^refalign-silo: Invalid setting 'REFALIGN_LIBTORCH': cannot load '[^']*/libLibTorchSharp\.so': undefined symbol: \S+", line);
+        }
+        finally { Directory.Delete(stub, recursive: true); }
     }
 }

@@ -17,17 +17,25 @@ public static class CliRunner
 
     /// <summary>
     /// Runs <c>refalign ARGS</c> in <paramref name="workingDirectory"/> (default: this process's) with
-    /// <paramref name="env"/> added; REFALIGN_SILO and REFALIGN_API_KEY are cleared unless given, so the test decides
-    /// what the CLI sees, not the developer's shell.
+    /// <paramref name="env"/> added; REFALIGN_SILO, REFALIGN_API_KEY and REFALIGN_LIBTORCH are cleared unless given, so
+    /// the test decides what the CLI sees, not the developer's shell.
     /// </summary>
-    public static async Task<Result> RunAsync(IReadOnlyDictionary<string, string?>? env, string? workingDirectory, TimeSpan? timeout, params string[] args)
+    public static Task<Result> RunAsync(IReadOnlyDictionary<string, string?>? env, string? workingDirectory, TimeSpan? timeout, params string[] args) =>
+        RunProgramAsync("dotnet", env, workingDirectory, timeout, [BuiltTools.CliDll, .. args]);
+
+    /// <summary>
+    /// As <see cref="RunAsync(IReadOnlyDictionary{string, string?}?, string?, TimeSpan?, string[])"/>, for another build of
+    /// the CLI: <paramref name="program"/> (a self-contained publish's <c>refalign</c>) with <paramref name="args"/>.
+    /// </summary>
+    public static async Task<Result> RunProgramAsync(string program, IReadOnlyDictionary<string, string?>? env, string? workingDirectory, TimeSpan? timeout,
+        params string[] args)
     {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        var psi = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true };
         if (workingDirectory is not null) psi.WorkingDirectory = workingDirectory;
-        psi.ArgumentList.Add(BuiltTools.CliDll);
         foreach (var a in args) psi.ArgumentList.Add(a);
         psi.Environment.Remove("REFALIGN_SILO");
         psi.Environment.Remove("REFALIGN_API_KEY");
+        psi.Environment.Remove("REFALIGN_LIBTORCH");
         psi.Environment["REFALIGN_SILO_DLL"] = BuiltTools.SiloDll;
         foreach (var (k, v) in env ?? new Dictionary<string, string?>()) psi.Environment[k] = v;
         using var p = Process.Start(psi)!;
@@ -41,7 +49,7 @@ public static class CliRunner
         catch (OperationCanceledException)
         {
             p.Kill(entireProcessTree: true);
-            throw new TimeoutException($"refalign {string.Join(' ', args)} did not finish; stderr: {await stderr}");
+            throw new TimeoutException($"{program} {string.Join(' ', args)} did not finish; stderr: {await stderr}");
         }
         return new Result(p.ExitCode, await stdout, await stderr);
     }

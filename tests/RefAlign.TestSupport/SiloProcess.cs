@@ -14,12 +14,14 @@ public sealed class SiloProcess : IAsyncDisposable
     readonly string[] _args;
     readonly IReadOnlyDictionary<string, string?> _env;
     readonly bool _viaCli;
+    readonly string? _executable;
     Process? _process;
     StreamWriter? _log;
 
-    SiloProcess(string name, string workingDirectory, string[] args, IReadOnlyDictionary<string, string?> env, int[] ports, bool viaCli)
+    SiloProcess(string name, string workingDirectory, string[] args, IReadOnlyDictionary<string, string?> env, int[] ports, bool viaCli, string? executable)
     {
         _viaCli = viaCli;
+        _executable = executable;
         Name = name;
         WorkingDirectory = workingDirectory;
         _args = args;
@@ -43,12 +45,13 @@ public sealed class SiloProcess : IAsyncDisposable
     /// <summary>
     /// Starts a silo named <paramref name="name"/> with <paramref name="args"/> (e.g. <c>--Silo:Roles=learner</c>) in
     /// <paramref name="workingDirectory"/>, and waits until <c>/healthz</c> answers 200. With <paramref name="viaCli"/>
-    /// it is started as users do, through <c>refalign silo</c>.
+    /// it is started as users do, through <c>refalign silo</c>; with <paramref name="executable"/>, that program (a
+    /// self-contained publish) instead of the built silo.
     /// </summary>
     public static async Task<SiloProcess> StartAsync(string name, string workingDirectory, IEnumerable<string>? args = null,
-        IReadOnlyDictionary<string, string?>? env = null, TimeSpan? timeout = null, bool viaCli = false)
+        IReadOnlyDictionary<string, string?>? env = null, TimeSpan? timeout = null, bool viaCli = false, string? executable = null)
     {
-        var silo = new SiloProcess(name, workingDirectory, [.. args ?? []], env ?? new Dictionary<string, string?>(), FreePorts.Take(5), viaCli);
+        var silo = new SiloProcess(name, workingDirectory, [.. args ?? []], env ?? new Dictionary<string, string?>(), FreePorts.Take(5), viaCli, executable);
         try
         {
             await silo.StartAsync(timeout);
@@ -65,13 +68,13 @@ public sealed class SiloProcess : IAsyncDisposable
     public async Task StartAsync(TimeSpan? timeout = null)
     {
         if (IsRunning) throw new InvalidOperationException($"silo {Name} is already running");
-        var psi = new ProcessStartInfo("dotnet")
+        var psi = new ProcessStartInfo(_executable ?? "dotnet")
         {
             WorkingDirectory = WorkingDirectory, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
         };
         string[] fixedArgs =
         [
-            .. _viaCli ? (string[])[BuiltTools.CliDll, "silo"] : [BuiltTools.SiloDll], $"--Silo:SiloName={Name}", $"--Silo:GrpcPort={GrpcPort}", $"--Silo:HttpPort={HttpPort}",
+            .. _executable is not null ? [] : _viaCli ? (string[])[BuiltTools.CliDll, "silo"] : [BuiltTools.SiloDll], $"--Silo:SiloName={Name}", $"--Silo:GrpcPort={GrpcPort}", $"--Silo:HttpPort={HttpPort}",
             $"--Silo:SiloPort={SiloPort}", $"--Silo:GatewayPort={GatewayPort}", $"--Silo:WeightPort={WeightPort}",
             "--Logging:LogLevel:Default=Warning", "--Logging:LogLevel:RefAlign=Information",
             "--Logging:Console:TimestampFormat=HH:mm:ss.fff ", // failures are read against the tests' clock

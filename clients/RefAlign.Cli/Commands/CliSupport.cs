@@ -56,6 +56,29 @@ internal static class CliSupport
         }
     }
 
+    /// <summary>
+    /// Loads libtorch from <c>--libtorch</c>, else <c>REFALIGN_LIBTORCH</c>, when either names a folder; null on success
+    /// or when neither does, else exit code 2 after one line. The variable is set for child processes (the silos that
+    /// <c>demo</c> and the benches start), so they load the same libtorch.
+    /// </summary>
+    public static int? LoadLibTorch(string? option)
+    {
+        var (setting, folder) = option is { Length: > 0 } ? ("--libtorch", option)
+            : (TorchLoader.EnvironmentVariable, Environment.GetEnvironmentVariable(TorchLoader.EnvironmentVariable));
+        if (string.IsNullOrEmpty(folder)) return null;
+        try
+        {
+            var loaded = TorchLoader.Load(folder, setting);
+            Environment.SetEnvironmentVariable(TorchLoader.EnvironmentVariable, loaded.Folder);
+            return null;
+        }
+        catch (LibTorchLoadException e)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 2;
+        }
+    }
+
     public static (CausalLm Model, TextTokenizer Tokenizer) Load(string folder, string device = "cpu")
     {
         var target = Device(device);

@@ -29,6 +29,20 @@ internal sealed class LocalSilo : IAsyncDisposable
                ?? throw new ArgumentException("cannot find RefAlign.Silo.dll: run through ./refalign (which builds it) or set REFALIGN_SILO_DLL.");
     }
 
+    /// <summary>
+    /// How to start the silo in <paramref name="dll"/>'s folder: its own executable in a self-contained publish (the GPU
+    /// bundle, on a machine without .NET), else <c>dotnet RefAlign.Silo.dll</c>.
+    /// </summary>
+    public static ProcessStartInfo StartInfo(string dll)
+    {
+        var folder = Path.GetDirectoryName(Path.GetFullPath(dll))!;
+        var executable = Path.Combine(folder, Path.GetFileNameWithoutExtension(dll));
+        if (File.Exists(Path.Combine(folder, "libcoreclr.so")) && File.Exists(executable)) return new ProcessStartInfo(executable) { UseShellExecute = false };
+        var psi = new ProcessStartInfo("dotnet") { UseShellExecute = false };
+        psi.ArgumentList.Add(dll);
+        return psi;
+    }
+
     /// <summary>The silo-to-silo port, for a second silo's <c>Cluster:PrimarySiloEndpoint</c>.</summary>
     public int SiloPort { get; private init; }
 
@@ -37,11 +51,10 @@ internal sealed class LocalSilo : IAsyncDisposable
         var dll = FindSiloDll();
         int grpc = FreePort(), http = FreePort(), silo = FreePort(), gateway = FreePort();
         var log = Path.Combine(workDir, $"{name}.log");
-        var psi = new ProcessStartInfo("dotnet")
-        {
-            WorkingDirectory = workDir, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
-        };
-        foreach (var a in (string[])[dll, $"--Silo:GrpcPort={grpc}", $"--Silo:HttpPort={http}", $"--Silo:SiloPort={silo}", $"--Silo:GatewayPort={gateway}",
+        var psi = StartInfo(dll);
+        psi.WorkingDirectory = workDir;
+        psi.RedirectStandardOutput = psi.RedirectStandardError = true;
+        foreach (var a in (string[])[$"--Silo:GrpcPort={grpc}", $"--Silo:HttpPort={http}", $"--Silo:SiloPort={silo}", $"--Silo:GatewayPort={gateway}",
                      "--Silo:ShutdownGracePeriod=00:00:05", "--Logging:LogLevel:Default=Warning", $"--Silo:SiloName={name}", .. extraArgs])
             psi.ArgumentList.Add(a);
         var process = Process.Start(psi) ?? throw new InvalidOperationException("could not start the silo process.");

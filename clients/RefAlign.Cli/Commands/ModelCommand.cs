@@ -1,4 +1,5 @@
 using System.CommandLine;
+using RefAlign.Compute;
 using RefAlign.Presets;
 using RefAlign.Compute.Encoders;
 using RefAlign.Compute.Models;
@@ -28,6 +29,7 @@ internal static class ModelCommand
         };
         init.SetAction(r => CliSupport.Run(() =>
         {
+            TorchLoader.RequireLibTorch("--libtorch");
             var dir = r.GetValue(output)!;
             var name = r.GetValue(preset)!;
             (string Architecture, int Layers, int Hidden, int Vocab) info = default;

@@ -28,8 +28,7 @@ internal static class SiloCommand
                 Console.Error.WriteLine($"error: {e.Message}");
                 return 2;
             }
-            var psi = new ProcessStartInfo("dotnet") { UseShellExecute = false };
-            psi.ArgumentList.Add(dll);
+            var psi = LocalSilo.StartInfo(dll);
             foreach (var a in (r.GetValue(settings) ?? []).Concat(r.UnmatchedTokens)) psi.ArgumentList.Add(a);
             using var silo = Process.Start(psi) ?? throw new InvalidOperationException("could not start the silo process.");
             // Ctrl-C and SIGTERM cancel the verb's token: pass them on as SIGTERM, which the silo drains on, and wait.

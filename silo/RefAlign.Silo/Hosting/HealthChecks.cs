@@ -42,6 +42,8 @@ internal sealed class ComputeHealthCheck(ComputeExecutor executor, ShutdownState
             ["running"] = executor.Running,
             ["completed"] = executor.Completed,
         };
+        // A libtorch loaded from a folder (Silo:LibTorchPath) says which, so a check can tell it from the packaged one.
+        if (TorchLoader.Loaded is { } loaded) data["libtorch_folder"] = loaded.Folder;
         // On a GPU: its memory, from the CUDA runtime libtorch loaded (TorchSharp has no memory query of its own).
         if (DeviceMemory.Of(executor.Device) is { } memory)
         {

@@ -56,6 +56,7 @@ public static partial class SiloHost
         AddConfigurationSources(builder.Configuration, args, overrides.Environment);
 
         var options = SiloOptionsReader.Read(builder.Configuration);
+        LoadLibTorch(options, builder.Configuration);
         var orleans = OrleansSettings.Read(builder.Configuration);
         var security = SecuritySettings.Read(builder.Configuration);
         var limits = LimitsReader.Read(builder.Configuration);
@@ -199,6 +200,19 @@ public static partial class SiloHost
     {
         try { ComputeDevices.Resolve(options.Device, "Silo:Device"); }
         catch (DeviceUnavailableException e) { throw new SiloConfigurationException("Silo:Device", e.Message); }
+    }
+
+    /// <summary>
+    /// A libtorch named by <c>Silo:LibTorchPath</c> (or <c>REFALIGN_LIBTORCH</c>) is loaded before anything touches
+    /// TorchSharp; a folder that cannot be used stops the silo with one line naming the setting, the file and the symbol.
+    /// </summary>
+    private static void LoadLibTorch(SiloOptions options, IConfiguration configuration)
+    {
+        if (options.LibTorchPath is not { } folder) return;
+        var setting = string.IsNullOrWhiteSpace(configuration[$"{SiloOptions.Section}:{nameof(SiloOptions.LibTorchPath)}"])
+            ? TorchLoader.EnvironmentVariable : $"{SiloOptions.Section}:{nameof(SiloOptions.LibTorchPath)}";
+        try { TorchLoader.Load(folder, setting); }
+        catch (LibTorchLoadException e) { throw new SiloConfigurationException(setting, e.Problem); }
     }
 
     private static ComputeExecutor CreateExecutor(SiloOptions options)

@@ -54,6 +54,12 @@ public sealed record SiloOptions
     /// <summary><c>cpu</c> or <c>cuda</c>/<c>cuda:N</c>.</summary>
     public string Device { get; init; } = "cpu";
 
+    /// <summary>
+    /// A libtorch lib folder loaded at startup instead of the libtorch beside the silo (a GPU machine's PyTorch;
+    /// docs/gpu.md); also environment variable <c>REFALIGN_LIBTORCH</c>. Null: the packaged libtorch.
+    /// </summary>
+    public string? LibTorchPath { get; init; }
+
     /// <summary>Serves the Orleans Dashboard on <see cref="DashboardPort"/> (<c>Silo:Dashboard:Enabled</c>); off by default.</summary>
     public bool DashboardEnabled { get; init; }
 
@@ -107,6 +113,9 @@ public sealed class SiloConfigurationException(string setting, string problem)
 /// <summary>Reads <see cref="SiloOptions"/> by hand so every error names the exact configuration key.</summary>
 public static class SiloOptionsReader
 {
+    /// <summary><c>REFALIGN_LIBTORCH</c> as the prefixed environment provider names it.</summary>
+    internal const string LibTorchVariable = "LIBTORCH";
+
     public static SiloOptions Read(IConfiguration configuration)
     {
         var section = configuration.GetSection(SiloOptions.Section);
@@ -128,6 +137,7 @@ public static class SiloOptionsReader
             MetricsListenIP = Address(section, nameof(SiloOptions.MetricsListenIP)),
             Roles = Roles(section, nameof(SiloOptions.Roles), defaults.Roles),
             Device = Device(section, nameof(SiloOptions.Device), defaults.Device),
+            LibTorchPath = Optional(section, nameof(SiloOptions.LibTorchPath)) ?? Optional(configuration, LibTorchVariable),
             LearnerRequiresAccelerator = Flag(section, nameof(SiloOptions.LearnerRequiresAccelerator), defaults.LearnerRequiresAccelerator),
             DashboardEnabled = Flag(section, "Dashboard:Enabled", defaults.DashboardEnabled),
             DashboardPort = Int(section, "Dashboard:Port", defaults.DashboardPort, 1, 65535),
@@ -163,7 +173,7 @@ public static class SiloOptionsReader
 
     private static string Key(string name) => $"{SiloOptions.Section}:{name}";
 
-    private static string? Optional(IConfigurationSection section, string name)
+    private static string? Optional(IConfiguration section, string name)
     {
         var value = section[name];
         return string.IsNullOrWhiteSpace(value) ? null : value.Trim();
