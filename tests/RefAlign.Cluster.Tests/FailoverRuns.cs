@@ -37,6 +37,23 @@ internal sealed partial class FailoverRuns(ProcessCluster cluster)
     [GeneratedRegex("\"name\": \"[^\"]*\"")]
     private static partial Regex NameField();
 
+    /// <summary>Starts <paramref name="config"/> beside its twin and waits until it has finished <paramref name="atStep"/> steps.</summary>
+    public async Task<(Outcome Twin, string RunId)> StartBesideTwinAsync(RefAlignClient client, string config, int atStep)
+    {
+        var twin = await TwinAsync(client, config);
+        var runId = await client.StartRunAsync(config);
+        await AtStepAsync(client, runId, atStep);
+        return (twin, runId);
+    }
+
+    /// <summary>A faulted run ended exactly as its uninterrupted twin: the same losses, bitwise the same weights, every step once.</summary>
+    public static void AssertExactlyAs(Outcome twin, Outcome outcome, int steps)
+    {
+        Assert.Equal(twin.Losses, outcome.Losses);
+        Assert.Equal(twin.WeightsSha256, outcome.WeightsSha256);
+        Assert.Equal(Enumerable.Range(0, steps), outcome.Lineage);
+    }
+
     public async Task<Outcome> FinishAsync(RefAlignClient client, string runId, List<RunEvent>? events = null, TimeSpan? timeout = null)
     {
         events ??= [];

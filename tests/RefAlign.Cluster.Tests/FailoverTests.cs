@@ -83,9 +83,7 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         var outcome = await FinishAsync(client, runId);
         output.WriteLine($"generator silo killed at step ≥ 2; run finished {killedAt.Elapsed.TotalSeconds:F1}s later");
 
-        Assert.Equal(baseline.Losses, outcome.Losses);
-        Assert.Equal(baseline.WeightsSha256, outcome.WeightsSha256);
-        Assert.Equal(Enumerable.Range(0, steps), outcome.Lineage);
+        FailoverRuns.AssertExactlyAs(baseline, outcome, steps);
         Assert.DoesNotContain(outcome.Events, e => e.Message == "replay");
         Assert.Equal(Enumerable.Range(1, outcome.Events.Count).Select(i => (long)i), outcome.Events.Select(e => e.Sequence));
     }
@@ -115,9 +113,7 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         Assert.True(int.Parse(from.Groups[1].Value) is var c && c > 0 && c % 3 == 0, recovered.Message);
         Assert.Contains(outcome.Journal, e => e.Kind == "restore" && e.Step == c);
         output.WriteLine(recovered.Message);
-        Assert.Equal(baseline.Losses, outcome.Losses);
-        Assert.Equal(baseline.WeightsSha256, outcome.WeightsSha256);
-        Assert.Equal(Enumerable.Range(0, steps), outcome.Lineage);
+        FailoverRuns.AssertExactlyAs(baseline, outcome, steps);
         Assert.Equal(Enumerable.Range(1, outcome.Events.Count).Select(i => (long)i), outcome.Events.Select(e => e.Sequence));
     }
 
@@ -151,9 +147,7 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         var outcome = await FinishAsync(watcher, runId, events);
         Assert.Equal(Enumerable.Range(1, events.Count).Select(i => (long)i), events.Select(e => e.Sequence));
         Assert.Contains(events, e => e.Message?.StartsWith($"recovered after the loss of silo", StringComparison.Ordinal) == true);
-        Assert.Equal(baseline.Losses, outcome.Losses);
-        Assert.Equal(baseline.WeightsSha256, outcome.WeightsSha256);
-        Assert.Equal(Enumerable.Range(0, steps), outcome.Lineage);
+        FailoverRuns.AssertExactlyAs(baseline, outcome, steps);
     }
 
     [Fact]
@@ -174,9 +168,7 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         // The drained learner wrote a checkpoint of the step it had reached; the run picked up there: nothing ran twice.
         Assert.DoesNotContain(outcome.Events, e => e.Message == "replay");
         Assert.Contains(Directory.GetDirectories(Path.Combine(Cluster.CheckpointRoot, runId)), d => Path.GetFileName(d) != "step-000012");
-        Assert.Equal(baseline.Losses, outcome.Losses);
-        Assert.Equal(baseline.WeightsSha256, outcome.WeightsSha256);
-        Assert.Equal(Enumerable.Range(0, steps), outcome.Lineage);
+        FailoverRuns.AssertExactlyAs(baseline, outcome, steps);
     }
 
     [Fact]
@@ -277,9 +269,7 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         output.WriteLine($"Redis down 5 s; first step completed {(next - backAt).TotalSeconds:F1}s after it came back");
         var outcome = await FinishAsync(client, runId, events);
         Assert.Equal(Enumerable.Range(1, events.Count).Select(i => (long)i), events.Select(e => e.Sequence));
-        Assert.Equal(baseline.Losses, outcome.Losses);
-        Assert.Equal(baseline.WeightsSha256, outcome.WeightsSha256);
-        Assert.Equal(Enumerable.Range(0, steps), outcome.Lineage);
+        FailoverRuns.AssertExactlyAs(baseline, outcome, steps);
     }
 
     [Fact]
@@ -336,9 +326,7 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         Assert.Contains(outcome.Events, e => e.Kind == RunEventKind.Status && e.Message?.StartsWith("recovered", StringComparison.Ordinal) == true);
         Assert.True(File.Exists(Path.Combine(Cluster.CheckpointRoot, runId, "step-000004", "prefetch.json"))
             || File.Exists(Path.Combine(Cluster.CheckpointRoot, runId, "step-000008", "prefetch.json")), "no checkpoint holds the prefetched rollouts");
-        Assert.Equal(baseline.Losses, outcome.Losses);
-        Assert.Equal(baseline.WeightsSha256, outcome.WeightsSha256);
-        Assert.Equal(Enumerable.Range(0, steps), outcome.Lineage);
+        FailoverRuns.AssertExactlyAs(baseline, outcome, steps);
     }
 
     [Fact]

@@ -31,9 +31,7 @@ public sealed class FreezeTests(FailoverClusterFixture fixture, ITestOutputHelpe
         using var client = Cluster.Client("silo-d");
         const int steps = 10;
         var config = TinyRuns.RefAlign("stop-failover", steps, checkpointEvery: 2);
-        var twin = await Runs.TwinAsync(client, config);
-        var runId = await client.StartRunAsync(config);
-        await Runs.AtStepAsync(client, runId, 4);
+        var (twin, runId) = await Runs.StartBesideTwinAsync(client, config, 4);
         var learnerSilo = await Cluster.PlacedAsync(client, "learner", runId);
         await Cluster[learnerSilo].KillAsync();
         await client.StopRunAsync(runId);
@@ -57,9 +55,7 @@ public sealed class FreezeTests(FailoverClusterFixture fixture, ITestOutputHelpe
         using var client = Cluster.Client("silo-d");
         const int steps = 12;
         var config = TinyRuns.RefAlign("freeze-learner", steps, checkpointEvery: 3);
-        var twin = await Runs.TwinAsync(client, config);
-        var runId = await client.StartRunAsync(config);
-        await Runs.AtStepAsync(client, runId, 4);
+        var (twin, runId) = await Runs.StartBesideTwinAsync(client, config, 4);
         var learnerSilo = await Cluster.PlacedAsync(client, "learner", runId);
         var frozenEpoch = StoredEpoch(runId);
         var frozenAt = DateTime.UtcNow;
@@ -85,9 +81,7 @@ public sealed class FreezeTests(FailoverClusterFixture fixture, ITestOutputHelpe
         }
         var outcome = await Runs.FinishAsync(client, runId);
         output.WriteLine($"run finished {clock.Elapsed.TotalSeconds:F1}s after the freeze");
-        Assert.Equal(twin.Losses, outcome.Losses);
-        Assert.Equal(twin.WeightsSha256, outcome.WeightsSha256);
-        Assert.Equal(Enumerable.Range(0, steps), outcome.Lineage);
+        FailoverRuns.AssertExactlyAs(twin, outcome, steps);
         // Orleans' own rule: a silo that finds itself declared dead stops.
         Assert.True(await Cluster[learnerSilo].ExitedAsync(TimeSpan.FromMinutes(2)), $"{learnerSilo} still runs after it was thawed");
         // Nothing the frozen learner did after its freeze reached the checkpoint root: once a newer epoch wrote to the
@@ -110,9 +104,7 @@ public sealed class FreezeTests(FailoverClusterFixture fixture, ITestOutputHelpe
         using var client = Cluster.Client("silo-d");
         const int steps = 12;
         var config = TinyRuns.RefAlign("freeze-generator", steps, checkpointEvery: 4);
-        var twin = await Runs.TwinAsync(client, config);
-        var runId = await client.StartRunAsync(config);
-        await Runs.AtStepAsync(client, runId, 2);
+        var (twin, runId) = await Runs.StartBesideTwinAsync(client, config, 2);
         // silo-c holds a generator shard (silo-d, the tests' gateway, holds the other).
         var view = await client.GetClusterAsync();
         var c = view.Silos.Single(s => s.Name == "silo-c").Address;
@@ -124,9 +116,7 @@ public sealed class FreezeTests(FailoverClusterFixture fixture, ITestOutputHelpe
         finally { Cluster["silo-c"].Thaw(); }
         var outcome = await Runs.FinishAsync(client, runId);
         output.WriteLine($"generator silo frozen 40 s; run finished {clock.Elapsed.TotalSeconds:F1}s after the freeze began\n{FailoverRuns.StatusLines(outcome.Events)}");
-        Assert.Equal(twin.Losses, outcome.Losses);
-        Assert.Equal(twin.WeightsSha256, outcome.WeightsSha256);
-        Assert.Equal(Enumerable.Range(0, steps), outcome.Lineage);
+        FailoverRuns.AssertExactlyAs(twin, outcome, steps);
         Assert.True(await Cluster["silo-c"].ExitedAsync(TimeSpan.FromMinutes(2)), "silo-c still runs after it was thawed");
     }
 }
