@@ -29,7 +29,7 @@ internal static class CliSupport
 
     public static Option<string> DeviceOption() => new("--device")
     {
-        Description = "cpu, cuda or cuda:N: where the models and every tensor live (a GPU needs the CUDA build; see README, GPU builds).",
+        Description = "cpu, cuda or cuda:N: where the models and every tensor live (a GPU needs the CUDA build or --libtorch; see docs/gpu.md).",
         DefaultValueFactory = _ => "cpu",
     };
 

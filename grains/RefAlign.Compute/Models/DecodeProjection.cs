@@ -9,7 +9,7 @@ namespace RefAlign.Compute.Models;
 /// output rows are cut into one block per intra-op thread and the blocks run as one batched product, one block per
 /// thread. Each output is the same dot product computed by the same kernel, so the bits equal <c>linear</c>'s
 /// (DecodeProjectionTests). Only one row, and blocks of a multiple of <see cref="BlockAlignment"/> weight rows: with
-/// several rows (5, 6, 7, 10 …) or ragged blocks MKL picks other kernels and the last bits differ (README, decoder figures).
+/// several rows (5, 6, 7, 10 …) or ragged blocks MKL picks other kernels and the last bits differ.
 /// </summary>
 public static class DecodeProjection
 {
