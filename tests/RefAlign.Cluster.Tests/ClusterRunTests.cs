@@ -1,6 +1,7 @@
 using Orleans.Runtime;
 using RefAlign.Contracts.Control;
 using RefAlign.Contracts.Grains;
+using RefAlign.Compute;
 using RefAlign.Compute.Training;
 
 namespace RefAlign.Cluster.Tests;
@@ -76,6 +77,31 @@ public sealed class ClusterRunTests(ClusterFixture fixture, Xunit.Abstractions.I
         Assert.NotNull(summary.LatestCheckpoint);
         Assert.StartsWith(Path.Combine(config.OutputDir, runId), summary.LatestCheckpoint);
         Assert.True(Directory.Exists(summary.LatestCheckpoint));
+    }
+
+    [Theory]
+    [InlineData(Algorithm.Grpo)]
+    [InlineData(Algorithm.Rloo)]
+    [InlineData(Algorithm.ReinforcePp)]
+    public async Task Grpo_family_run_on_three_silos_matches_the_single_process_trainer(Algorithm algorithm)
+    {
+        var name = $"pg-{algorithm}".ToLowerInvariant();
+        var config = (fixture.RefAlignConfig(name, seed: 5, steps: 3) with
+        {
+            Algorithm = algorithm,
+            PolicyGradient = new PolicyGradientSection { KlCoef = algorithm == Algorithm.Rloo ? 0 : 0.05, LossAveraging = algorithm == Algorithm.Grpo ? Compute.Losses.LossAveraging.Sequence : Compute.Losses.LossAveraging.Token },
+        }).Validate();
+        var runId = await fixture.Control.StartRunAsync(config.ToJson());
+        var (summary, events) = await fixture.WaitForEndAsync(runId, TimeSpan.FromMinutes(2));
+        Assert.True(summary.Status == RunStatus.Completed, $"{summary.Status}: {summary.Error}");
+        Assert.Equal(3, summary.WeightVersion);
+
+        var local = RunRecorder.RunLocally(config with { OutputDir = Path.Combine(fixture.Root, "local", name) });
+        var cluster = StepMetrics(events);
+        foreach (var key in new[] { "loss", "reward/mean", "policy/ratio_mean", "grad_norm" })
+            AssertClose([.. local.Steps.Select(s => s.Metrics[key])], [.. cluster.Select(m => m[key])], key);
+        var localLoss = local.Steps.Select(s => s.Metrics["loss"]).ToList();
+        Assert.True(localLoss.Distinct().Count() == localLoss.Count, $"losses do not change: {string.Join(", ", localLoss)}");
     }
 
     [Fact]

@@ -110,7 +110,7 @@ public static class Evaluator
 
     /// <summary>Every later model against the first, for sampled (RefAlign) data; none for preference or SFT data.</summary>
     public static IReadOnlyList<SideBySide> CompareToFirst(RunConfig run, IReadOnlyList<ModelEvaluation> results, EvalConfig eval) =>
-        run.Algorithm != Algorithm.RefAlign ? [] : [.. results.Skip(1).Select(b => Compare(results[0], b, eval))];
+        !run.IsRollout ? [] : [.. results.Skip(1).Select(b => Compare(results[0], b, eval))];
 
     static Dictionary<int, double> PerPromptF1(IReadOnlyList<EvalSample> samples) =>
         samples.GroupBy(s => s.PromptId).ToDictionary(g => g.Key, g => g.Average(s => s.F1));

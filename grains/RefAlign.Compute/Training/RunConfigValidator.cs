@@ -11,7 +11,7 @@ internal static class RunConfigValidator
     {
         Check(!string.IsNullOrWhiteSpace(c.Name) && c.Name.All(ch => char.IsLetterOrDigit(ch) || ch is '-' or '_' or '.'),
             "name", "must be non-empty and use only letters, digits, '-', '_' and '.'");
-        Check(Enum.IsDefined(c.Algorithm), "algorithm", "must be one of refalign, dpo, cdpo, ipo, sr-dpo, sr-ipo, sft");
+        Check(Enum.IsDefined(c.Algorithm), "algorithm", $"must be one of {string.Join(", ", SnakeCaseEnumConverter<Algorithm>.Names)}");
         Check(c.BatchSize >= 1, "batch_size", "must be ≥ 1");
         Check(c.MicroBatchSize >= 1, "micro_batch_size", "must be ≥ 1");
         Check(c.Epochs >= 1, "epochs", "must be ≥ 1");
@@ -87,7 +87,7 @@ internal static class RunConfigValidator
             Check(Enum.IsDefined(pr.LogpReduction), "preference.logp_reduction", "must be sum or mean");
             Check(Enum.IsDefined(pr.RefinementPass), "preference.refinement_pass", "must be auto or learner");
         }
-        else if (!c.IsSft)
+        else if (c.IsRollout)
         {
             var r = c.RefAlign;
             if (requirePaths)
@@ -107,12 +107,21 @@ internal static class RunConfigValidator
             Check(r.CalibrationAlpha >= 0 && double.IsFinite(r.CalibrationAlpha), "refalign.calibration_alpha", "must be ≥ 0");
             Check(r.CalibrationAlpha == 0 || r.Confidence, "refalign.calibration_alpha", "needs refalign.confidence = true");
         }
+        var pg = c.PolicyGradient;
+        if (c.IsGrpoFamily)
+        {
+            Check(pg.ClipEpsilon > 0 && pg.ClipEpsilon < 1, "policy_gradient.clip_epsilon", "must be in (0, 1)");
+            Check(pg.KlCoef >= 0 && double.IsFinite(pg.KlCoef), "policy_gradient.kl_coef", "must be ≥ 0 (0 = no KL term)");
+            Check(Enum.IsDefined(pg.LossAveraging), "policy_gradient.loss_averaging", "must be token or sequence");
+        }
+        else Check(pg == new PolicyGradientSection(), "policy_gradient", "is only used by grpo, rloo and reinforce_pp");
 
         var dist = c.Distributed;
         Check(Enum.IsDefined(dist.Mode), "distributed.mode", "must be sync or pipelined");
         Check(dist.MaxStaleness >= (dist.Mode == DistributedMode.Pipelined ? 1 : 0), "distributed.max_staleness",
             dist.Mode == DistributedMode.Pipelined ? "must be ≥ 1 in pipelined mode (it samples one version behind)" : "must be ≥ 0");
         Check(dist.Shards >= 1, "distributed.shards", "must be ≥ 1");
+        Check(dist.ImportanceCap > 0 && double.IsFinite(dist.ImportanceCap), "distributed.importance_cap", "must be > 0");
         Check(dist.MaxRestarts >= 0, "distributed.max_restarts", "must be ≥ 0");
         Check(dist.StallTimeoutSeconds == 0 || (dist.StallTimeoutSeconds >= 1 && double.IsFinite(dist.StallTimeoutSeconds)),
             "distributed.stall_timeout_seconds", "must be 0 (never) or ≥ 1");

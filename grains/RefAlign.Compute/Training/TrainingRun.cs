@@ -154,9 +154,10 @@ public sealed class TrainingRun(string runId, RunConfig config, TrainingData dat
             new RewardShapingOptions
             {
                 LengthConstant = r.LengthConstant, AdvantageClip = r.AdvantageClip ?? double.PositiveInfinity,
-                HarmfulWeight = r.HarmfulWeight, CalibrationAlpha = r.CalibrationAlpha,
+                HarmfulWeight = r.HarmfulWeight, CalibrationAlpha = r.CalibrationAlpha, Baseline = BaselineOf(config.Algorithm),
             });
-        var rows = rollouts.Select((x, i) => new RolloutRow(x.PromptId, x.SampleIndex, prompts[x.Position].Prompt, x.Completion, shaped[i].Advantage)).ToList();
+        var rows = rollouts.Select((x, i) => new RolloutRow(x.PromptId, x.SampleIndex, prompts[x.Position].Prompt, x.Completion, shaped[i].Advantage,
+            x.TokenLogProbs)).ToList();
         var rewards = shaped.Select(s => s.Reward).ToList();
         var mean = rewards.Average();
         var metrics = new Dictionary<string, double>
@@ -170,6 +171,15 @@ public sealed class TrainingRun(string runId, RunConfig config, TrainingData dat
         if (r.Confidence) metrics["confidence/mean"] = parsed.Average(p => p.Confidence);
         return (rows, metrics);
     }
+
+    /// <summary>The advantage estimator of each sampling algorithm (docs/algorithms.md §3, §7).</summary>
+    public static AdvantageBaseline BaselineOf(Algorithm algorithm) => algorithm switch
+    {
+        Algorithm.Grpo => AdvantageBaseline.GroupNormalized,
+        Algorithm.Rloo => AdvantageBaseline.LeaveOneOut,
+        Algorithm.ReinforcePp => AdvantageBaseline.BatchWhitened,
+        _ => AdvantageBaseline.GroupMean,
+    };
 
     /// <summary>Held-out metrics: preference accuracies and margins, or RefAlign's mean reward on eval prompts.</summary>
     public async Task<IReadOnlyDictionary<string, double>> EvaluateAsync(int step, long version, CancellationToken cancellation = default)
