@@ -100,8 +100,9 @@ public sealed class ClusterRunTests(ClusterFixture fixture, Xunit.Abstractions.I
         var cluster = StepMetrics(events);
         foreach (var key in new[] { "loss", "reward/mean", "policy/ratio_mean", "grad_norm" })
             AssertClose([.. local.Steps.Select(s => s.Metrics[key])], [.. cluster.Select(m => m[key])], key);
-        var localLoss = local.Steps.Select(s => s.Metrics["loss"]).ToList();
-        Assert.True(localLoss.Distinct().Count() == localLoss.Count, $"losses do not change: {string.Join(", ", localLoss)}");
+        // On-policy the loss's value is ≈ −Σ A·n/N, 0 when every sample runs to max_new_tokens: the gradients show the learning.
+        var norms = local.Steps.Select(s => s.Metrics["grad_norm"]).ToList();
+        Assert.True(norms.All(n => n > 1e-3) && norms.Distinct().Count() == norms.Count, $"gradient norms: {string.Join(", ", norms)}");
     }
 
     [Fact]
