@@ -59,7 +59,7 @@ public sealed class ClusterRunTests(ClusterFixture fixture, Xunit.Abstractions.I
             Assert.Equal(2, await fixture.Client.GetGrain<IRolloutGeneratorGrain>($"{runId}/{s}").WeightVersion());
         }
         var stats = await fixture.Client.GetGrain<IManagementGrain>(0).GetDetailedGrainStatistics();
-        var scorers = stats.Where(s => s.GrainType.Contains(nameof(RefAlign.Grains.BertScoreScorerGrain), StringComparison.Ordinal)).ToList();
+        var scorers = stats.Where(s => s.GrainType.Contains(nameof(RefAlign.Grains.RewardScorerGrain), StringComparison.Ordinal)).ToList();
         Assert.NotEmpty(scorers);
         Assert.All(scorers, s => Assert.Equal(ClusterFixture.SiloC, fixture.NameOf(s.SiloAddress)));
 

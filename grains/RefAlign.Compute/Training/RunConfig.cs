@@ -116,7 +116,11 @@ public sealed record RunConfig
         {
             Policy = Policy with { Model = Abs(Policy.Model), ReferenceModel = Policy.ReferenceModel is { } r ? Abs(r) : null },
             Data = Data with { Path = Abs(Data.Path) },
-            RefAlign = RefAlign with { RewardModel = Abs(RefAlign.RewardModel) },
+            RefAlign = RefAlign with
+            {
+                RewardModel = Abs(RefAlign.RewardModel),
+                Rewards = RefAlign.Rewards?.Select(r => r with { Model = r.Model is { } m ? Abs(m) : null, CaCertificate = r.CaCertificate is { } c ? Abs(c) : null }).ToList(),
+            },
             OutputDir = Abs(OutputDir),
         };
     }
@@ -213,6 +217,14 @@ public sealed record RefAlignSection
     public double CalibrationAlpha { get; init; }
     /// <summary>Responses end with "### Confidence: x" (CONQORD); the answer is scored without that tail.</summary>
     public bool Confidence { get; init; }
+
+    /// <summary>The rewards and their weights (docs/algorithms.md §9); null: BERTScore alone, with <see cref="RewardModel"/>.</summary>
+    public IReadOnlyList<Rewards.RewardSpec>? Rewards { get; init; }
+
+    /// <summary><see cref="Rewards"/>, or BERTScore alone when none are named.</summary>
+    [JsonIgnore] public IReadOnlyList<Rewards.RewardSpec> EffectiveRewards => Rewards ?? [new Rewards.RewardSpec()];
+
+    [JsonIgnore] public bool UsesBertScore => EffectiveRewards.Any(r => r.Kind == Compute.Rewards.RewardKind.BertScore);
 }
 
 /// <summary>The GRPO family's objective (docs/algorithms.md §7).</summary>

@@ -1,5 +1,6 @@
 using RefAlign.Compute.Data;
 using RefAlign.Compute.Models.Lora;
+using RefAlign.Compute.Rewards;
 using RefAlign.Compute.Tokenization;
 
 namespace RefAlign.Compute.Training;
@@ -90,10 +91,17 @@ internal static class RunConfigValidator
         else if (c.IsRollout)
         {
             var r = c.RefAlign;
-            if (requirePaths)
+            RewardSpecValidator.Validate(r, requirePaths);
+            if (requirePaths && r.UsesBertScore)
             {
-                Check(!string.IsNullOrWhiteSpace(r.RewardModel), "refalign.reward_model", "must name an HF encoder folder");
+                Check(!string.IsNullOrWhiteSpace(r.RewardModel), "refalign.reward_model", "must name an HF encoder folder (BERTScore)");
                 Check(Directory.Exists(r.RewardModel), "refalign.reward_model", $"folder '{r.RewardModel}' does not exist");
+            }
+            if (requirePaths && r.EffectiveRewards.Any(x => x.Kind == RewardKind.Rule))
+            {
+                // Refused at start, naming the line, rather than when the run's first attempt loads the data.
+                try { TrainingData.RequireAnswers(c, ReferenceDataset.Load(d.Path, TrainingData.ParseReferenceLayout(d.Layout), TrainingData.LoadOptions(d)).Examples); }
+                catch (ModelFormatException e) { throw new InvalidRunConfigException("data.path", e.Message, e); }
             }
             Check(r.BertscoreLayers is null or >= 0, "refalign.bertscore_layers", "must be ≥ 0");
             Check(r.NumSamples >= 2, "refalign.num_samples", "must be ≥ 2 (the group baseline needs several samples)");
