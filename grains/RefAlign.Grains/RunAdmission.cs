@@ -109,7 +109,16 @@ public sealed class RunAdmission(RunHostOptions host)
                 ReferenceModel = c.Policy.ReferenceModel is { } r ? Read(r, "policy.reference_model", folder: true, model: true) : null,
             },
             Data = c.Data with { Path = Read(c.Data.Path, "data.path", folder: false) },
-            RefAlign = !c.IsRollout ? c.RefAlign : c.RefAlign with { RewardModel = Read(c.RefAlign.RewardModel, "refalign.reward_model", folder: true) },
+            RefAlign = !c.IsRollout ? c.RefAlign : c.RefAlign with
+            {
+                RewardModel = Read(c.RefAlign.RewardModel, "refalign.reward_model", folder: true),
+                // A reward model and a remote service's CA are read by the silo: confined like every other input.
+                Rewards = c.RefAlign.Rewards?.Select((r, i) => r with
+                {
+                    Model = r.Model is { } m ? Read(m, $"refalign.rewards[{i}].model", folder: true, model: true) : null,
+                    CaCertificate = r.CaCertificate is { } ca ? Read(ca, $"refalign.rewards[{i}].ca_certificate", folder: false) : null,
+                }).ToList(),
+            },
             OutputDir = output,
         };
     }

@@ -26,6 +26,8 @@ public enum RewardServerBehaviour
     Hang,
     /// <summary>UNAVAILABLE.</summary>
     Fail,
+    /// <summary>Correct scores, after a short pause (calls overlap).</summary>
+    Slow,
 }
 
 /// <summary>
@@ -57,7 +59,10 @@ public sealed class ExampleRewardServer : IAsyncDisposable
 
     public int Texts => _texts;
 
-    int _calls, _texts;
+    int _calls, _texts, _inFlight, _maxInFlight;
+
+    /// <summary>The most calls the service was answering at once.</summary>
+    public int MaxInFlight => _maxInFlight;
 
     public async Task<ExampleRewardServer> StartAsync()
     {
@@ -101,6 +106,15 @@ public sealed class ExampleRewardServer : IAsyncDisposable
     {
         public override async Task<ScoreReply> Score(ScoreRequest request, ServerCallContext context)
         {
+            var now = Interlocked.Increment(ref server._inFlight);
+            int max;
+            while (now > (max = server._maxInFlight) && Interlocked.CompareExchange(ref server._maxInFlight, now, max) != max) { }
+            try { return await Answer(request, context); }
+            finally { Interlocked.Decrement(ref server._inFlight); }
+        }
+
+        async Task<ScoreReply> Answer(ScoreRequest request, ServerCallContext context)
+        {
             Interlocked.Increment(ref server._calls);
             Interlocked.Add(ref server._texts, request.Responses.Count);
             if (context.RequestHeaders.GetValue("x-api-key") != Key)
@@ -118,6 +132,7 @@ public sealed class ExampleRewardServer : IAsyncDisposable
                 case RewardServerBehaviour.OutOfRange: scores[0] = 1e9; break;
                 case RewardServerBehaviour.Fail: throw new RpcException(new Status(StatusCode.Unavailable, "the example service is failing on purpose."));
                 case RewardServerBehaviour.Hang: await Task.Delay(Timeout.Infinite, context.CancellationToken); break;
+                case RewardServerBehaviour.Slow: await Task.Delay(200, context.CancellationToken); break;
             }
             var reply = new ScoreReply();
             reply.Scores.AddRange(scores);
