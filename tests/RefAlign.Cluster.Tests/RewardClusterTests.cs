@@ -95,6 +95,24 @@ public sealed class RewardClusterTests(ClusterFixture fixture, Xunit.Abstraction
     }
 
     [Fact]
+    public async Task Reward_inputs_outside_the_silos_roots_or_a_keyless_service_are_refused_at_start_naming_the_field()
+    {
+        async Task<string> Refused(params RewardSpec[] rewards)
+        {
+            var recipe = VerifiableTask.Recipe(fixture.Root);
+            var config = recipe with { Name = "refused", OutputDir = Path.Combine(fixture.Root, "runs", "refused"), RefAlign = recipe.RefAlign with { Rewards = rewards } };
+            return (await Assert.ThrowsAsync<InvalidRunConfigException>(() => fixture.Control.StartRunAsync(config.ToJson()))).Field;
+        }
+        // A remote caller may not make the silo read its files as a model or a certificate.
+        Assert.Equal("refalign.rewards[0].model", await Refused(new RewardSpec { Kind = RewardKind.RewardModel, Model = "/etc" }));
+        Assert.Equal("refalign.rewards[0].ca_certificate", await Refused(Remote() with { CaCertificate = "/etc/hostname" }));
+        Assert.Equal("refalign.rewards[0].url", await Refused(Remote() with { Url = "http://192.0.2.1:50051" }));
+        Assert.Equal("refalign.rewards[0].api_key_env", await Refused(Remote() with { ApiKeyEnv = "REFALIGN_TEST_UNSET_KEY" }));
+        Assert.Equal("refalign.rewards[0].pattern", await Refused(new RewardSpec { Kind = RewardKind.Rule, Pattern = "(a+)+\\1" }));
+        Assert.Equal("refalign.rewards", await Refused(new RewardSpec { Kind = RewardKind.Rule, Weight = 1 }, new RewardSpec { Kind = RewardKind.Rule, Weight = -1 }));
+    }
+
+    [Fact]
     public async Task A_reward_service_that_goes_away_mid_run_is_survived_as_a_lost_worker_is()
     {
         var config = Small("remote-gone", Remote(timeout: 3, retries: 1)) with { MaxSteps = 8 };
