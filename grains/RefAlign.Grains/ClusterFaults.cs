@@ -2,6 +2,7 @@ using System.Net.Sockets;
 using Orleans.Runtime.Messaging;
 using Orleans.Serialization;
 using Polly.Timeout;
+using RefAlign.Compute.Rewards;
 using RefAlign.Runtime;
 
 namespace RefAlign.Grains;
@@ -56,6 +57,8 @@ public static class ClusterFaults
         // Cancelled by the runtime, not by us (the directory recovering a lost silo's range): the run's own cancellations
         // (stop, stall) are told apart before this is asked.
         OperationCanceledException => new(FaultKind.Transient, "a call was cancelled by the runtime"),
+        // A reward service that failed its retry budget: retried with the attempt, as a lost worker is (it may come back).
+        RemoteRewardException => new(FaultKind.Transient, e.Message),
         NoSiloForRoleException => new(FaultKind.Fatal, e.Message),
         // A type the serializer cannot carry is a bug on one side, not a cluster fault.
         CodecNotFoundException => new(FaultKind.Fatal, e.Message),

@@ -1,3 +1,4 @@
+using RefAlign.Compute.Rewards;
 using RefAlign.Compute.Training;
 using RefAlign.Compute.Training.Checkpoints;
 using RefAlign.Contracts.Grains;
@@ -85,6 +86,28 @@ public sealed class GrainTrainingServices(RunContext run, IGrainFactory grains, 
 
     public Task<IReadOnlyList<double>> SimilarityAsync(IReadOnlyList<string> candidates, IReadOnlyList<string> references, CancellationToken cancellation) =>
         Dispatch.SimilarityAsync(candidates, references, cancellation);
+
+    /// <summary>Reward models on the scorer silos; remote rewards from this silo, one client per reward and attempt.</summary>
+    public Task<IReadOnlyList<double>> RewardAsync(int reward, RewardInputs inputs, CancellationToken cancellation)
+    {
+        var spec = run.Config.RefAlign.EffectiveRewards[reward];
+        return spec.Kind switch
+        {
+            RewardKind.RewardModel => Dispatch.RewardModelAsync(spec.Model!, inputs, cancellation),
+            RewardKind.Remote => RemoteAsync(reward, spec, inputs, cancellation),
+            _ => throw new InvalidOperationException($"refalign.rewards[{reward}] ({spec.Kind}) is not scored through RewardAsync."),
+        };
+    }
+
+    readonly System.Collections.Concurrent.ConcurrentDictionary<int, RemoteRewardScorer> _remote = new();
+
+    async Task<IReadOnlyList<double>> RemoteAsync(int reward, RewardSpec spec, RewardInputs inputs, CancellationToken cancellation)
+    {
+        // Per attempt: its own bound on calls in flight; the connection itself is shared (GrpcRewardTransport).
+        var scorer = _remote.GetOrAdd(reward, _ => new RemoteRewardScorer(spec, new GrpcRewardTransport(spec, run.RunId)));
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellation, attempt);
+        return await scorer.ScoreAsync(inputs, linked.Token);
+    }
 
     public Task<IReadOnlyList<ReferenceLogProbs>> ReferenceAsync(IReadOnlyList<PreferencePair> pairs, bool prompted, CancellationToken cancellation)
     {

@@ -8,7 +8,7 @@ public static class GrainsServiceCollectionExtensions
 {
     public static IServiceCollection AddRefAlignGrains(this IServiceCollection services)
     {
-        services.AddSingleton<EncoderCache>();
+        services.AddSingleton<ScorerCache>();
         services.AddSingleton<LocalLearners>();
         services.AddSingleton<InPlaceReplicas>();
         // Hosts register their own (the Silo: settings) first; an embedded cluster gets the defaults.

@@ -21,9 +21,9 @@ public static class Messages
     public static Rollout ToCompute(this RolloutMessage m) =>
         new(m.Position, m.PromptId, m.SampleIndex, m.Completion, m.TokenLogProbs, m.Text, m.Finished);
 
-    public static RolloutRowMessage ToMessage(this RolloutRow r) => new(r.PromptId, r.SampleIndex, r.Prompt, r.Completion, r.Advantage);
+    public static RolloutRowMessage ToMessage(this RolloutRow r) => new(r.PromptId, r.SampleIndex, r.Prompt, r.Completion, r.Advantage, r.BehaviourLogProbs);
 
-    public static RolloutRow ToCompute(this RolloutRowMessage m) => new(m.PromptId, m.SampleIndex, m.Prompt, m.Completion, m.Advantage);
+    public static RolloutRow ToCompute(this RolloutRowMessage m) => new(m.PromptId, m.SampleIndex, m.Prompt, m.Completion, m.Advantage, m.BehaviourLogProbs);
 
     public static SftSequenceMessage ToMessage(this SftSequence s) => new(s.Id, s.Prompt, s.Completion);
 

@@ -69,7 +69,7 @@ public sealed class RunAdmission(RunHostOptions host)
         AtMost(c.Data.MaxLength, l.MaxSequenceLength, "data.max_length", nameof(l.MaxSequenceLength));
         AtMost(c.Data.MaxPromptLength, l.MaxSequenceLength, "data.max_prompt_length", nameof(l.MaxSequenceLength));
         AtMost(c.Distributed.Shards, l.MaxShards, "distributed.shards", nameof(l.MaxShards));
-        if (c.Algorithm == Algorithm.RefAlign)
+        if (c.IsRollout)
         {
             AtMost(c.RefAlign.NumSamples, l.MaxSamplesPerPrompt, "refalign.num_samples", nameof(l.MaxSamplesPerPrompt));
             AtMost(c.RefAlign.MaxNewTokens, l.MaxNewTokens, "refalign.max_new_tokens", nameof(l.MaxNewTokens));
@@ -135,7 +135,16 @@ public sealed class RunAdmission(RunHostOptions host)
                 ReferenceModel = c.Policy.ReferenceModel is { } r ? Read(r, "policy.reference_model", folder: true, model: true) : null,
             },
             Data = c.Data with { Path = Read(c.Data.Path, "data.path", folder: false) },
-            RefAlign = c.Algorithm != Algorithm.RefAlign ? c.RefAlign : c.RefAlign with { RewardModel = Read(c.RefAlign.RewardModel, "refalign.reward_model", folder: true) },
+            RefAlign = !c.IsRollout ? c.RefAlign : c.RefAlign with
+            {
+                RewardModel = Read(c.RefAlign.RewardModel, "refalign.reward_model", folder: true),
+                // A reward model and a remote service's CA are read by the silo: confined like every other input.
+                Rewards = c.RefAlign.Rewards?.Select((r, i) => r with
+                {
+                    Model = r.Model is { } m ? Read(m, $"refalign.rewards[{i}].model", folder: true, model: true) : null,
+                    CaCertificate = r.CaCertificate is { } ca ? Read(ca, $"refalign.rewards[{i}].ca_certificate", folder: false) : null,
+                }).ToList(),
+            },
             OutputDir = output,
         };
     }

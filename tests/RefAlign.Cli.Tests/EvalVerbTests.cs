@@ -93,6 +93,49 @@ public sealed class EvalVerbTests(TrainVerbFixture fx) : IClassFixture<TrainVerb
     }
 
     [Fact]
+    public void A_run_with_a_rule_reward_reports_the_accuracy_of_its_answers()
+    {
+        var data = RefAlign.Presets.VerifiableData.WriteTo(_dir);
+        var run = Write("verifiable-run.json", new JsonObject
+        {
+            ["name"] = "eval-verifiable", ["algorithm"] = "grpo", ["seed"] = 5,
+            ["policy"] = new JsonObject { ["model"] = fx.Policy },
+            ["data"] = new JsonObject { ["path"] = data, ["max_prompt_length"] = 32, ["eval_fraction"] = 0.2 },
+            ["optimizer"] = new JsonObject { ["kind"] = "adamw", ["learning_rate"] = 1e-2, ["warmup_steps"] = 0 },
+            ["refalign"] = new JsonObject { ["num_samples"] = 4, ["max_new_tokens"] = 1, ["rewards"] = new JsonArray(new JsonObject { ["kind"] = "rule" }) },
+            ["batch_size"] = 8, ["micro_batch_size"] = 32, ["max_steps"] = 2, ["eval_every"] = 0, ["checkpoint_every"] = 2,
+            ["output_dir"] = Path.Combine(_dir, "verifiable"),
+        });
+        var train = CliRunner.Run("train", "--config", run, "--json");
+        Assert.True(train.ExitCode == 0, train.Stderr);
+        var eval = Write("verifiable-eval.json", new JsonObject
+        {
+            ["run_config"] = "verifiable-run.json", ["models"] = new JsonArray(fx.Policy, Path.Combine(_dir, "verifiable", "checkpoints", "step-000002")),
+            ["output_dir"] = "verifiable-out", ["examples"] = 10, ["num_samples"] = 4,
+        });
+        var r = CliRunner.Run("eval", "--config", eval, "--json");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        var output = Path.Combine(_dir, "verifiable-out");
+        // A sample's prompt id is its line in the data file.
+        var answers = File.ReadLines(data).Select(l => JsonNode.Parse(l)!["answer"]!.GetValue<string>()).ToList();
+        var samples = File.ReadLines(Path.Combine(output, "samples.jsonl")).Select(l => JsonNode.Parse(l)!).ToList();
+        foreach (var model in JsonNode.Parse(File.ReadAllText(Path.Combine(output, "eval.json")))!["models"]!.AsArray())
+        {
+            var metrics = model!["metrics"]!;
+            var mine = samples.Where(s => s["model"]!.GetValue<string>() == model["model"]!.GetValue<string>()).ToList();
+            Assert.Equal(40, mine.Count);
+            // Correct: the last number of the answer is the data's; accuracy is their share. No BERTScore in a rule run.
+            Assert.All(mine, s => Assert.Equal(s["correct"]!.GetValue<bool>(),
+                System.Text.RegularExpressions.Regex.Matches(s["answer"]!.GetValue<string>(), @"-?\d+(?:\.\d+)?") is { Count: > 0 } m
+                && m[^1].Value == answers[s["prompt_id"]!.GetValue<int>()]));
+            Assert.All(mine, s => Assert.Equal(s["correct"]!.GetValue<bool>() ? 1.0 : 0.0, s["reward"]!.GetValue<double>()));
+            Assert.Equal(mine.Count(s => s["correct"]!.GetValue<bool>()) / 40.0, metrics["accuracy"]!.GetValue<double>(), 12);
+            Assert.Null(metrics["bertscore/f1"]);
+        }
+        Assert.Contains("correct when the rule reward finds the data's answer", File.ReadAllText(Path.Combine(output, "report.md")));
+    }
+
+    [Fact]
     public void A_preference_run_reports_accuracy_prompted_accuracy_marginal_and_margins_on_its_eval_split()
     {
         Write("pref-run.json", new JsonObject

@@ -26,6 +26,8 @@ public sealed class ClusterFaultsTests
         { new FencedLearnerException("r", 1, 2), FaultKind.Transient },
         { new OrleansException("forwarding failed"), FaultKind.Transient },
         { new StalledAttemptException("no step"), FaultKind.Stalled },
+        // A reward service that failed every try of a call: the attempt is retried, as after losing a worker.
+        { new RefAlign.Compute.Rewards.RemoteRewardException("https://rm:443", "3 tries failed"), FaultKind.Transient },
         { new NoSiloForRoleException("learner"), FaultKind.Fatal },
         // A missing codec is a bug on one side, whatever type it names.
         { new CodecNotFoundException("Could not find a codec for type Polly.Timeout.TimeoutRejectedException."), FaultKind.Fatal },
@@ -51,6 +53,14 @@ public sealed class ClusterFaultsTests
         // Orleans' own exception says nothing typed about the silo: no silo is guessed from its text.
         Assert.Null(ClusterFaults.Classify(new SiloUnavailableException("The target silo S127.0.0.3:11111:42 became unavailable")).LostSilo);
         Assert.Equal(FaultKind.Transient, ClusterFaults.Classify(new SiloLostException("learner", "run", null)).Kind);
+    }
+
+    [Fact]
+    public void A_failed_reward_service_is_named_in_the_fault()
+    {
+        var fault = ClusterFaults.Classify(new AggregateException(new RefAlign.Compute.Rewards.RemoteRewardException("https://rm.example:8443", "3 tries failed; the last: score 0 is NaN")));
+        Assert.Equal(FaultKind.Transient, fault.Kind);
+        Assert.Contains("remote reward service https://rm.example:8443", fault.Description);
     }
 
     [Fact]

@@ -32,7 +32,7 @@ public sealed class ClusterCollection : ICollectionFixture<ClusterFixture>
 
 /// <summary>
 /// Three in-process silos with split roles, each a full RefAlign silo: its own compute executor (one thread), the
-/// grains' services (<see cref="EncoderCache"/>, <see cref="IRunControl"/>), memory grain storage as default, the
+/// grains' services (<see cref="ScorerCache"/>, <see cref="IRunControl"/>), memory grain storage as default, the
 /// RefAlign serializers, role metadata + <see cref="RolePlacement"/> director, and Orleans activity propagation.
 /// Silo_0 (A) = learner; Silo_1 (B) = generator, reference; Silo_2 (C) = generator, scorer, reference.
 /// Also writes the tiny policy, the tiny BERTScore encoder and the demo data once for all tests.

@@ -32,6 +32,12 @@ public sealed class PipelinedRunTests(ClusterFixture fixture)
         Assert.Equal(4, b.Length);
         Assert.Equal(a[0], b[0], 6);
         Assert.NotEqual(a[1..].Select(x => Math.Round(x, 6)), b[1..].Select(x => Math.Round(x, 6)));
+        // Pipelined steps carry the truncated importance weights' statistics (docs/algorithms.md §8); sync steps none.
+        var pipeSteps = pipeEvents.Where(e => e.Kind == RunEventKind.Step).Select(e => e.Metrics).ToList();
+        Assert.All(pipeSteps, m => Assert.InRange(m["off_policy/is_weight_mean"], 0.0, 1.0));
+        Assert.All(pipeSteps, m => Assert.InRange(m["off_policy/is_clip_fraction"], 0.0, 1.0));
+        Assert.Contains(pipeSteps.Skip(1), m => m["off_policy/is_weight_mean"] < 1.0 - 1e-4); // stale samples were down-weighted
+        Assert.All(syncEvents.Where(e => e.Kind == RunEventKind.Step), e => Assert.False(e.Metrics.ContainsKey("off_policy/is_weight_mean")));
         // The last sampled step (4) used version 2 in pipelined mode; sync used version 3.
         Assert.Equal(2, await fixture.Client.GetGrain<IRolloutGeneratorGrain>($"{pipeId}/0").WeightVersion());
         Assert.Equal(3, await fixture.Client.GetGrain<IRolloutGeneratorGrain>($"{syncId}/0").WeightVersion());

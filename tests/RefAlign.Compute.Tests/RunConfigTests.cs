@@ -50,6 +50,13 @@ public sealed class RunConfigTests
     [InlineData("""{ "distributed": { "stall_timeout_seconds": -1 } }""", "distributed.stall_timeout_seconds")]
     [InlineData("""{ "checkpoint_every_seconds": -5 }""", "checkpoint_every_seconds")]
     [InlineData("""{ "name": "has space" }""", "name")]
+    [InlineData("""{ "algorithm": "grpo", "policy_gradient": { "clip_epsilon": 0 } }""", "policy_gradient.clip_epsilon")]
+    [InlineData("""{ "algorithm": "rloo", "policy_gradient": { "clip_epsilon": 1.5 } }""", "policy_gradient.clip_epsilon")]
+    [InlineData("""{ "algorithm": "reinforce_pp", "policy_gradient": { "kl_coef": -0.1 } }""", "policy_gradient.kl_coef")]
+    [InlineData("""{ "algorithm": "grpo", "policy_gradient": { "loss_averaging": "prompt" } }""", "policy_gradient.loss_averaging")]
+    [InlineData("""{ "algorithm": "refalign", "policy_gradient": { "kl_coef": 0.1 } }""", "policy_gradient")]
+    [InlineData("""{ "algorithm": "grpo", "refalign": { "num_samples": 1 } }""", "refalign.num_samples")]
+    [InlineData("""{ "distributed": { "importance_cap": 0 } }""", "distributed.importance_cap")]
     public void InvalidValuesNameTheField(string json, string field)
     {
         var e = Assert.Throws<InvalidRunConfigException>(() => RunConfig.Parse(json).Validate(requirePaths: false));

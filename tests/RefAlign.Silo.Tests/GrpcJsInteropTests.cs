@@ -12,7 +12,7 @@ namespace RefAlign.Silo.Tests;
 public sealed class GrpcJsInteropTests : IDisposable
 {
     const string Viewer = "viewer-key-for-grpc-js-0123", Operator = "operator-key-for-grpc-js-0123";
-    static readonly string ClientDir = Path.Combine(BuiltTools.RepositoryRoot, "tests", "interop", "grpc-js");
+    static readonly string ClientDir = GrpcJsRewardServer.Folder;
     readonly DemoWorkspace _workspace = new("refalign-grpcjs-");
 
     public void Dispose() => _workspace.Dispose();
@@ -20,7 +20,7 @@ public sealed class GrpcJsInteropTests : IDisposable
     [Fact]
     public async Task A_grpc_js_client_built_from_the_proto_trains_a_run_over_tls_and_gets_the_documented_codes()
     {
-        await EnsureNodeModulesAsync();
+        await GrpcJsRewardServer.EnsureModulesAsync();
         var certs = new TestCertificates(Path.Combine(_workspace.Root, "tls"));
         await using var silo = await SiloProcess.StartAsync("grpcjs", _workspace.Root,
             [.. certs.SiloArgs, $"--Silo:ApiKeys:0:Key={Operator}", "--Silo:ApiKeys:0:Role=operator",
@@ -83,14 +83,6 @@ public sealed class GrpcJsInteropTests : IDisposable
         Assert.Equal("PERMISSION_DENIED", Code("deleteAsViewer"));
         Assert.Equal("SERVING", s.GetProperty("healthAfter").GetProperty("reply").GetProperty("status").GetString());
         Assert.True(silo.IsRunning);
-    }
-
-    /// <summary><c>npm ci</c> from the committed lock file, once per checkout (node_modules is ignored by git).</summary>
-    static async Task EnsureNodeModulesAsync()
-    {
-        if (Directory.Exists(Path.Combine(ClientDir, "node_modules", "@grpc", "grpc-js"))) return;
-        var (exit, stdout, stderr) = await RunAsync("npm", ["ci", "--no-audit", "--no-fund", "--prefix", ClientDir], TimeSpan.FromMinutes(5));
-        Assert.True(exit == 0, $"npm ci failed ({exit}); the grpc-js client needs Node.js, npm and the npm registry:\n{stdout}\n{stderr}");
     }
 
     static async Task<(int Exit, string Stdout, string Stderr)> RunAsync(string file, IEnumerable<string> args, TimeSpan timeout)

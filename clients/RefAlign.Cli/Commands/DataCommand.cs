@@ -14,18 +14,18 @@ internal static class DataCommand
 {
     public static Command Create()
     {
-        var output = new Option<string>("--out") { Description = "Folder to write preferences.jsonl and references.jsonl into.", Required = true };
+        var output = new Option<string>("--out") { Description = "Folder to write preferences.jsonl, references.jsonl and verifiable.jsonl into.", Required = true };
         var json = CliSupport.JsonOption();
-        var demo = new Command("demo", "Write the shipped demo data (preference pairs and prompts with reference answers).") { output, json };
+        var demo = new Command("demo", "Write the shipped demo data (preference pairs, prompts with reference answers, questions with verifiable answers).") { output, json };
         demo.SetAction(r => CliSupport.Run(() =>
         {
             var dir = r.GetValue(output)!;
             DemoData.WriteTo(dir);
-            var files = new[] { DemoData.PreferencesFileName, DemoData.ReferencesFileName }.Select(f => Path.Combine(dir, f)).ToArray();
+            var files = new[] { DemoData.PreferencesFileName, DemoData.ReferencesFileName, VerifiableData.FileName }.Select(f => Path.Combine(dir, f)).ToArray();
             if (r.GetValue(json))
-                CliSupport.WriteJson(new { files, preferences = DemoData.Preferences.Count, references = DemoData.References.Count });
+                CliSupport.WriteJson(new { files, preferences = DemoData.Preferences.Count, references = DemoData.References.Count, verifiable = VerifiableData.Items.Count });
             else
-                AnsiConsole.MarkupLineInterpolated($"[green]wrote[/] {DemoData.Preferences.Count} preference pairs and {DemoData.References.Count} prompts with references: {string.Join(", ", files)}");
+                AnsiConsole.MarkupLineInterpolated($"[green]wrote[/] {DemoData.Preferences.Count} preference pairs, {DemoData.References.Count} prompts with references and {VerifiableData.Items.Count} questions with verifiable answers: {string.Join(", ", files)}");
             return 0;
         }));
         var data = new Command("data", "Data sets.");

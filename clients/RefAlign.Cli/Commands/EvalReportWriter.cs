@@ -80,7 +80,9 @@ internal static class EvalReportWriter
         var c = CultureInfo.InvariantCulture;
         var md = new StringBuilder();
         md.AppendLine(c, $"# Evaluation of {run.Name} ({run.Algorithm})").AppendLine();
-        md.AppendLine(c, $"Run config `{eval.RunConfig}`, held-out split of `{run.Data.Path}`; seed {eval.Seed}, correct when BERTScore F1 ≥ {eval.CorrectThreshold}, {eval.Bootstrap} bootstrap resamples over prompts.").AppendLine();
+        var correct = run.RefAlign.EffectiveRewards.Any(r => r.Kind == Compute.Rewards.RewardKind.Rule)
+            ? "correct when the rule reward finds the data's answer" : $"correct when BERTScore F1 ≥ {eval.CorrectThreshold}";
+        md.AppendLine(c, $"Run config `{eval.RunConfig}`, held-out split of `{run.Data.Path}`; seed {eval.Seed}, {correct}, {eval.Bootstrap} bootstrap resamples over prompts.").AppendLine();
         var keys = results.SelectMany(r => r.Metrics.Keys).Distinct().ToList();
         md.AppendLine("| metric | " + string.Join(" | ", results.Select(r => r.Model)) + " |");
         md.AppendLine("|---|" + string.Concat(results.Select(_ => "---|")));

@@ -18,7 +18,7 @@ internal sealed class TrainProgress(RunConfig config, bool quiet) : IRunObserver
     ProgressContext? _context;
     string? _lastCheckpoint;
 
-    string Headline => config.Algorithm == Algorithm.RefAlign ? "reward/mean" : "loss";
+    string Headline => config.IsRollout ? "reward/mean" : "loss";
 
     public async Task<int> RunAsync(int total, Func<Task<int>> run)
     {

@@ -11,9 +11,10 @@ public sealed record PreferenceExample(string Prompt, string Chosen, string Reje
 /// <summary>
 /// One prompt with its reference answer. <paramref name="Harmful"/> marks prompts whose reference is a safe
 /// answer to a harmful request (the safety scenario weights their advantage). For CONQORD data the reference
-/// keeps its <c>### Confidence: x</c> tail verbatim; the reward code strips it.
+/// keeps its <c>### Confidence: x</c> tail verbatim; the reward code strips it. <paramref name="Answer"/> is a verifiable
+/// answer (the plain layout's optional <c>"answer"</c>, a string or a number) that rule rewards check responses against.
 /// </summary>
-public sealed record ReferenceExample(string Prompt, string Reference, bool Harmful, string Source);
+public sealed record ReferenceExample(string Prompt, string Reference, bool Harmful, string Source, string? Answer = null);
 
 /// <summary>A data file's layout as run configs name it; <see cref="Auto"/> detects it from the first record.</summary>
 [JsonConverter(typeof(SnakeCaseEnumConverter<DataLayout>))]
@@ -60,7 +61,7 @@ public enum ReferenceLayout
     /// <summary>Detect from the fields of the first record.</summary>
     Auto,
 
-    /// <summary><c>{"prompt", "reference"}</c> plus an optional boolean <c>"harmful"</c>.</summary>
+    /// <summary><c>{"prompt", "reference"}</c> plus an optional boolean <c>"harmful"</c> and <c>"answer"</c>; an <c>"answer"</c> alone is the reference too.</summary>
     Plain,
 
     /// <summary>CONQORD step data: <c>{"prompt", "chosen"[, "rejected"]}</c>; <c>chosen</c> is the reference answer.</summary>

@@ -27,6 +27,19 @@ internal static class RecordFields
         return string.IsNullOrWhiteSpace(value) ? throw Error(location, field, "is empty") : value;
     }
 
+    /// <summary>A non-empty string, or a number as its JSON text (a verifiable answer may be either).</summary>
+    public static string ScalarText(JsonObject record, string field, string location)
+    {
+        var node = Require(record, field, location);
+        var text = node.GetValueKind() switch
+        {
+            JsonValueKind.String => node.GetValue<string>(),
+            JsonValueKind.Number => node.ToJsonString(),
+            _ => throw Error(location, field, $"must be a string or a number, found {DatasetFile.Describe(node)}"),
+        };
+        return string.IsNullOrWhiteSpace(text) ? throw Error(location, field, "is empty") : text;
+    }
+
     public static bool Bool(JsonObject record, string field, string location)
     {
         var node = Require(record, field, location);

@@ -8,7 +8,8 @@ namespace RefAlign.Compute.Data;
 /// Loads prompts with reference answers (RefAlign's training data) from JSON Lines or Parquet:
 /// <list type="bullet">
 /// <item><see cref="ReferenceLayout.Plain"/>: <c>{"prompt", "reference"}</c> plus an optional boolean <c>"harmful"</c>
-/// (absent or null: false).</item>
+/// (absent or null: false) and an optional verifiable <c>"answer"</c> (a string or a number); a record with an answer and
+/// no reference uses the answer as its reference.</item>
 /// <item><see cref="ReferenceLayout.Conqord"/>: the CONQORD confidence data (see below); <c>"chosen"</c> is the reference.</item>
 /// <item><see cref="ReferenceLayout.PkuSafeRlhf"/>: PKU-SafeRLHF rows. The reference is the safe response (the
 /// better one by <c>better_response_id</c> when both are safe); <see cref="ReferenceExample.Harmful"/> is true when
@@ -36,7 +37,7 @@ namespace RefAlign.Compute.Data;
 public static class ReferenceDataset
 {
     private const string KnownLayouts =
-        "Plain {prompt, reference[, harmful]}; Conqord {prompt, chosen[, rejected]}; " +
+        "Plain {prompt, reference[, harmful][, answer]} or {prompt, answer}; Conqord {prompt, chosen[, rejected]}; " +
         "PkuSafeRlhf {prompt, response_0, response_1, is_response_0_safe, is_response_1_safe, better_response_id}";
 
     /// <summary>The skip reason for PKU rows whose two responses are both unsafe.</summary>
@@ -61,7 +62,7 @@ public static class ReferenceDataset
     {
         if (Has(first, "prompt"))
         {
-            if (Has(first, "reference"))
+            if (Has(first, "reference") || Has(first, "answer"))
             {
                 return ReferenceLayout.Plain;
             }
@@ -78,12 +79,16 @@ public static class ReferenceDataset
         throw DatasetLoader.UnknownLayout("reference", first, location, KnownLayouts);
     }
 
-    private static RecordOutcome<ReferenceExample> ParsePlain(JsonObject record, string location) =>
-        RecordOutcome<ReferenceExample>.Accept(new ReferenceExample(
+    private static RecordOutcome<ReferenceExample> ParsePlain(JsonObject record, string location)
+    {
+        var answer = Has(record, "answer") ? ScalarText(record, "answer", location) : null;
+        return RecordOutcome<ReferenceExample>.Accept(new ReferenceExample(
             NonEmptyString(record, "prompt", location),
-            NonEmptyString(record, "reference", location),
+            answer is not null && !Has(record, "reference") ? answer : NonEmptyString(record, "reference", location),
             OptionalBool(record, "harmful", location, fallback: false),
-            location));
+            location,
+            answer));
+    }
 
     private static RecordOutcome<ReferenceExample> ParseConqord(JsonObject record, string location) =>
         RecordOutcome<ReferenceExample>.Accept(new ReferenceExample(

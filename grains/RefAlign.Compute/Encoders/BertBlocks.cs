@@ -30,12 +30,14 @@ public sealed class BertEmbeddings : nn.Module
 
     /// <param name="inputIds">[B, T] int64</param>
     /// <param name="positionIds">[B, T] int64 rows of the position table</param>
-    public Tensor Forward(Tensor inputIds, Tensor positionIds)
+    /// <param name="tokenTypeIds">[B, T] int64 segment ids (BERT sentence pairs); null: all 0</param>
+    public Tensor Forward(Tensor inputIds, Tensor positionIds, Tensor? tokenTypeIds = null)
     {
         using var scope = NewDisposeScope();
         var h = word_embeddings.forward(inputIds) + position_embeddings.forward(positionIds);
         // token_type_ids default to zeros in both BertModel and RobertaModel: add row 0 everywhere.
-        if (token_type_embeddings is not null) h = h + token_type_embeddings.weight![0];
+        if (token_type_embeddings is not null)
+            h = tokenTypeIds is null ? h + token_type_embeddings.weight![0] : h + token_type_embeddings.forward(tokenTypeIds);
         return LayerNorm.forward(h).MoveToOuterDisposeScope();
     }
 }

@@ -51,9 +51,10 @@ public sealed class TransformerEncoder : nn.Module
     /// Hidden states [B, T, hidden] after the first <paramref name="layers"/> layers (0 = the embedding output, after
     /// its LayerNorm); only those layers run. <paramref name="inputIds"/> and <paramref name="attentionMask"/> are int64
     /// [B, T], mask 1 for real tokens and 0 for (right) padding; padded keys get no attention, so real tokens do not
-    /// depend on the padding. Inference only: runs without autograd.
+    /// depend on the padding. <paramref name="tokenTypeIds"/> marks a BERT pair's second segment (null: all 0).
+    /// Inference only: runs without autograd.
     /// </summary>
-    public Tensor HiddenStates(Tensor inputIds, Tensor attentionMask, int layers)
+    public Tensor HiddenStates(Tensor inputIds, Tensor attentionMask, int layers, Tensor? tokenTypeIds = null)
     {
         ArgumentNullException.ThrowIfNull(inputIds);
         ArgumentNullException.ThrowIfNull(attentionMask);
@@ -83,7 +84,7 @@ public sealed class TransformerEncoder : nn.Module
         }
         else
         {
-            h = ((BertEncoderStack)encoder).Forward(embeddings!.Forward(ids, PositionIds(ids)), mask, layers);
+            h = ((BertEncoderStack)encoder).Forward(embeddings!.Forward(ids, PositionIds(ids), tokenTypeIds?.to(ScalarType.Int64, dev)), mask, layers);
         }
         return h.MoveToOuterDisposeScope();
     }

@@ -57,14 +57,21 @@ public static class Evaluator
             var chunk = prompts.Skip(start).Take(Chunk).ToList();
             var rollouts = await services.GenerateAsync(EvalStep, chunk, cancellation);
             var parsed = rollouts.Select(r => run.RefAlign.Confidence ? ConfidenceParser.Parse(r.Text) : null).ToList();
-            var sims = await services.SimilarityAsync([.. rollouts.Select((r, i) => parsed[i]?.Answer ?? r.Text)],
-                [.. rollouts.Select(r => chunk[r.Position].Reference)], cancellation);
+            var answers = rollouts.Select((r, i) => parsed[i]?.Answer ?? r.Text).ToList();
+            var scores = await RewardScoring.ScoreAsync(run.RefAlign, services, TrainingRun.Inputs(chunk, rollouts, answers), cancellation);
+            // F1 is BERTScore's when the run scores with it, else the run's total reward; a rule decides correctness when there is one.
+            var f1 = scores.BertScore ?? scores.Totals;
             samples.AddRange(rollouts.Select((r, i) => new EvalSample(label, r.PromptId, r.SampleIndex, chunk[r.Position].Harmful,
-                parsed[i]?.Answer ?? r.Text, parsed[i]?.Confidence, sims[i], sims[i] >= eval.CorrectThreshold,
-                RewardShaping.LengthFactor(run.RefAlign.LengthConstant, r.Completion.Length) * sims[i], r.Completion.Length)));
+                answers[i], parsed[i]?.Confidence, f1[i], scores.Correct?[i] ?? f1[i] >= eval.CorrectThreshold,
+                RewardShaping.LengthFactor(run.RefAlign.LengthConstant, r.Completion.Length) * scores.Totals[i], r.Completion.Length)));
             progress?.Report((Math.Min(start + Chunk, prompts.Count), prompts.Count));
         }
-        return Summarize(label, path, samples, eval);
+        var result = Summarize(label, path, samples, eval);
+        if (run.RefAlign.UsesBertScore) return result;
+        // Without BERTScore the F1 column holds the reward: report it as such, with no F1 interval.
+        var withoutF1 = new Dictionary<string, double>(result.Metrics);
+        withoutF1.Remove("bertscore/f1");
+        return result with { Metrics = withoutF1, F1Interval = null };
     }
 
     /// <summary>The metrics of a model's samples; public so a report can be checked against samples.jsonl alone.</summary>
@@ -110,7 +117,7 @@ public static class Evaluator
 
     /// <summary>Every later model against the first, for sampled (RefAlign) data; none for preference or SFT data.</summary>
     public static IReadOnlyList<SideBySide> CompareToFirst(RunConfig run, IReadOnlyList<ModelEvaluation> results, EvalConfig eval) =>
-        run.Algorithm != Algorithm.RefAlign ? [] : [.. results.Skip(1).Select(b => Compare(results[0], b, eval))];
+        !run.IsRollout ? [] : [.. results.Skip(1).Select(b => Compare(results[0], b, eval))];
 
     static Dictionary<int, double> PerPromptF1(IReadOnlyList<EvalSample> samples) =>
         samples.GroupBy(s => s.PromptId).ToDictionary(g => g.Key, g => g.Average(s => s.F1));

@@ -44,6 +44,31 @@ public static partial class ModelWeights
         return result;
     }
 
+    /// <summary>The named tensors of the folder only (a head beside a body loaded elsewhere); a missing name is an error naming it.</summary>
+    public static Dictionary<string, torch.Tensor> LoadNamed(string folder, IReadOnlyCollection<string> names, torch.ScalarType? dtype = null, torch.Device? device = null)
+    {
+        using var sources = Sources.Open(folder);
+        var result = new Dictionary<string, torch.Tensor>(StringComparer.Ordinal);
+        foreach (var name in names)
+        {
+            if (!sources.Tensors.TryGetValue(name, out var found))
+            {
+                foreach (var t in result.Values) t.Dispose();
+                throw new ModelFormatException($"{sources.Description}: tensor '{name}' is missing.");
+            }
+            var raw = SafeTensors.ReadTensor(found.Src.Handle, found.Src.DataStart, found.Info, found.Src.Path);
+            result.Add(name, SafeTensors.Convert(raw, dtype, device));
+        }
+        return result;
+    }
+
+    /// <summary>The names of every tensor in the folder's weight files.</summary>
+    public static IReadOnlyCollection<string> TensorNames(string folder)
+    {
+        using var sources = Sources.Open(folder);
+        return [.. sources.Tensors.Keys];
+    }
+
     /// <summary>
     /// Writes <c>model.safetensors</c>, or shards plus an index when the total exceeds
     /// <paramref name="maxShardBytes"/> (huggingface_hub's split: tensors in the given order, a new shard when

@@ -26,7 +26,7 @@ public sealed record PreferenceLossOptions
     /// <summary>Throws <see cref="ArgumentException"/> whose ParamName (and message) names the first invalid field.</summary>
     public void Validate()
     {
-        if (!Enum.IsDefined(Kind) || Kind == Algorithm.RefAlign)
+        if (Kind is not (Algorithm.Dpo or Algorithm.CDpo or Algorithm.Ipo or Algorithm.SrDpo or Algorithm.SrIpo))
             throw new ArgumentException($"kind: {Kind} is not a preference loss.", "kind");
         if (!(Beta > 0) || double.IsInfinity(Beta))
             throw new ArgumentException($"beta must be finite and > 0 (got {Beta}).", "beta");

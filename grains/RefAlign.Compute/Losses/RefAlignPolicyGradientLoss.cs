@@ -28,10 +28,11 @@ public static class RefAlignPolicyGradientLoss
     /// <see cref="Scoring.SequenceLogProbResult.PerToken"/> / <c>CompletionMask</c>; <paramref name="advantages"/> is [B].
     /// <paramref name="tokenEntropies"/> ([B, T], same layout; see <see cref="TokenEntropies"/>) adds the "entropy"
     /// metric, the masked mean token entropy. advantage/std is the population standard deviation (0 for one sample).
-    /// An all-zero mask gives loss 0.
+    /// An all-zero mask gives loss 0. <paramref name="tokenWeights"/> ([B, T], constants) are a pipelined run's truncated
+    /// importance weights (docs/algorithms.md §8), multiplying each token's term; null leaves the loss exactly as without.
     /// </summary>
     public static PolicyGradientResult Compute(Tensor tokenLogProbs, Tensor completionMask, Tensor advantages,
-        Tensor? tokenEntropies = null)
+        Tensor? tokenEntropies = null, Tensor? tokenWeights = null)
     {
         ArgumentNullException.ThrowIfNull(tokenLogProbs);
         ArgumentNullException.ThrowIfNull(completionMask);
@@ -47,6 +48,9 @@ public static class RefAlignPolicyGradientLoss
         if (tokenEntropies is not null && !tokenEntropies.shape.SequenceEqual(tokenLogProbs.shape))
             throw new ArgumentException(
                 $"tokenEntropies {Shape(tokenEntropies)} must match tokenLogProbs {Shape(tokenLogProbs)}.", nameof(tokenEntropies));
+        if (tokenWeights is not null && !tokenWeights.shape.SequenceEqual(tokenLogProbs.shape))
+            throw new ArgumentException(
+                $"tokenWeights {Shape(tokenWeights)} must match tokenLogProbs {Shape(tokenLogProbs)}.", nameof(tokenWeights));
         if (tokenLogProbs.shape[0] == 0)
             throw new ArgumentException("the batch holds no sequences.", nameof(tokenLogProbs));
 
@@ -56,7 +60,9 @@ public static class RefAlignPolicyGradientLoss
         var adv = advantages.detach().to(dtype);
         var lengths = mask.sum(1);
         var denom = lengths.sum().clamp_min(1);
-        var loss = -(adv.unsqueeze(1) * tokenLogProbs * mask).sum() / denom;
+        var loss = tokenWeights is null
+            ? -(adv.unsqueeze(1) * tokenLogProbs * mask).sum() / denom
+            : -(adv.unsqueeze(1) * tokenWeights.detach().to(dtype) * tokenLogProbs * mask).sum() / denom;
 
         Dictionary<string, double> metrics;
         using (no_grad())

@@ -79,6 +79,19 @@ public sealed class CausalLm : nn.Module
     public Tensor Forward(Tensor inputIds, Tensor attentionMask, KvCache? cache = null, bool lastOnly = false)
     {
         using var scope = NewDisposeScope();
+        var h = HiddenStates(inputIds, attentionMask, cache);
+        if (lastOnly) h = h.narrow(1, inputIds.shape[1] - 1, 1);
+        var logits = DecodeProjection.Linear(h, Head?.weight ?? Body.EmbedWeight, null);
+        return logits.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The final (normed) hidden states [B, T, hidden] that <see cref="Forward"/> projects to logits; a sequence
+    /// classifier (a reward model's <c>score</c> head) reads them instead.
+    /// </summary>
+    public Tensor HiddenStates(Tensor inputIds, Tensor attentionMask, KvCache? cache = null)
+    {
+        using var scope = NewDisposeScope();
         long t = inputIds.shape[1], s = attentionMask.shape[1];
         var past = s - t;
         if (past != (cache?.Length ?? 0))
@@ -90,10 +103,7 @@ public sealed class CausalLm : nn.Module
         var positions = (maskLong.cumsum(1) - 1).clamp_min(0).narrow(1, past, t);
         var (cos, sin) = RotaryEmbedding.CosSin(tensor(_invFreq, device: Device), positions, DType);
         var mask = BuildMask(maskLong, t, s);
-        var h = Body.Forward(inputIds, cos, sin, mask, cache);
-        if (lastOnly) h = h.narrow(1, t - 1, 1);
-        var logits = DecodeProjection.Linear(h, Head?.weight ?? Body.EmbedWeight, null);
-        return logits.MoveToOuterDisposeScope();
+        return Body.Forward(inputIds, cos, sin, mask, cache).MoveToOuterDisposeScope();
     }
 
     /// <summary>

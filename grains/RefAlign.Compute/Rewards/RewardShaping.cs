@@ -5,9 +5,12 @@ namespace RefAlign.Compute.Rewards;
 /// <code>
 ///   R_i  = (1 + 1/(C + |y_i|)) · sim_i                  (factor 1 when C = 0)
 ///   R_i' = R_i + α · Σ_j (R_i − R_j)(c_i − c_j)          (only when α &gt; 0; c defaults to 1.0)
-///   A_i  = clip(R_i' − mean_j R_j', −ε, ε)
+///   A_i  = clip(R_i' − b_i, −ε, ε)                      (b: the baseline, below)
 ///   A_i *= HarmfulWeight                                 (harmful prompts only)
 /// </code>
+/// The baseline is RefAlign's group mean unless <see cref="RewardShapingOptions.Baseline"/> picks GRPO's group
+/// normalisation, RLOO's leave-one-out mean or REINFORCE++'s batch whitening (<see cref="AdvantageBaselines"/>,
+/// docs/algorithms.md §7).
 /// <para>
 /// Order of harmful weight and clip: the spec and the RefAlign model card (seed 001) only say that harmful
 /// prompts "get their advantage multiplied by a weight" and that advantages are "clipped to [−ε, ε]"; neither
@@ -102,17 +105,35 @@ public static class RewardShaping
         }
 
         var result = new ShapedSample[promptIndex.Count];
-        foreach (var (p, members) in groups)
+        if (options.Baseline != AdvantageBaseline.BatchWhitened)
         {
-            var shaped = Shape(members, similarities, lengths, confidences, harmfulByPrompt[p], options);
-            for (var k = 0; k < members.Count; k++) result[members[k]] = shaped[k];
+            foreach (var (p, members) in groups)
+            {
+                var shaped = Shape(members, similarities, lengths, confidences, harmfulByPrompt[p], options);
+                for (var k = 0; k < members.Count; k++) result[members[k]] = shaped[k];
+            }
+            return result;
         }
+
+        // REINFORCE++: R' per group (calibration is a group's affair), then one baseline and scale for the whole batch.
+        var calibrated = new Group[promptIndex.Count];
+        foreach (var members in groups.Values)
+        {
+            var g = Calibrate(members, similarities, lengths, confidences, options);
+            for (var k = 0; k < members.Count; k++) calibrated[members[k]] = g[k];
+        }
+        var raw = AdvantageBaselines.BatchWhitened([.. calibrated.Select(c => c.Calibrated)], lengths);
+        for (var s = 0; s < result.Length; s++)
+            result[s] = Finish(calibrated[s], similarities[s], lengths[s], raw[s], harmfulByPrompt[promptIndex[s]], options);
         return result;
     }
 
-    /// <summary>Shapes the samples at <paramref name="members"/> (indices into the lists) as one group; inputs already checked.</summary>
-    static ShapedSample[] Shape(IReadOnlyList<int> members, IReadOnlyList<double> similarities, IReadOnlyList<int> lengths,
-        IReadOnlyList<double>? confidences, bool harmful, RewardShapingOptions options)
+    /// <summary>One sample's length factor, reward, calibrated reward and confidence.</summary>
+    readonly record struct Group(double Factor, double Reward, double Calibrated, double Confidence);
+
+    /// <summary>Length factors, rewards and calibrated rewards of the samples at <paramref name="members"/> (one group).</summary>
+    static Group[] Calibrate(IReadOnlyList<int> members, IReadOnlyList<double> similarities, IReadOnlyList<int> lengths,
+        IReadOnlyList<double>? confidences, RewardShapingOptions options)
     {
         var k = members.Count;
         var factors = new double[k];
@@ -125,26 +146,37 @@ public static class RewardShaping
             rewards[m] = factors[m] * similarities[s];
             conf[m] = confidences?[s] ?? DefaultConfidence;
         }
-
-        var calibrated = new double[k];
+        var result = new Group[k];
         for (var m = 0; m < k; m++)
-            calibrated[m] = options.CalibrationAlpha == 0 ? rewards[m] : rewards[m] + Term(rewards, conf, m, options.CalibrationAlpha);
-
-        var mean = calibrated.Sum() / k;
-        var weight = harmful ? options.HarmfulWeight : 1.0;
-        var eps = options.AdvantageClip;
-        var result = new ShapedSample[k];
-        for (var m = 0; m < k; m++)
-        {
-            // K = 1: R' − R' is exactly 0.
-            var raw = k == 1 ? 0.0 : calibrated[m] - mean;
-            var clipped = Math.Abs(raw) > eps;
-            var advantage = Math.Clamp(raw, -eps, eps) * weight;   // weight after the clip (see class remarks)
-            var s = members[m];
-            result[m] = new ShapedSample(similarities[s], lengths[s], factors[m], rewards[m], calibrated[m], advantage,
-                clipped, conf[m]);
-        }
+            result[m] = new Group(factors[m], rewards[m],
+                options.CalibrationAlpha == 0 ? rewards[m] : rewards[m] + Term(rewards, conf, m, options.CalibrationAlpha), conf[m]);
         return result;
+    }
+
+    /// <summary>Shapes the samples at <paramref name="members"/> (indices into the lists) as one group; inputs already checked.</summary>
+    static ShapedSample[] Shape(IReadOnlyList<int> members, IReadOnlyList<double> similarities, IReadOnlyList<int> lengths,
+        IReadOnlyList<double>? confidences, bool harmful, RewardShapingOptions options)
+    {
+        var g = Calibrate(members, similarities, lengths, confidences, options);
+        var raw = options.Baseline switch
+        {
+            AdvantageBaseline.GroupNormalized => AdvantageBaselines.GroupNormalized([.. g.Select(x => x.Calibrated)]),
+            AdvantageBaseline.LeaveOneOut => AdvantageBaselines.LeaveOneOut([.. g.Select(x => x.Calibrated)]),
+            AdvantageBaseline.BatchWhitened => AdvantageBaselines.BatchWhitened([.. g.Select(x => x.Calibrated)], [.. members.Select(s => lengths[s])]),
+            _ => AdvantageBaselines.GroupMean([.. g.Select(x => x.Calibrated)]),
+        };
+        var result = new ShapedSample[g.Length];
+        for (var m = 0; m < g.Length; m++)
+            result[m] = Finish(g[m], similarities[members[m]], lengths[members[m]], raw[m], harmful, options);
+        return result;
+    }
+
+    /// <summary>Clip, then the harmful weight (see class remarks).</summary>
+    static ShapedSample Finish(Group g, double similarity, int length, double raw, bool harmful, RewardShapingOptions options)
+    {
+        var eps = options.AdvantageClip;
+        var advantage = Math.Clamp(raw, -eps, eps) * (harmful ? options.HarmfulWeight : 1.0);
+        return new ShapedSample(similarity, length, g.Factor, g.Reward, g.Calibrated, advantage, Math.Abs(raw) > eps, g.Confidence);
     }
 
     static double Term(IReadOnlyList<double> rewards, IReadOnlyList<double> confidences, int i, double alpha)

@@ -19,6 +19,9 @@ public sealed record RewardShapingOptions
     /// <summary>α in <c>R_i' = R_i + α Σ_j (R_i − R_j)(c_i − c_j)</c>; 0 disables the confidence term.</summary>
     public double CalibrationAlpha { get; init; }
 
+    /// <summary>How a sample's advantage is baselined (RefAlign: the group mean).</summary>
+    public AdvantageBaseline Baseline { get; init; } = AdvantageBaseline.GroupMean;
+
     /// <summary>Throws <see cref="ArgumentException"/> naming the first invalid field.</summary>
     public void Validate()
     {
@@ -30,5 +33,7 @@ public sealed record RewardShapingOptions
             throw new ArgumentException($"harmful_weight must be finite and > 0 (got {HarmfulWeight}).", nameof(HarmfulWeight));
         if (!(CalibrationAlpha >= 0) || double.IsInfinity(CalibrationAlpha))
             throw new ArgumentException($"calibration_alpha must be finite and ≥ 0 (got {CalibrationAlpha}).", nameof(CalibrationAlpha));
+        if (!Enum.IsDefined(Baseline))
+            throw new ArgumentException($"baseline {Baseline} is not defined.", nameof(Baseline));
     }
 }

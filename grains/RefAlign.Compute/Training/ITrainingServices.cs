@@ -15,6 +15,13 @@ public interface ITrainingServices
     /// <summary>BERTScore F1 of each candidate against its reference.</summary>
     Task<IReadOnlyList<double>> SimilarityAsync(IReadOnlyList<string> candidates, IReadOnlyList<string> references, CancellationToken cancellation);
 
+    /// <summary>
+    /// Scores of reward <paramref name="reward"/> (an index into <c>refalign.rewards</c>: a reward model or a remote service)
+    /// for each sample of <paramref name="inputs"/>.
+    /// </summary>
+    Task<IReadOnlyList<double>> RewardAsync(int reward, RewardInputs inputs, CancellationToken cancellation) =>
+        throw new NotSupportedException($"{GetType().Name} scores no reward models or remote rewards.");
+
     /// <summary>Reference log-probs (plain, plus prompted when <paramref name="prompted"/>).</summary>
     Task<IReadOnlyList<ReferenceLogProbs>> ReferenceAsync(IReadOnlyList<PreferencePair> pairs, bool prompted, CancellationToken cancellation);
 

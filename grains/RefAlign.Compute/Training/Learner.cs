@@ -19,6 +19,9 @@ public sealed partial class Learner : IDisposable
     const int AppliedResultsKept = 64;
     readonly Dictionary<int, StepResult> _applied = [];
     readonly int _padId;
+    /// <summary>The GRPO family's KL reference: a frozen model of its own, or the policy with its adapters off (<see cref="_referenceScope"/>).</summary>
+    readonly CausalLm? _reference;
+    readonly Func<IDisposable?>? _referenceScope;
 
     public CausalLm Policy { get; }
     public LoraAdapters? Lora { get; }
@@ -45,6 +48,16 @@ public sealed partial class Learner : IDisposable
             Schedule = o.Schedule,
             TotalSteps = Math.Max(totalSteps, o.WarmupSteps + 1), MaxGradNorm = o.MaxGradNorm,
         });
+        if (config.IsGrpoFamily && config.PolicyGradient.KlCoef > 0)
+        {
+            // As for the preference losses: a separate reference_model wins, else LoRA's base is the reference, else the starting weights.
+            if (Lora is { } lora && config.Policy.ReferenceModel is null) _referenceScope = lora.Disable;
+            else
+            {
+                _reference = CausalLm.FromPretrained(config.Policy.ReferenceModel ?? config.Policy.Model, policy.DType, policy.Device);
+                _reference.eval();
+            }
+        }
         policy.train();
     }
 
@@ -159,44 +172,106 @@ public sealed partial class Learner : IDisposable
             tensor(mb.Select(r => (float)Pick(r.Reference, false)).ToArray(), device: Policy.Device));
     }
 
-    /// <summary>One RefAlign optimizer step: −A·log π(y|x) as a token-level masked mean over the whole batch.</summary>
+    /// <summary>
+    /// One optimizer step of a sampling algorithm over the global batch <paramref name="rows"/>: RefAlign's
+    /// −A·log π(y|x) (§3) or the GRPO family's clipped objective (§7), either one with a pipelined run's truncated
+    /// importance weights (§8). Micro-batches are weighted by their share of the average (tokens, or sequences).
+    /// </summary>
     public StepResult RefAlignStep(int step, IReadOnlyList<RolloutRow> rows)
     {
         if (Replay(step) is { } done) return done;
         var totalTokens = rows.Sum(r => r.Completion.Length);
         if (totalTokens == 0) throw new ArgumentException("the batch has no completion tokens.", nameof(rows));
-        double loss = 0, entropy = 0;
+        var clipped = _config.IsGrpoFamily;
+        var corrects = _config.CorrectsOffPolicy;
+        if (clipped || corrects)
+            foreach (var r in rows)
+                if (r.BehaviourLogProbs?.Length != r.Completion.Length)
+                    throw new ArgumentException($"row of prompt {r.PromptId} sample {r.SampleIndex} carries {r.BehaviourLogProbs?.Length ?? 0} behaviour log-probs for {r.Completion.Length} completion tokens.", nameof(rows));
+        var bySequence = clipped && _config.PolicyGradient.LossAveraging == LossAveraging.Sequence;
+        var sums = new Dictionary<string, double>();
+        void Add(string key, double value, double share) => sums[key] = sums.GetValueOrDefault(key) + value * share;
         Policy.train();
-        foreach (var (start, count, _) in MicroBatches.Split(rows.Count, _config.MicroBatchSize))
+        foreach (var (start, count, rowShare) in MicroBatches.Split(rows.Count, _config.MicroBatchSize))
         {
             using var scope = NewDisposeScope();
             var mb = rows.Skip(start).Take(count).ToList();
             var batch = SequenceCollator.Collate([.. mb.Select(r => (r.Prompt, r.Completion))], _padId, PaddingSide.Right);
             var dev = Policy.Device;
             var ids = tensor(batch.InputIds, [batch.Rows, batch.Length], device: dev);
-            var logits = Policy.Forward(ids, tensor(batch.AttentionMask, [batch.Rows, batch.Length], device: dev)).to(ScalarType.Float32);
+            var attention = tensor(batch.AttentionMask, [batch.Rows, batch.Length], device: dev);
+            var logits = Policy.Forward(ids, attention).to(ScalarType.Float32);
             var lp = SequenceLogProbs.FromLogits(logits, ids, tensor(batch.CompletionMask, [batch.Rows, batch.Length], device: dev));
             var entropies = RefAlignPolicyGradientLoss.TokenEntropies(logits);
             var adv = tensor(mb.Select(r => (float)r.Advantage).ToArray(), device: dev);
-            using var pg = RefAlignPolicyGradientLoss.Compute(lp.PerToken, lp.CompletionMask, adv, entropies);
-            // Weight each micro-batch by its share of completion tokens so the sum is the global token mean.
-            var share = mb.Sum(r => r.Completion.Length) / (double)totalTokens;
-            (pg.Loss * share).backward();
-            loss += pg.Metrics[RefAlignPolicyGradientLoss.Loss] * share;
-            entropy += pg.Metrics.GetValueOrDefault(RefAlignPolicyGradientLoss.Entropy) * share;
+            // Weight each micro-batch by its share of what the loss averages over, so the sum is the global average.
+            var tokenShare = mb.Sum(r => r.Completion.Length) / (double)totalTokens;
+            var share = bySequence ? rowShare : tokenShare;
+            var behaviour = clipped || corrects ? AlignedBehaviour(mb, batch, dev) : null;
+            Tensor? weights = null;
+            if (corrects)
+            {
+                var (w, mean, clip) = TruncatedImportance.Compute(lp.PerToken, behaviour!, lp.CompletionMask, _config.Distributed.ImportanceCap);
+                weights = w;
+                Add(TruncatedImportance.WeightMean, mean, tokenShare);
+                Add(TruncatedImportance.ClipFraction, clip, tokenShare);
+            }
+            Tensor loss;
+            IReadOnlyDictionary<string, double> metrics;
+            if (clipped)
+            {
+                var pg = _config.PolicyGradient;
+                // Off-policy, the ratio is taken to the learner's own policy before the step (decoupled PPO) and the
+                // weight carries the behaviour correction; on-policy, the ratio is to the behaviour log-probs.
+                var old = corrects ? lp.PerToken.detach() : behaviour!;
+                var reference = pg.KlCoef > 0 ? ReferencePerToken(ids, attention, lp.CompletionMask) : null;
+                var result = ClippedPolicyLoss.Compute(lp.PerToken, lp.CompletionMask, adv, old,
+                    new ClippedPolicyLossOptions { ClipEpsilon = pg.ClipEpsilon, KlCoef = pg.KlCoef, Averaging = pg.LossAveraging },
+                    reference, weights, entropies);
+                (loss, metrics) = (result.Loss, result.Metrics);
+            }
+            else
+            {
+                var result = RefAlignPolicyGradientLoss.Compute(lp.PerToken, lp.CompletionMask, adv, entropies, weights);
+                (loss, metrics) = (result.Loss, result.Metrics);
+            }
+            (loss * share).backward();
+            Add(RefAlignPolicyGradientLoss.Loss, metrics[RefAlignPolicyGradientLoss.Loss], share);
+            foreach (var key in new[] { RefAlignPolicyGradientLoss.Entropy, ClippedPolicyLoss.ClipFraction, ClippedPolicyLoss.RatioMean, ClippedPolicyLoss.Kl })
+                if (metrics.TryGetValue(key, out var v)) Add(key, v, tokenShare);
         }
         var adv2 = rows.Select(r => r.Advantage).ToList();
-        var mean = adv2.Average();
-        return Commit(step, new Dictionary<string, double>
+        var mean2 = adv2.Average();
+        sums[RefAlignPolicyGradientLoss.Entropy] = sums.GetValueOrDefault(RefAlignPolicyGradientLoss.Entropy);
+        sums[RefAlignPolicyGradientLoss.AdvantageMean] = mean2;
+        sums[RefAlignPolicyGradientLoss.AdvantageStd] = Math.Sqrt(adv2.Average(a => (a - mean2) * (a - mean2)));
+        sums[RefAlignPolicyGradientLoss.AdvantageMin] = adv2.Min();
+        sums[RefAlignPolicyGradientLoss.AdvantageMax] = adv2.Max();
+        sums[RefAlignPolicyGradientLoss.ResponseLengthMean] = rows.Average(r => r.Completion.Length);
+        return Commit(step, sums);
+    }
+
+    /// <summary>The rows' behaviour log-probs [B, T] in the collated (right-padded) layout: completion token j of row b at its prompt length + j.</summary>
+    static Tensor AlignedBehaviour(IReadOnlyList<RolloutRow> rows, CollatedBatch batch, Device device)
+    {
+        var values = new float[batch.Rows * batch.Length];
+        for (var b = 0; b < rows.Count; b++)
         {
-            [RefAlignPolicyGradientLoss.Loss] = loss,
-            [RefAlignPolicyGradientLoss.Entropy] = entropy,
-            [RefAlignPolicyGradientLoss.AdvantageMean] = mean,
-            [RefAlignPolicyGradientLoss.AdvantageStd] = Math.Sqrt(adv2.Average(a => (a - mean) * (a - mean))),
-            [RefAlignPolicyGradientLoss.AdvantageMin] = adv2.Min(),
-            [RefAlignPolicyGradientLoss.AdvantageMax] = adv2.Max(),
-            [RefAlignPolicyGradientLoss.ResponseLengthMean] = rows.Average(r => r.Completion.Length),
-        });
+            var offset = b * batch.Length + rows[b].Prompt.Length;
+            Array.Copy(rows[b].BehaviourLogProbs!, 0, values, offset, rows[b].Completion.Length);
+        }
+        return tensor(values, [batch.Rows, batch.Length], device: device);
+    }
+
+    /// <summary>The frozen reference's per-token log-probs of the same batch (no graph), for the KL term.</summary>
+    Tensor ReferencePerToken(Tensor ids, Tensor attention, Tensor completionMask)
+    {
+        using var _ = no_grad();
+        using var off = _referenceScope?.Invoke();
+        var model = _reference ?? Policy;
+        using var eval = PolicySetup.EvalMode(model);
+        var logits = model.Forward(ids, attention).to(ScalarType.Float32);
+        return SequenceLogProbs.FromLogits(logits, ids, completionMask).PerToken.detach();
     }
 
     /// <summary>Results of the most recent applied steps, oldest first (what a caller that lost a reply can still report).</summary>
@@ -234,6 +309,7 @@ public sealed partial class Learner : IDisposable
     {
         _optimizer.Dispose();
         Lora?.Dispose();
+        _reference?.Dispose();
     }
 }
 

@@ -1,8 +1,10 @@
 using RefAlign.Compute.BertScore;
 using RefAlign.Compute.Models;
+using RefAlign.Compute.Rewards;
 using RefAlign.Compute.Tokenization;
 using RefAlign.Compute.Training.Checkpoints;
 using RefAlign.Compute.Training.ReferenceCache;
+using Device = TorchSharp.torch.Device;
 
 namespace RefAlign.Compute.Training;
 
@@ -22,6 +24,9 @@ public sealed class LocalTrainingServices : ITrainingServices, IDisposable
     readonly CheckpointStore _store;
     readonly int _pad;
     readonly IReadOnlyList<int> _eos;
+    readonly Device? _device;
+    readonly Func<RewardSpec, IRewardTransport>? _remote;
+    readonly Dictionary<int, IDisposable> _rewardScorers = [];
 
     public Learner Learner { get; }
 
@@ -32,9 +37,13 @@ public sealed class LocalTrainingServices : ITrainingServices, IDisposable
     public ReferenceLogProbCache? ReferenceCache => _reference?.Cache;
 
     /// <param name="device">Where every model, batch and optimizer state lives (null: the CPU).</param>
-    public LocalTrainingServices(RunConfig config, TextTokenizer tokenizer, TrainingData data, TorchSharp.torch.Device? device = null)
+    /// <param name="remote">The wire to a remote reward's service (the gRPC one lives with the silo); null: remote rewards are refused.</param>
+    public LocalTrainingServices(RunConfig config, TextTokenizer tokenizer, TrainingData data, Device? device = null,
+        Func<RewardSpec, IRewardTransport>? remote = null)
     {
         _config = config;
+        _device = device;
+        _remote = remote;
         _tokenizer = tokenizer;
         TorchSharp.torch.manual_seed(config.Seed);
         var dtype = config.Policy.Dtype.ToScalarType();
@@ -53,7 +62,7 @@ public sealed class LocalTrainingServices : ITrainingServices, IDisposable
                 _reference = new ReferenceScorer(_referenceModel, cache, _pad);
             }
         }
-        else if (!config.IsSft)
+        else if (config.IsRollout && config.RefAlign.UsesBertScore)
         {
             _scorer = BertScorer.FromPretrained(config.RefAlign.RewardModel, config.RefAlign.BertscoreLayers, device: device);
             _idfCorpus = config.RefAlign.Idf ? [.. data.TrainPrompts.Select(p => p.Reference)] : null;
@@ -70,6 +79,25 @@ public sealed class LocalTrainingServices : ITrainingServices, IDisposable
         var scorer = _scorer ?? throw new InvalidOperationException("this run has no reward model.");
         var scores = scorer.Score(candidates, references, new BertScoreOptions { Idf = _config.RefAlign.Idf, IdfReferences = _idfCorpus });
         return Task.FromResult<IReadOnlyList<double>>([.. scores.Select(s => s.F1)]);
+    }
+
+    public async Task<IReadOnlyList<double>> RewardAsync(int reward, RewardInputs inputs, CancellationToken cancellation)
+    {
+        var spec = _config.RefAlign.EffectiveRewards[reward];
+        if (!_rewardScorers.TryGetValue(reward, out var scorer))
+            _rewardScorers[reward] = scorer = spec.Kind switch
+            {
+                RewardKind.RewardModel => RewardModelScorer.FromPretrained(spec.Model!, _device),
+                RewardKind.Remote => new RemoteRewardScorer(spec, _remote?.Invoke(spec) ?? throw new InvalidOperationException(
+                    $"refalign.rewards[{reward}] is a remote reward; this process has no RewardService client (run it on a cluster: refalign run start).")),
+                _ => throw new InvalidOperationException($"refalign.rewards[{reward}] ({spec.Kind}) is not scored through RewardAsync."),
+            };
+        return scorer switch
+        {
+            RewardModelScorer model => model.Score(inputs.Prompts, inputs.Responses),
+            RemoteRewardScorer remote => await remote.ScoreAsync(inputs, cancellation),
+            _ => throw new InvalidOperationException(),
+        };
     }
 
     public Task<IReadOnlyList<ReferenceLogProbs>> ReferenceAsync(IReadOnlyList<PreferencePair> pairs, bool prompted, CancellationToken cancellation)
@@ -114,5 +142,6 @@ public sealed class LocalTrainingServices : ITrainingServices, IDisposable
         Learner.Policy.Dispose();
         _referenceModel?.Dispose();
         _scorer?.Dispose();
+        foreach (var s in _rewardScorers.Values) s.Dispose();
     }
 }

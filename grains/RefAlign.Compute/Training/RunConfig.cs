@@ -39,12 +39,25 @@ public sealed record RunConfig
     public int KeepCheckpoints { get; init; } = 3;
     public string OutputDir { get; init; } = "runs/run";
     public PreferenceSection Preference { get; init; } = new();
+    /// <summary>Sampling and rewards of every run that samples: RefAlign and the GRPO family.</summary>
     [JsonPropertyName("refalign")] public RefAlignSection RefAlign { get; init; } = new();
+
+    /// <summary>The GRPO family's objective: clip ε, KL to the reference, averaging.</summary>
+    public PolicyGradientSection PolicyGradient { get; init; } = new();
     public DistributedSection Distributed { get; init; } = new();
 
     [JsonIgnore] public bool IsPreference => Algorithm is Algorithm.Dpo or Algorithm.CDpo or Algorithm.Ipo or Algorithm.SrDpo or Algorithm.SrIpo;
     [JsonIgnore] public bool IsSft => Algorithm == Algorithm.Sft;
     [JsonIgnore] public bool IsSelfRefined => Algorithm is Algorithm.SrDpo or Algorithm.SrIpo;
+
+    /// <summary>GRPO, RLOO and REINFORCE++: the clipped objective of docs/algorithms.md §7.</summary>
+    [JsonIgnore] public bool IsGrpoFamily => Algorithm is Algorithm.Grpo or Algorithm.Rloo or Algorithm.ReinforcePp;
+
+    /// <summary>Runs that sample K responses per prompt and score them (RefAlign and the GRPO family).</summary>
+    [JsonIgnore] public bool IsRollout => Algorithm == Algorithm.RefAlign || IsGrpoFamily;
+
+    /// <summary>Pipelined runs learn from samples up to max_staleness versions old: the learner corrects with truncated importance weights (§8).</summary>
+    [JsonIgnore] public bool CorrectsOffPolicy => IsRollout && Distributed.Mode == DistributedMode.Pipelined && Distributed.MaxStaleness >= 1;
 
     public static readonly JsonSerializerOptions Json = new()
     {
@@ -103,7 +116,11 @@ public sealed record RunConfig
         {
             Policy = Policy with { Model = Abs(Policy.Model), ReferenceModel = Policy.ReferenceModel is { } r ? Abs(r) : null },
             Data = Data with { Path = Abs(Data.Path) },
-            RefAlign = RefAlign with { RewardModel = Abs(RefAlign.RewardModel) },
+            RefAlign = RefAlign with
+            {
+                RewardModel = Abs(RefAlign.RewardModel),
+                Rewards = RefAlign.Rewards?.Select(r => r with { Model = r.Model is { } m ? Abs(m) : null, CaCertificate = r.CaCertificate is { } c ? Abs(c) : null }).ToList(),
+            },
             OutputDir = Abs(OutputDir),
         };
     }
@@ -200,12 +217,35 @@ public sealed record RefAlignSection
     public double CalibrationAlpha { get; init; }
     /// <summary>Responses end with "### Confidence: x" (CONQORD); the answer is scored without that tail.</summary>
     public bool Confidence { get; init; }
+
+    /// <summary>The rewards and their weights (docs/algorithms.md §9); null: BERTScore alone, with <see cref="RewardModel"/>.</summary>
+    public IReadOnlyList<Rewards.RewardSpec>? Rewards { get; init; }
+
+    /// <summary><see cref="Rewards"/>, or BERTScore alone when none are named.</summary>
+    [JsonIgnore] public IReadOnlyList<Rewards.RewardSpec> EffectiveRewards => Rewards ?? [new Rewards.RewardSpec()];
+
+    [JsonIgnore] public bool UsesBertScore => EffectiveRewards.Any(r => r.Kind == Compute.Rewards.RewardKind.BertScore);
+}
+
+/// <summary>The GRPO family's objective (docs/algorithms.md §7).</summary>
+public sealed record PolicyGradientSection
+{
+    /// <summary>ε of the clipped importance ratio.</summary>
+    public double ClipEpsilon { get; init; } = 0.2;
+
+    /// <summary>β of the k3 KL to the reference (policy.reference_model, else the starting policy); 0 = no reference pass.</summary>
+    public double KlCoef { get; init; }
+
+    public Losses.LossAveraging LossAveraging { get; init; } = Losses.LossAveraging.Token;
 }
 
 public sealed record DistributedSection
 {
     public DistributedMode Mode { get; init; } = DistributedMode.Sync;
     public int MaxStaleness { get; init; } = 1;
+
+    /// <summary>Pipelined runs: the cap of the truncated importance weight π/μ on every policy-gradient term (docs/algorithms.md §8).</summary>
+    public double ImportanceCap { get; init; } = 1.0;
     /// <summary>Rollout generator shards per step (RefAlign) or reference scorer shards (preference losses).</summary>
     public int Shards { get; init; } = 2;
 

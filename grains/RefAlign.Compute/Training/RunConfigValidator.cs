@@ -1,5 +1,6 @@
 using RefAlign.Compute.Data;
 using RefAlign.Compute.Models.Lora;
+using RefAlign.Compute.Rewards;
 using RefAlign.Compute.Tokenization;
 
 namespace RefAlign.Compute.Training;
@@ -12,7 +13,7 @@ internal static class RunConfigValidator
         CheckNumbers(c, "");
         Check(!string.IsNullOrWhiteSpace(c.Name) && c.Name.All(ch => char.IsLetterOrDigit(ch) || ch is '-' or '_' or '.'),
             "name", "must be non-empty and use only letters, digits, '-', '_' and '.'");
-        Check(Enum.IsDefined(c.Algorithm), "algorithm", "must be one of refalign, dpo, cdpo, ipo, sr-dpo, sr-ipo, sft");
+        Check(Enum.IsDefined(c.Algorithm), "algorithm", $"must be one of {string.Join(", ", SnakeCaseEnumConverter<Algorithm>.Names)}");
         Check(c.BatchSize >= 1, "batch_size", "must be ≥ 1");
         Check(c.MicroBatchSize >= 1, "micro_batch_size", "must be ≥ 1");
         Check(c.Epochs >= 1, "epochs", "must be ≥ 1");
@@ -88,13 +89,20 @@ internal static class RunConfigValidator
             Check(Enum.IsDefined(pr.LogpReduction), "preference.logp_reduction", "must be sum or mean");
             Check(Enum.IsDefined(pr.RefinementPass), "preference.refinement_pass", "must be auto or learner");
         }
-        else if (!c.IsSft)
+        else if (c.IsRollout)
         {
             var r = c.RefAlign;
-            if (requirePaths)
+            RewardSpecValidator.Validate(r, requirePaths);
+            if (requirePaths && r.UsesBertScore)
             {
-                Check(!string.IsNullOrWhiteSpace(r.RewardModel), "refalign.reward_model", "must name an HF encoder folder");
+                Check(!string.IsNullOrWhiteSpace(r.RewardModel), "refalign.reward_model", "must name an HF encoder folder (BERTScore)");
                 Check(Directory.Exists(r.RewardModel), "refalign.reward_model", $"folder '{r.RewardModel}' does not exist");
+            }
+            if (requirePaths && r.EffectiveRewards.Any(x => x.Kind == RewardKind.Rule))
+            {
+                // Refused at start, naming the line, rather than when the run's first attempt loads the data.
+                try { TrainingData.RequireAnswers(c, ReferenceDataset.Load(d.Path, TrainingData.ParseReferenceLayout(d.Layout), TrainingData.LoadOptions(d)).Examples); }
+                catch (ModelFormatException e) { throw new InvalidRunConfigException("data.path", e.Message, e); }
             }
             Check(r.BertscoreLayers is null or >= 0, "refalign.bertscore_layers", "must be ≥ 0");
             Check(r.NumSamples >= 2, "refalign.num_samples", "must be ≥ 2 (the group baseline needs several samples)");
@@ -108,12 +116,21 @@ internal static class RunConfigValidator
             Check(r.CalibrationAlpha >= 0 && double.IsFinite(r.CalibrationAlpha), "refalign.calibration_alpha", "must be ≥ 0");
             Check(r.CalibrationAlpha == 0 || r.Confidence, "refalign.calibration_alpha", "needs refalign.confidence = true");
         }
+        var pg = c.PolicyGradient;
+        if (c.IsGrpoFamily)
+        {
+            Check(pg.ClipEpsilon > 0 && pg.ClipEpsilon < 1, "policy_gradient.clip_epsilon", "must be in (0, 1)");
+            Check(pg.KlCoef >= 0 && double.IsFinite(pg.KlCoef), "policy_gradient.kl_coef", "must be ≥ 0 (0 = no KL term)");
+            Check(Enum.IsDefined(pg.LossAveraging), "policy_gradient.loss_averaging", "must be token or sequence");
+        }
+        else Check(pg == new PolicyGradientSection(), "policy_gradient", "is only used by grpo, rloo and reinforce_pp");
 
         var dist = c.Distributed;
         Check(Enum.IsDefined(dist.Mode), "distributed.mode", "must be sync or pipelined");
         Check(dist.MaxStaleness >= (dist.Mode == DistributedMode.Pipelined ? 1 : 0), "distributed.max_staleness",
             dist.Mode == DistributedMode.Pipelined ? "must be ≥ 1 in pipelined mode (it samples one version behind)" : "must be ≥ 0");
         Check(dist.Shards >= 1, "distributed.shards", "must be ≥ 1");
+        Check(dist.ImportanceCap > 0 && double.IsFinite(dist.ImportanceCap), "distributed.importance_cap", "must be > 0");
         Check(dist.MaxRestarts >= 0, "distributed.max_restarts", "must be ≥ 0");
         Check(dist.StallTimeoutSeconds == 0 || (dist.StallTimeoutSeconds >= 1 && double.IsFinite(dist.StallTimeoutSeconds)),
             "distributed.stall_timeout_seconds", "must be 0 (never) or ≥ 1");

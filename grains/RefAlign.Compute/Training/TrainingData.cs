@@ -12,8 +12,8 @@ public sealed record PreferencePair(int Id, int[] Prompt, int[] Chosen, int[] Re
 /// <summary>One SFT example as token ids: the prompt (masked out of the loss) and the completion, ending with EOS.</summary>
 public sealed record SftSequence(int Id, int[] Prompt, int[] Completion);
 
-/// <summary>One RefAlign prompt with its reference answer.</summary>
-public sealed record ReferencePrompt(int Id, int[] Prompt, string PromptText, string Reference, bool Harmful);
+/// <summary>One prompt of a sampling run with its reference answer and, for rule rewards, its verifiable answer.</summary>
+public sealed record ReferencePrompt(int Id, int[] Prompt, string PromptText, string Reference, bool Harmful, string? Answer = null);
 
 /// <summary>
 /// The run's data: loaded in the configured layout, split into train/eval with the run seed, tokenized and truncated
@@ -81,13 +81,27 @@ public sealed class TrainingData
         {
             var res = ReferenceDataset.Load(d.Path, ParseReferenceLayout(d.Layout), opts);
             if (res.Examples.Count < 2) throw new InvalidRunConfigException("data.path", $"{d.Path}: needs at least 2 usable prompts, found {res.Examples.Count}.");
+            RequireAnswers(config, res.Examples);
             // In confidence mode references may carry the same "### Confidence: x" tail as responses (CONQORD data);
             // answers are scored without it on both sides.
             var prompts = res.Examples.Select((e, i) => new ReferencePrompt(i, KeepEnd(EncodePrompt(e.Prompt), d.MaxPromptLength, bos), e.Prompt,
-                config.RefAlign.Confidence ? ConfidenceParser.Parse(e.Reference).Answer : e.Reference, e.Harmful)).ToList();
+                config.RefAlign.Confidence ? ConfidenceParser.Parse(e.Reference).Answer : e.Reference, e.Harmful, e.Answer)).ToList();
             var (train, eval) = Split(prompts, config);
             return new TrainingData { TrainPrompts = train, EvalPrompts = eval, Skipped = res.Skipped, SkippedReasons = res.SkippedReasons };
         }
+    }
+
+    /// <summary>
+    /// A run with a rule reward needs every example's verifiable answer: the first example without one is refused,
+    /// naming its line, the field and the reward (at start, before anything loads).
+    /// </summary>
+    internal static void RequireAnswers(RunConfig config, IReadOnlyList<ReferenceExample> examples)
+    {
+        var rule = config.RefAlign.EffectiveRewards.Select((r, i) => (r, i)).FirstOrDefault(x => x.r.Kind == RewardKind.Rule);
+        if (rule.r is null) return;
+        if (examples.FirstOrDefault(e => e.Answer is null) is { } missing)
+            throw new InvalidRunConfigException("data.path",
+                $"{missing.Source}: field 'answer' is missing; refalign.rewards[{rule.i}] (rule) checks responses against it (plain layout: {{\"prompt\", \"answer\"}}).");
     }
 
     /// <summary>How the run's data file is read (also what <see cref="ExampleInspection"/> reads it with).</summary>

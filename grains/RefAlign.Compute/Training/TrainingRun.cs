@@ -147,29 +147,36 @@ public sealed class TrainingRun(string runId, RunConfig config, TrainingData dat
     {
         var r = config.RefAlign;
         var parsed = rollouts.Select(x => r.Confidence ? ConfidenceParser.Parse(x.Text) : new ParsedConfidence(x.Text, 1.0, false)).ToList();
-        var sims = await Timed(phases, TrainingTelemetry.Phases.Score, step, version, () => services.SimilarityAsync(
-            [.. parsed.Select(p => p.Answer)], [.. rollouts.Select(x => prompts[x.Position].Reference)], cancellation));
-        var shaped = RewardShaping.ShapeBatch([.. rollouts.Select(x => x.Position)], sims, [.. rollouts.Select(x => x.Completion.Length)],
+        var scores = await Timed(phases, TrainingTelemetry.Phases.Score, step, version, () => RewardScoring.ScoreAsync(r, services,
+            Inputs(prompts, rollouts, [.. parsed.Select(p => p.Answer)]), cancellation));
+        var shaped = RewardShaping.ShapeBatch([.. rollouts.Select(x => x.Position)], scores.Totals, [.. rollouts.Select(x => x.Completion.Length)],
             r.Confidence ? [.. parsed.Select(p => p.Confidence)] : null, [.. prompts.Select(p => p.Harmful)],
             new RewardShapingOptions
             {
                 LengthConstant = r.LengthConstant, AdvantageClip = r.AdvantageClip ?? double.PositiveInfinity,
-                HarmfulWeight = r.HarmfulWeight, CalibrationAlpha = r.CalibrationAlpha,
+                HarmfulWeight = r.HarmfulWeight, CalibrationAlpha = r.CalibrationAlpha, Baseline = BaselineOf(config.Algorithm),
             });
-        var rows = rollouts.Select((x, i) => new RolloutRow(x.PromptId, x.SampleIndex, prompts[x.Position].Prompt, x.Completion, shaped[i].Advantage)).ToList();
+        var rows = rollouts.Select((x, i) => new RolloutRow(x.PromptId, x.SampleIndex, prompts[x.Position].Prompt, x.Completion, shaped[i].Advantage,
+            x.TokenLogProbs)).ToList();
         var rewards = shaped.Select(s => s.Reward).ToList();
         var mean = rewards.Average();
-        var metrics = new Dictionary<string, double>
-        {
-            ["reward/mean"] = mean,
-            ["reward/std"] = Math.Sqrt(rewards.Average(x => (x - mean) * (x - mean))),
-            ["bertscore/f1"] = sims.Average(),
-            ["advantage/clip_fraction"] = shaped.Count(s => s.Clipped) / (double)shaped.Count,
-            ["rollout/eos_fraction"] = rollouts.Count(x => x.Finished) / (double)rollouts.Count,
-        };
+        var metrics = scores.Metrics();
+        metrics["reward/mean"] = mean;
+        metrics["reward/std"] = Math.Sqrt(rewards.Average(x => (x - mean) * (x - mean)));
+        metrics["advantage/clip_fraction"] = shaped.Count(s => s.Clipped) / (double)shaped.Count;
+        metrics["rollout/eos_fraction"] = rollouts.Count(x => x.Finished) / (double)rollouts.Count;
         if (r.Confidence) metrics["confidence/mean"] = parsed.Average(p => p.Confidence);
         return (rows, metrics);
     }
+
+    /// <summary>The advantage estimator of each sampling algorithm (docs/algorithms.md §3, §7).</summary>
+    public static AdvantageBaseline BaselineOf(Algorithm algorithm) => algorithm switch
+    {
+        Algorithm.Grpo => AdvantageBaseline.GroupNormalized,
+        Algorithm.Rloo => AdvantageBaseline.LeaveOneOut,
+        Algorithm.ReinforcePp => AdvantageBaseline.BatchWhitened,
+        _ => AdvantageBaseline.GroupMean,
+    };
 
     /// <summary>Held-out metrics: preference accuracies and margins, or RefAlign's mean reward on eval prompts.</summary>
     public async Task<IReadOnlyDictionary<string, double>> EvaluateAsync(int step, long version, CancellationToken cancellation = default)
@@ -186,16 +193,19 @@ public sealed class TrainingRun(string runId, RunConfig config, TrainingData dat
         if (data.EvalPrompts.Count == 0) return new Dictionary<string, double>();
         // Negative steps key evaluation's random streams apart from training's; the same eval step always samples alike.
         var rollouts = await services.GenerateAsync(-1 - step, data.EvalPrompts, cancellation);
-        var sims = await services.SimilarityAsync([.. rollouts.Select(x => config.RefAlign.Confidence ? ConfidenceParser.Parse(x.Text).Answer : x.Text)],
-            [.. rollouts.Select(x => data.EvalPrompts[x.Position].Reference)], cancellation);
-        var rewards = rollouts.Select((x, i) => RewardShaping.LengthFactor(config.RefAlign.LengthConstant, x.Completion.Length) * sims[i]).ToList();
-        return new Dictionary<string, double>
-        {
-            ["eval/reward/mean"] = rewards.Average(),
-            ["eval/bertscore/f1"] = sims.Average(),
-            ["eval/response_length/mean"] = rollouts.Average(x => x.Completion.Length),
-        };
+        var scores = await RewardScoring.ScoreAsync(config.RefAlign, services,
+            Inputs(data.EvalPrompts, rollouts, [.. rollouts.Select(x => config.RefAlign.Confidence ? ConfidenceParser.Parse(x.Text).Answer : x.Text)]), cancellation);
+        var rewards = rollouts.Select((x, i) => RewardShaping.LengthFactor(config.RefAlign.LengthConstant, x.Completion.Length) * scores.Totals[i]).ToList();
+        var metrics = scores.Metrics("eval/");
+        metrics["eval/reward/mean"] = rewards.Average();
+        metrics["eval/response_length/mean"] = rollouts.Average(x => x.Completion.Length);
+        return metrics;
     }
+
+    /// <summary>What the rewards score for <paramref name="rollouts"/> of <paramref name="prompts"/> (responses as given).</summary>
+    public static RewardInputs Inputs(IReadOnlyList<ReferencePrompt> prompts, IReadOnlyList<Rollout> rollouts, IReadOnlyList<string> responses) =>
+        new([.. rollouts.Select(x => prompts[x.Position].PromptText)], responses, [.. rollouts.Select(x => prompts[x.Position].Reference)],
+            [.. rollouts.Select(x => prompts[x.Position].Answer)]);
 
     async Task<T> Timed<T>(Dictionary<string, double> phases, string name, int step, long version, Func<Task<T>> work)
     {

@@ -23,14 +23,15 @@ public sealed record RolloutMessage(
     [property: Id(5)] string Text,
     [property: Id(6)] bool Finished);
 
-/// <summary>One sampled response with its shaped advantage, as the learner consumes it.</summary>
+/// <summary>One sampled response with its shaped advantage and behaviour log-probs, as the learner consumes it.</summary>
 [GenerateSerializer, Immutable]
 public sealed record RolloutRowMessage(
     [property: Id(0)] int PromptId,
     [property: Id(1)] int SampleIndex,
     [property: Id(2)] int[] Prompt,
     [property: Id(3)] int[] Completion,
-    [property: Id(4)] double Advantage);
+    [property: Id(4)] double Advantage,
+    [property: Id(5)] float[]? BehaviourLogProbs = null);
 
 /// <summary>A tokenized preference pair; <see cref="PromptedPrompt"/> is the Sr-* query p ⊕ x (null otherwise).</summary>
 [GenerateSerializer, Immutable]

@@ -7,8 +7,8 @@ namespace RefAlign.Grains;
 
 /// <summary>
 /// A step's work fanned out to the run's workers: prompts to rollout generators by contiguous shards, pairs to
-/// reference scorers by id (a pair always meets the same shard's cache), texts to one BERTScore worker per scorer silo
-/// in chunks. Workers are deterministic, so a call retried on another silo returns what the first would have. In
+/// reference scorers by id (a pair always meets the same shard's cache), texts to one reward scorer (BERTScore, reward
+/// models) per scorer silo in chunks. Workers are deterministic, so a call retried on another silo returns what the first would have. In
 /// pipelined mode the next step's generation starts as soon as this step's is back, so it overlaps learning and samples
 /// up to <c>max_staleness</c> versions behind.
 /// </summary>
@@ -88,19 +88,35 @@ public sealed class ShardDispatch(RunContext run, IGrainFactory grains, WorkerCa
         return result;
     }
 
-    public async Task<IReadOnlyList<double>> SimilarityAsync(IReadOnlyList<string> candidates, IReadOnlyList<string> references, CancellationToken cancellation)
+    public Task<IReadOnlyList<double>> SimilarityAsync(IReadOnlyList<string> candidates, IReadOnlyList<string> references, CancellationToken cancellation)
     {
         var r = Config.RefAlign;
         IReadOnlyList<string>? idf = r.Idf ? [.. run.Data.TrainPrompts.Select(p => p.Reference)] : null;
-        var calls = new List<Task<IReadOnlyList<double>>>();
-        for (var start = 0; start < candidates.Count; start += ScoreChunk)
+        return OnScorers(candidates.Count, (start, n) => new RewardScoreRequest(RewardScorerKind.BertScore, r.RewardModel, r.BertscoreLayers, r.Idf, idf,
+            [], [.. candidates.Skip(start).Take(n)], [.. references.Skip(start).Take(n)]), cancellation);
+    }
+
+    /// <summary>A reward model's score of each (prompt, response), on the scorer silos.</summary>
+    public Task<IReadOnlyList<double>> RewardModelAsync(string model, RewardInputs inputs, CancellationToken cancellation) =>
+        OnScorers(inputs.Count, (start, n) =>
         {
-            var n = Math.Min(ScoreChunk, candidates.Count - start);
-            var request = new ScoreRequest(r.RewardModel, r.BertscoreLayers, r.Idf, idf, [.. candidates.Skip(start).Take(n)], [.. references.Skip(start).Take(n)]);
+            var chunk = inputs.Slice(start, n);
+            return new RewardScoreRequest(RewardScorerKind.RewardModel, model, null, false, null, chunk.Prompts, chunk.Responses, chunk.References);
+        }, cancellation);
+
+    /// <summary>
+    /// <paramref name="count"/> samples in chunks, each chunk to the (stateless) scorer of one scorer silo, round robin;
+    /// the silo list is re-read on a retry. Scores come back in sample order.
+    /// </summary>
+    async Task<IReadOnlyList<double>> OnScorers(int count, Func<int, int, RewardScoreRequest> chunkRequest, CancellationToken cancellation)
+    {
+        var calls = new List<Task<IReadOnlyList<double>>>();
+        for (var start = 0; start < count; start += ScoreChunk)
+        {
+            var request = chunkRequest(start, Math.Min(ScoreChunk, count - start));
             var chunk = start / ScoreChunk;
-            // Each chunk to the (stateless) worker of one scorer silo, round robin; the silo list is re-read on a retry.
             calls.Add(workers.SendAsync(SiloRoles.Scorer, chunk, $"scoring chunk {chunk}",
-                silo => grains.GetGrain<IBertScoreScorerGrain>(silo?.ToParsableString() ?? "any").Score(request), cancellation));
+                silo => grains.GetGrain<IRewardScorerGrain>(silo?.ToParsableString() ?? "any").Score(request), cancellation));
         }
         return [.. (await Task.WhenAll(calls)).SelectMany(x => x)];
     }

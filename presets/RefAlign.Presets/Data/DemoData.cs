@@ -33,8 +33,9 @@ public static class DemoData
     public static IReadOnlyList<ReferenceExample> References { get; } = BuildReferences();
 
     /// <summary>
-    /// Writes <c>preferences.jsonl</c> (Plain preference layout) and <c>references.jsonl</c> (Plain reference layout,
-    /// with <c>"harmful"</c>) into <paramref name="folder"/>, creating it if needed. UTF-8 without BOM, LF line ends.
+    /// Writes <c>preferences.jsonl</c> (Plain preference layout), <c>references.jsonl</c> (Plain reference layout,
+    /// with <c>"harmful"</c>) and the verifiable task's <c>verifiable.jsonl</c> (<see cref="VerifiableData"/>) into
+    /// <paramref name="folder"/>, creating it if needed. UTF-8 without BOM, LF line ends.
     /// </summary>
     public static void WriteTo(string folder)
     {
@@ -44,6 +45,7 @@ public static class DemoData
             Preferences.Select(p => new Dictionary<string, object> { ["prompt"] = p.Prompt, ["chosen"] = p.Chosen, ["rejected"] = p.Rejected }));
         WriteLines(Path.Combine(folder, ReferencesFileName),
             References.Select(r => new Dictionary<string, object> { ["prompt"] = r.Prompt, ["reference"] = r.Reference, ["harmful"] = r.Harmful }));
+        VerifiableData.WriteTo(folder);
     }
 
     private static void WriteLines(string path, IEnumerable<Dictionary<string, object>> records)

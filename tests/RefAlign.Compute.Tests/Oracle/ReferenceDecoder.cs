@@ -110,6 +110,27 @@ internal sealed class ReferenceDecoder
     /// <summary>Logits [T, vocab] for one unpadded sequence at positions 0..T-1.</summary>
     public double[,] Logits(int[] tokenIds)
     {
+        var normed = FinalHidden(tokenIds);
+        int t = tokenIds.Length, hd = _c.HiddenSize, v = _c.VocabSize;
+        var head = _c.TieWordEmbeddings ? W("model.embed_tokens.weight", (long)v * hd) : W("lm_head.weight", (long)v * hd);
+        var logits = new double[t, v];
+        for (var p = 0; p < t; p++)
+        {
+            var h = normed[p];
+            for (var o = 0; o < v; o++)
+            {
+                double s = 0;
+                var off = (long)o * hd;
+                for (var i = 0; i < hd; i++) s += head[off + i] * h[i];
+                logits[p, o] = s;
+            }
+        }
+        return logits;
+    }
+
+    /// <summary>The final normed hidden state of every position (what the LM head, or a classifier's score head, reads).</summary>
+    public double[][] FinalHidden(int[] tokenIds)
+    {
         ArgumentNullException.ThrowIfNull(tokenIds);
         int t = tokenIds.Length, hd = _c.HiddenSize, v = _c.VocabSize;
 
@@ -137,20 +158,7 @@ internal sealed class ReferenceDecoder
             }
         }
 
-        var head = _c.TieWordEmbeddings ? embed : W("lm_head.weight", (long)v * hd);
-        var logits = new double[t, v];
-        for (var p = 0; p < t; p++)
-        {
-            var h = RmsNorm(x[p], W("model.norm.weight", hd));
-            for (var o = 0; o < v; o++)
-            {
-                double s = 0;
-                var off = (long)o * hd;
-                for (var i = 0; i < hd; i++) s += head[off + i] * h[i];
-                logits[p, o] = s;
-            }
-        }
-        return logits;
+        return [.. x.Select(r => RmsNorm(r, W("model.norm.weight", hd)))];
     }
 
     double[][] Attention(double[][] x, string pre)

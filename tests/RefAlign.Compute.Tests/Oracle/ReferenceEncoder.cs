@@ -37,11 +37,11 @@ internal sealed class ReferenceEncoder
     }
 
     /// <summary>Hidden states [T, hidden] after <paramref name="layers"/> layers (0 = embedding output).</summary>
-    public double[,] HiddenStates(int[] ids, int layers)
+    public double[,] HiddenStates(int[] ids, int layers, int[]? tokenTypes = null)
     {
         ArgumentNullException.ThrowIfNull(ids);
         if (layers < 0 || layers > _c.NumHiddenLayers) throw new ArgumentOutOfRangeException(nameof(layers));
-        var x = _c.ModelType == "bart" ? BartEmbeddings(ids) : BertEmbeddings(ids);
+        var x = _c.ModelType == "bart" ? BartEmbeddings(ids) : BertEmbeddings(ids, tokenTypes);
         for (var l = 0; l < layers; l++)
             x = _c.ModelType == "bart" ? BartLayer(x, $"encoder.layers.{l}.") : BertLayer(x, $"encoder.layer.{l}.");
         var t = ids.Length;
@@ -53,7 +53,7 @@ internal sealed class ReferenceEncoder
 
     // ---- BERT / RoBERTa ----
 
-    double[][] BertEmbeddings(int[] ids)
+    double[][] BertEmbeddings(int[] ids, int[]? tokenTypes)
     {
         int hd = _c.HiddenSize, t = ids.Length;
         var word = W("embeddings.word_embeddings.weight", (long)_c.VocabSize * hd);
@@ -73,7 +73,7 @@ internal sealed class ReferenceEncoder
             else position = p;
             x[p] = new double[hd];
             for (var i = 0; i < hd; i++)
-                x[p][i] = word[(long)ids[p] * hd + i] + pos[(long)position * hd + i] + (type?[i] ?? 0); // token_type 0
+                x[p][i] = word[(long)ids[p] * hd + i] + pos[(long)position * hd + i] + (type?[(long)(tokenTypes?[p] ?? 0) * hd + i] ?? 0);
             x[p] = LayerNorm(x[p], "embeddings.LayerNorm");
         }
         return x;
