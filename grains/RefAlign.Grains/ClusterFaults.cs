@@ -23,7 +23,10 @@ public enum FaultKind
     Fatal,
 }
 
-/// <summary>A classified fault: its kind, a sentence for an operator, and the silo it lost when known.</summary>
+/// <summary>
+/// A classified fault: its kind, a sentence for an operator (no exception type or grain id: the grain logs the exception
+/// itself), and the silo it lost when known.
+/// </summary>
 public sealed record Fault(FaultKind Kind, string Description, string? LostSilo = null)
 {
     /// <summary>The sentence, without a final full stop (it is quoted inside other sentences).</summary>
@@ -47,13 +50,13 @@ public static class ClusterFaults
         SiloLostException lost => new(lost.Silo is null ? FaultKind.Transient : FaultKind.SiloLost, lost.Message, lost.Silo),
         StalledAttemptException stalled => new(FaultKind.Stalled, stalled.Message),
         SiloUnavailableException or ConnectionFailedException or SocketException =>
-            new(FaultKind.SiloLost, $"a silo became unreachable ({Name(e)})"),
+            new(FaultKind.SiloLost, "a silo became unreachable"),
         SiloDrainingException => new(FaultKind.Transient, e.Message),
         LearnerNotReadyException => new(FaultKind.Transient, "the learner was re-placed after its silo was lost and is not loaded yet"),
         FencedLearnerException => new(FaultKind.Transient, e.Message),
-        TimeoutException or TimeoutRejectedException => new(FaultKind.Transient, $"a call timed out ({Name(e)})"),
-        OrleansMessageRejectionException or GatewayTooBusyException => new(FaultKind.Transient, $"the cluster refused a call ({Name(e)})"),
-        IOException => new(FaultKind.Transient, $"a connection failed ({Name(e)})"),
+        TimeoutException or TimeoutRejectedException => new(FaultKind.Transient, "a call timed out"),
+        OrleansMessageRejectionException or GatewayTooBusyException => new(FaultKind.Transient, "the cluster refused a call (a silo was leaving or overloaded)"),
+        IOException => new(FaultKind.Transient, "a connection failed"),
         // Cancelled by the runtime, not by us (the directory recovering a lost silo's range): the run's own cancellations
         // (stop, stall) are told apart before this is asked.
         OperationCanceledException => new(FaultKind.Transient, "a call was cancelled by the runtime"),
@@ -63,7 +66,7 @@ public static class ClusterFaults
         // A type the serializer cannot carry is a bug on one side, not a cluster fault.
         CodecNotFoundException => new(FaultKind.Fatal, e.Message),
         // Lost connections, forwarding failures and the like surface as plain OrleansException.
-        OrleansException => new(FaultKind.Transient, $"the cluster failed a call ({Name(e)})"),
+        OrleansException => new(FaultKind.Transient, "the cluster failed a call"),
         _ => new(FaultKind.Fatal, e.Message),
     };
 
@@ -75,7 +78,6 @@ public static class ClusterFaults
         ?? faults.FirstOrDefault(f => f.Kind == FaultKind.Stalled)
         ?? faults[0];
 
-    static string Name(Exception e) => e.GetType().Name;
 }
 
 /// <summary>
