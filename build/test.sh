@@ -55,8 +55,18 @@ if ! dotnet build -nologo -v q -clp:ErrorsOnly; then echo "0 passed, 1 failed"; 
 filters=()
 [[ $fast -eq 1 ]] && filters+=("Tier!=Process")
 [[ -n "$filter" ]] && filters+=("$filter")
-args=(test --no-build --logger trx)
-if [[ ${#filters[@]} -gt 0 ]]; then args+=(--filter "$(IFS='&'; echo "${filters[*]}")"); fi
+filter_expr="$(IFS='&'; echo "${filters[*]}")"
+
+# Many processes share few cores here (test hosts, silo processes, CLI runs). One tensor thread each keeps libtorch's
+# spinning worker threads from fighting over the cores, and tiered compilation makes each of the suite's silo starts
+# cheaper; every process of a run gets the same settings, so the twins a test compares stay bitwise equal.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" DOTNET_TieredCompilation="${DOTNET_TieredCompilation:-1}"
+
+# Two lanes, each a chain of test projects: the process-cluster tests (mostly waiting on silos, failovers and freezes)
+# beside the CPU-bound ones, so the longest chain starts first and the waits are not idle cores.
+lanes='build/test-lane.sh "$1" "$2" RefAlign.Cluster.Tests RefAlign.Silo.Tests RefAlign.Client.Tests & a=$!
+build/test-lane.sh "$1" "$2" RefAlign.Cli.Tests RefAlign.Compute.Tests & b=$!
+wait $a; x=$?; wait $b; y=$?; [[ $x -eq 0 ]] && exit $y; exit $x'
 
 # The suite runs in its own process group: Ctrl-C ends it and every silo, Redis and Chromium it started.
 pgid=""
@@ -76,7 +86,7 @@ started=$SECONDS
 for ((i = 1; i <= repeat; i++)); do
   dir="$results/$i"; mkdir -p "$dir"
   [[ $repeat -gt 1 ]] && echo "==== run $i of $repeat"
-  setsid dotnet "${args[@]}" --results-directory "$dir" > >(tee "$dir/console.log") 2>&1 &
+  setsid bash -c "$lanes" lanes "$dir" "$filter_expr" > >(tee "$dir/console.log") 2>&1 &
   pgid=$!
   wait "$pgid"; code=$?
   pgid=""
