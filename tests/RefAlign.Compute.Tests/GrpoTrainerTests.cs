@@ -35,15 +35,7 @@ public sealed class GrpoTrainerTests : IDisposable
         BatchSize = 4, MicroBatchSize = 8, MaxSteps = steps, EvalEvery = 0, CheckpointEvery = 0,
     }.Validate();
 
-    static RunRecorder Run(RunConfig cfg)
-    {
-        var tok = TextTokenizer.Load(cfg.Policy.Model);
-        var data = TrainingData.Load(cfg, tok);
-        using var services = new LocalTrainingServices(cfg, tok, data);
-        var rec = new RunRecorder();
-        new TrainingRun(cfg.Name, cfg, data, services, rec).RunAsync().GetAwaiter().GetResult();
-        return rec;
-    }
+    static RunRecorder Run(RunConfig cfg) => RunRecorder.RunLocally(cfg);
 
     [Theory]
     [InlineData(Algorithm.Grpo)]

@@ -18,15 +18,7 @@ public sealed class RewardRunTests : IDisposable
 
     public void Dispose() => Directory.Delete(_root, recursive: true);
 
-    static RunRecorder Run(RunConfig cfg)
-    {
-        var tok = TextTokenizer.Load(cfg.Policy.Model);
-        var data = TrainingData.Load(cfg, tok);
-        using var services = new LocalTrainingServices(cfg, tok, data);
-        var rec = new RunRecorder();
-        new TrainingRun(cfg.Name, cfg, data, services, rec).RunAsync().GetAwaiter().GetResult();
-        return rec;
-    }
+    static RunRecorder Run(RunConfig cfg) => RunRecorder.RunLocally(cfg);
 
     [Theory]
     [InlineData(Algorithm.Grpo)]
