@@ -12,7 +12,7 @@ public sealed class ClusterBenchResultTests
 
     static Result Figures() => new(10,
         new Overhead(LocalStepSeconds: 2.0, GrainStepSeconds: 2.1, NoPhases),
-        new Transfer(80e6, SyncsVsRawTcp: [0.9, 0.3, 0.85, 0.7, 0.95], RawTcpMBps: 1000, RawTcpSlowestToMedian: 0.84, FirstSyncSeconds: 0.5),
+        new Transfer(80e6, SyncsVsRawTcp: [0.9, 0.3, 0.85, 0.7, 0.95], RawTcpMBPerSecond: 1000, RawTcpSlowestToMedian: 0.84, FirstSyncSeconds: 0.5),
         new Broadcast(OneSeconds: 0.2, ThreeSeconds: 0.5, Silos: 3, new RelayFloor(Ratio: 2.0, OneHopSeconds: 0.1, ThreeHopSeconds: 0.2)),
         new Scale(OneSiloSeconds: 4.0, TwoSilosSeconds: 3.0, HostParallelFloor: 0.55, GenerationParallelFloor: 0.6),
         new Pipelining(SyncStepSeconds: 3.0, PipelinedStepSeconds: 2.0,

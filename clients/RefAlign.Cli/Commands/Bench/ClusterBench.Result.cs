@@ -33,12 +33,12 @@ internal static partial class ClusterBench
     /// Silo-to-silo weight syncs, each as bytes per second ÷ raw loopback TCP's median of 5 (<paramref name="SyncsVsRawTcp"/>,
     /// in the order taken): the median is the figure, the minimum says how bad the worst sync gets.
     /// </summary>
-    internal sealed record Transfer(double SyncBytes, double[] SyncsVsRawTcp, double RawTcpMBps, double RawTcpSlowestToMedian, double FirstSyncSeconds)
+    internal sealed record Transfer(double SyncBytes, double[] SyncsVsRawTcp, double RawTcpMBPerSecond, double RawTcpSlowestToMedian, double FirstSyncSeconds)
     {
         public double Median => SyncsVsRawTcp.Length == 0 ? 0 : BenchSupport.Middle(SyncsVsRawTcp);
         public double Min => SyncsVsRawTcp.Length == 0 ? 0 : SyncsVsRawTcp.Min();
         public double Max => SyncsVsRawTcp.Length == 0 ? 0 : SyncsVsRawTcp.Max();
-        public double MedianMBps => Median * RawTcpMBps;
+        public double MedianMBPerSecond => Median * RawTcpMBPerSecond;
     }
 
     /// <summary>One sync to three generator silos over one (medians), and bare TCP relayed the same way (<see cref="HostFloors.Relay"/>).</summary>
