@@ -18,10 +18,14 @@ internal static partial class ClusterBench
         await BenchSupport.WaitForGeneratorsAsync(client, 1, ct);
         var sync = await StepPhasesAsync(client, Config("policy", steps, shards: 1), "pipelining (sync)", ct);
         var pipelined = await StepPhasesAsync(client, Config("policy", steps, shards: 1, mode: "pipelined"), "pipelining (pipelined)", ct);
-        var phases = sync.Keys.Intersect(pipelined.Keys).Where(k => k != "step")
-            .ToDictionary(k => k, k => new[] { WarmMedian(sync[k]), WarmMedian(pipelined[k]) });
-        return new Pipelining(WarmMedian(sync.GetValueOrDefault("step", [])), WarmMedian(pipelined.GetValueOrDefault("step", [])), phases);
+        return new Pipelining(StepMedian(sync), StepMedian(pipelined), PhaseMedians(sync, pipelined));
     }
+
+    static double StepMedian(Dictionary<string, List<double>> phases) => WarmMedian(phases.GetValueOrDefault("step", []));
+
+    /// <summary>Per phase both runs have (the step itself aside), its median in the first and in the second.</summary>
+    static Dictionary<string, double[]> PhaseMedians(Dictionary<string, List<double>> first, Dictionary<string, List<double>> second) =>
+        first.Keys.Intersect(second.Keys).Where(k => k != "step").ToDictionary(k => k, k => new[] { WarmMedian(first[k]), WarmMedian(second[k]) });
 
     /// <summary>A silo on one compute and one libtorch thread, as a silo with one core to itself runs.</summary>
     static readonly string[] SingleThreaded = ["--Silo:TorchThreads=1", "--Silo:ComputeThreads=1"];

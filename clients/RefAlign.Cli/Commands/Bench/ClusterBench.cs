@@ -125,9 +125,7 @@ internal static partial class ClusterBench
         await using var silo = await LocalSilo.StartAsync(dir, ct, "bench-silo");
         using var client = new RefAlignClient(new RefAlignClientOptions { Address = new Uri(silo.GrpcAddress) });
         var grain = await StepPhasesAsync(client, config, "overhead", ct);
-        var phases = local.Keys.Intersect(grain.Keys).Where(k => k != "step")
-            .ToDictionary(k => k, k => new[] { WarmMedian(local[k]), WarmMedian(grain[k]) });
-        return new Overhead(WarmMedian(local.GetValueOrDefault("step", [])), WarmMedian(grain.GetValueOrDefault("step", [])), phases);
+        return new Overhead(StepMedian(local), StepMedian(grain), PhaseMedians(local, grain));
     }
 
     /// <summary>The generation phase of a two-shard run on one generator silo, then on two; each silo one thread of libtorch.</summary>
