@@ -14,7 +14,7 @@ public sealed class ClusterBenchResultTests
         new Overhead(LocalStepSeconds: 2.0, GrainStepSeconds: 2.1, NoPhases),
         new Transfer(80e6, SyncsVsRawTcp: [0.9, 0.3, 0.85, 0.7, 0.95], RawTcpMBPerSecond: 1000, RawTcpSlowestToMedian: 0.84, FirstSyncSeconds: 0.5),
         new Broadcast(OneSeconds: 0.2, ThreeSeconds: 0.5, Silos: 3, new RelayFloor(Ratio: 2.0, OneHopSeconds: 0.1, ThreeHopSeconds: 0.2)),
-        new Scale(OneSiloSeconds: 4.0, TwoSilosSeconds: 3.0, HostParallelFloor: 0.55, GenerationParallelFloor: 0.6),
+        new Scale(OneSiloSeconds: 4.0, TwoSilosSeconds: 3.0, HostParallelFloor: 0.55, GenerationParallelFloor: 0.6, OneSiloSyncSeconds: 0.1, TwoSilosSyncSeconds: 0.4),
         new Pipelining(SyncStepSeconds: 3.0, PipelinedStepSeconds: 2.0,
             new Dictionary<string, double[]> { ["generate"] = [1.2, 0.1], ["score"] = [0.5, 0.6], ["learn"] = [1.2, 1.2] }));
 
@@ -39,6 +39,15 @@ public sealed class ClusterBenchResultTests
     }
 
     [Fact]
+    public void Scale_out_tells_the_weight_sync_from_the_sampling()
+    {
+        var s = Figures().Scale;
+        Assert.Equal(2.6 / 3.9, s.SamplingRatio, 12);
+        Assert.Contains("weight sync 0.100 s of the phase on one silo, 0.400 s on two", s.Finding);
+        Assert.Contains($"sampling alone 2 ÷ 1 = {2.6 / 3.9:F3}, {2.6 / 3.9 / 0.6:F2}× the floor", s.Finding);
+    }
+
+    [Fact]
     public void Pipelining_names_its_bound_and_the_side_a_step_waits_on()
     {
         var p = Figures().Pipelining;
@@ -58,6 +67,7 @@ public sealed class ClusterBenchResultTests
             new Scale(0, 0, 0, 0), new Pipelining(0, 0, NoPhases));
         Assert.All(skipped.Ratios, r => Assert.Equal(0.0, r.Value));
         Assert.Equal("", skipped.Pipelining.Finding);
+        Assert.Equal("", skipped.Scale.Finding);
         using var doc = JsonDocument.Parse(JsonSerializer.Serialize(Figures(), CliSupport.Json));
         var ratios = doc.RootElement.GetProperty("ratios");
         Assert.Equal(1.5, ratios.GetProperty("pipelined_speedup").GetDouble(), 12);

@@ -33,14 +33,20 @@ internal static partial class ClusterBench
     /// <summary>The median without the first value (a run's first step is its warm-up); 0 with fewer than two.</summary>
     static double WarmMedian(List<double> x) => x.Count < 2 ? 0 : BenchSupport.Middle(x.Skip(1));
 
-    /// <summary>Runs <paramref name="config"/> to its end and returns each phase's seconds (<c>step</c> included), step by step.</summary>
+    /// <summary>
+    /// Runs <paramref name="config"/> to its end and returns each phase's seconds (<c>step</c> included), step by step,
+    /// with the step's weight sync (the slowest generator's fetch, inside its <c>generate</c>) as <c>weight_sync</c>.
+    /// </summary>
     static async Task<Dictionary<string, List<double>>> StepPhasesAsync(RefAlignClient client, string config, string what, CancellationToken ct)
     {
         var phases = new Dictionary<string, List<double>>();
         var id = await client.StartRunAsync(config, ct);
+        void Add(string phase, double seconds) => (phases.TryGetValue(phase, out var l) ? l : phases[phase] = []).Add(seconds);
         await foreach (var e in client.WatchRunAsync(id, 0, ct))
-            if (e.Kind == RunEventKind.Phase && e.Phase is { } phase && e.PhaseSeconds is { } s)
-                (phases.TryGetValue(phase, out var l) ? l : phases[phase] = []).Add(s);
+        {
+            if (e.Kind == RunEventKind.Phase && e.Phase is { } phase && e.PhaseSeconds is { } s) Add(phase, s);
+            if (e.Kind == RunEventKind.Step && e.Metrics.TryGetValue("weight_sync/seconds", out var sync)) Add("weight_sync", sync);
+        }
         await BenchSupport.EnsureCompletedAsync(client, id, what, ct);
         return phases;
     }

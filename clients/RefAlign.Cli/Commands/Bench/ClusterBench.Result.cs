@@ -54,11 +54,21 @@ internal static partial class ClusterBench
     /// <summary>
     /// The generation phase on one generator silo and on two (medians), and the host's floors for their ratio: a
     /// CPU-bound loop's (<see cref="HostFloors.Spin"/>) and the same rollouts' in this process (<see cref="HostFloors.Generation"/>).
+    /// The phase holds each step's weight sync (medians of the slowest generator's fetch), which the floor does not have.
     /// </summary>
-    internal sealed record Scale(double OneSiloSeconds, double TwoSilosSeconds, double HostParallelFloor, double GenerationParallelFloor)
+    internal sealed record Scale(double OneSiloSeconds, double TwoSilosSeconds, double HostParallelFloor, double GenerationParallelFloor,
+        double OneSiloSyncSeconds = 0, double TwoSilosSyncSeconds = 0)
     {
         public double Ratio => Over(TwoSilosSeconds, OneSiloSeconds);
         public double OverFloor => Over(Ratio, GenerationParallelFloor);
+
+        /// <summary>Two silos ÷ one without the weight sync: the sampling alone, as the floor measures it.</summary>
+        public double SamplingRatio => Over(TwoSilosSeconds - TwoSilosSyncSeconds, OneSiloSeconds - OneSiloSyncSeconds);
+
+        /// <summary>How much of the gap to the floor is the weight sync, and how much the sampling itself.</summary>
+        public string Finding => Ratio <= 0 ? "" :
+            $"weight sync {OneSiloSyncSeconds:F3} s of the phase on one silo, {TwoSilosSyncSeconds:F3} s on two (the second silo's copy is relayed); " +
+            $"sampling alone 2 ÷ 1 = {SamplingRatio:F3}, {Over(SamplingRatio, GenerationParallelFloor):F2}× the floor";
     }
 
     /// <summary>

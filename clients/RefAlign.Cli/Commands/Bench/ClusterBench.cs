@@ -73,6 +73,7 @@ internal static partial class ClusterBench
             ("floor: the same rollouts in-process, 2 shards on 2 threads ÷ on 1", $"{s.GenerationParallelFloor:F3}"),
             ("host's CPU-bound floor: 2 threads ÷ 1, halved", $"{s.HostParallelFloor:F3} (0.5 on two free cores)"),
             ("scale-out ÷ its floor (goal ≤ 1.1)", $"{s.OverFloor:F3}"),
+            ("where the generation phase goes", s.Finding),
             ("RefAlign step, sync → pipelined (median, 1 learner + 1 generator silo)", $"{p.SyncStepSeconds:F3} s → {p.PipelinedStepSeconds:F3} s"),
             ("pipelined speed-up (goal ≥ 1.3)", $"{p.Speedup:F2} (this host's bound {p.Bound:F2})"),
             ("phases sync → pipelined", string.Join(", ", p.PhaseSeconds.Select(x => $"{x.Key} {x.Value[0]:F3} → {x.Value[1]:F3} s"))),
@@ -142,11 +143,13 @@ internal static partial class ClusterBench
         string[] join = [.. SingleThreaded, "--Silo:Roles=generator", $"--Cluster:PrimarySiloEndpoint=127.0.0.1:{a.SiloPort}"];
         await using var b = await LocalSilo.StartAsync(dir, ct, "scale-b", join);
         using var client = new RefAlignClient(new RefAlignClientOptions { Address = new Uri(a.GrpcAddress) });
-        var oneSilo = (await StepPhasesAsync(client, ScaleConfig, "scale-out", ct)).GetValueOrDefault("generate", []);
+        var oneSilo = await StepPhasesAsync(client, ScaleConfig, "scale-out", ct);
         await using var c = await LocalSilo.StartAsync(dir, ct, "scale-c", join);
         await BenchSupport.WaitForGeneratorsAsync(client, 2, ct);
-        var twoSilos = (await StepPhasesAsync(client, ScaleConfig, "scale-out", ct)).GetValueOrDefault("generate", []);
-        return new Scale(WarmMedian(oneSilo), WarmMedian(twoSilos), hostFloor, generationFloor);
+        var twoSilos = await StepPhasesAsync(client, ScaleConfig, "scale-out", ct);
+        double Median(Dictionary<string, List<double>> run, string phase) => WarmMedian(run.GetValueOrDefault(phase, []));
+        return new Scale(Median(oneSilo, "generate"), Median(twoSilos, "generate"), hostFloor, generationFloor,
+            Median(oneSilo, "weight_sync"), Median(twoSilos, "weight_sync"));
     }
 
     /// <summary>The scale-out part's run: two shards, six steps.</summary>
