@@ -16,7 +16,7 @@ public sealed class ClusterBenchResultTests
         new Broadcast(OneSeconds: 0.2, ThreeSeconds: 0.5, Silos: 3, new RelayFloor(Ratio: 2.0, OneHopSeconds: 0.1, ThreeHopSeconds: 0.2)),
         new Scale(OneSiloSeconds: 4.0, TwoSilosSeconds: 3.0, HostParallelFloor: 0.55, GenerationParallelFloor: 0.6, OneSiloSyncSeconds: 0.1, TwoSilosSyncSeconds: 0.4),
         new Pipelining(SyncStepSeconds: 3.0, PipelinedStepSeconds: 2.0,
-            new Dictionary<string, double[]> { ["generate"] = [1.2, 0.1], ["score"] = [0.5, 0.6], ["learn"] = [1.2, 1.2] }));
+            new Dictionary<string, double[]> { ["generate"] = [1.2, 0.1], ["score"] = [0.5, 0.6], ["learn"] = [1.2, 1.2] }, HostParallelFloor: 0.52));
 
     [Fact]
     public void Each_cluster_ratio_is_its_figure_over_what_it_is_judged_against()
@@ -55,6 +55,8 @@ public sealed class ClusterBenchResultTests
         Assert.Equal(3.0 / 1.8, p.Bound, 12);
         Assert.Contains("scoring + learning (1.800 s) is the longer side", p.Finding);
         Assert.Contains("waits 0.100 s on the generator", p.Finding);
+        Assert.Contains($"took {1.9 / 1.8:F2}× their sync time", p.Finding);
+        Assert.Contains($"halved, {0.52:F2} here", p.Finding);
         var slow = p with { PhaseSeconds = new Dictionary<string, double[]> { ["generate"] = [2.0, 0.9] } };
         Assert.Contains("generation (2.000 s) is longer than scoring + learning (1.000 s)", slow.Finding);
         Assert.Equal(1.5, slow.Bound, 12);

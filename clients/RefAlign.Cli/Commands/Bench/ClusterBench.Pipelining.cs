@@ -18,7 +18,8 @@ internal static partial class ClusterBench
         await BenchSupport.WaitForGeneratorsAsync(client, 1, ct);
         var sync = await StepPhasesAsync(client, Config("policy", steps, shards: 1), "pipelining (sync)", ct);
         var pipelined = await StepPhasesAsync(client, Config("policy", steps, shards: 1, mode: "pipelined"), "pipelining (pipelined)", ct);
-        return new Pipelining(StepMedian(sync), StepMedian(pipelined), PhaseMedians(sync, pipelined));
+        // Right after the runs: how far two threads get on this host's cores at the time (idle silos aside).
+        return new Pipelining(StepMedian(sync), StepMedian(pipelined), PhaseMedians(sync, pipelined), HostFloors.Spin());
     }
 
     static double StepMedian(Dictionary<string, List<double>> phases) => WarmMedian(phases.GetValueOrDefault("step", []));

@@ -75,7 +75,9 @@ internal static partial class ClusterBench
     /// The same RefAlign steps in sync and in pipelined mode on a learner silo and a generator silo (medians without
     /// each run's first step); per phase, the sync then the pipelined median.
     /// </summary>
-    internal sealed record Pipelining(double SyncStepSeconds, double PipelinedStepSeconds, IReadOnlyDictionary<string, double[]> PhaseSeconds)
+    /// <remarks><paramref name="HostParallelFloor"/>: <see cref="HostFloors.Spin"/> right after the runs (0.5 on two free cores).</remarks>
+    internal sealed record Pipelining(double SyncStepSeconds, double PipelinedStepSeconds, IReadOnlyDictionary<string, double[]> PhaseSeconds,
+        double HostParallelFloor = 0)
     {
         public double Speedup => Over(SyncStepSeconds, PipelinedStepSeconds);
 
@@ -99,7 +101,8 @@ internal static partial class ClusterBench
                 var side = generate > rest
                     ? $"generation ({generate:F3} s) is longer than scoring + learning ({rest:F3} s), so a pipelined step still waits {waited:F3} s on the generator"
                     : $"scoring + learning ({rest:F3} s) is the longer side: a pipelined step waits {waited:F3} s on the generator";
-                return $"{side}; bound {Bound:F2}; scoring + learning took {slowed:F2}× their sync time beside sampling (the two silos share the host's cores)";
+                return $"{side}; bound {Bound:F2}; scoring + learning took {slowed:F2}× their sync time beside sampling (the two silos share the host's cores: " +
+                    $"two threads ÷ one, halved, {HostParallelFloor:F2} here, 0.5 on two free cores)";
             }
         }
     }
