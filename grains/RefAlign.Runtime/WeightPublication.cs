@@ -57,19 +57,31 @@ public sealed class FillProgress
     }
 
     /// <summary>
-    /// The <see cref="WeightDigest"/> of <paramref name="data"/>'s first <paramref name="length"/> bytes, hashed slice by
-    /// slice as they are filled, so the digest is ready right after the last byte arrives instead of a whole pass later.
+    /// The <see cref="WeightDigest"/> of <paramref name="data"/>'s first <paramref name="length"/> bytes: each block is
+    /// hashed on the thread pool as soon as it is filled, beside the others and the receive, so the digest is ready right
+    /// after the last byte arrives instead of a pass later, and no one core bounds it.
     /// </summary>
     public async Task<string> DigestAsync(byte[] data, long length, CancellationToken cancellation)
     {
-        var digest = new WeightDigest();
-        for (long at = 0; at < length;)
+        var blocks = new byte[WeightDigest.BlockCount(length)][];
+        var hashing = new List<Task>(blocks.Length);
+        try
         {
-            var filled = Math.Min(length, await WaitBeyondAsync(at, cancellation));
-            digest.Append(data.AsSpan((int)at, (int)(filled - at)));
-            at = filled;
+            for (var i = 0; i < blocks.Length; i++)
+            {
+                var end = Math.Min(length, (long)(i + 1) * WeightDigest.BlockBytes);
+                await WaitBeyondAsync(end - 1, cancellation);
+                var block = i;
+                hashing.Add(Task.Run(() => blocks[block] = WeightDigest.OfBlock(data, length, block), CancellationToken.None));
+            }
         }
-        return digest.Current();
+        finally
+        {
+            // The caller may reuse the buffer once this returns: no block task may still read it then.
+            await Task.WhenAll(hashing).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
+        await Task.WhenAll(hashing);
+        return WeightDigest.Root(blocks, length);
     }
 }
 

@@ -8,7 +8,7 @@ namespace RefAlign.Silo.Tests;
 
 /// <summary>
 /// The silo's TCP weight server: what a generator fetches is bit-identical, and only the current token works; the digest
-/// it is checked against is XXH3-128 of the bytes, whole or as they land.
+/// it is checked against is a tree of XXH3-128 block digests, the same whole or as the bytes land.
 /// </summary>
 public sealed class WeightExchangeTests
 {
@@ -42,12 +42,15 @@ public sealed class WeightExchangeTests
     }
 
     [Fact]
-    public async Task The_weight_digest_is_xxh128_of_the_bytes_whole_or_as_they_land_and_one_flipped_byte_changes_it()
+    public async Task The_weight_digest_is_an_xxh128_tree_of_the_bytes_whole_or_as_they_land_and_one_flipped_byte_changes_it()
     {
-        using var a = randn(300, 200);
+        // 9 MB: two whole blocks and a short one.
+        using var a = randn(1500, 1500);
         var snapshot = WeightSnapshot.Capture([("a", a)]);
         var digest = snapshot.Digest();
-        Assert.Equal("xxh128:" + Convert.ToHexStringLower(XxHash128.Hash(snapshot.Data)), digest);
+        byte[] leaves = [.. snapshot.Data.Chunk(WeightDigest.BlockBytes).SelectMany(b => XxHash128.Hash(b)), .. BitConverter.GetBytes(snapshot.TotalBytes)];
+        Assert.Equal(3, WeightDigest.BlockCount(snapshot.TotalBytes));
+        Assert.Equal("xxh128t:" + Convert.ToHexStringLower(XxHash128.Hash(leaves)), digest);
 
         // Hashed slice by slice while a writer fills the buffer, as a replica does while the stream lands.
         var landed = new FillProgress();
@@ -58,5 +61,8 @@ public sealed class WeightExchangeTests
         var flipped = (byte[])snapshot.Data.Clone();
         flipped[flipped.Length / 2] ^= 0x01;
         Assert.NotEqual(digest, new WeightSnapshot(snapshot.Entries, flipped).Digest());
+        // A cut stream's bytes (the blocks it did bring) never match the whole's root: the length is in it.
+        var cut = snapshot.Data[..(2 * WeightDigest.BlockBytes)];
+        Assert.NotEqual(digest, WeightDigest.Of(cut));
     }
 }

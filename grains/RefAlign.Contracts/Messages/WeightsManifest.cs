@@ -13,7 +13,7 @@ public sealed record TensorEntry(
 /// The index of a published weight version. The bytes come either from <see cref="StreamAddress"/> in one stream (the
 /// learner silo's weight server, <c>tcp://host:port/run/version/token</c>, near raw TCP speed) or, when that is absent
 /// or fails, in <see cref="ChunkCount"/> Orleans chunk calls. <see cref="Digest"/> is the weights' integrity digest
-/// (<c>xxh128:</c> hex, empty for none): bytes that do not match it (a truncated or corrupted transfer) are never applied.
+/// (<c>xxh128t:</c> hex, the root of a tree of block digests; empty for none): bytes that do not match it (a truncated or corrupted transfer) are never applied.
 /// <see cref="Epoch"/> is the publishing learner's: a replica that saw a newer epoch for the run refuses an older one.
 /// </summary>
 [GenerateSerializer, Immutable]
