@@ -64,9 +64,15 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" DOTNET_TieredCompilation="${DOTNE
 
 # Two lanes, each a chain of test projects: the process-cluster tests (mostly waiting on silos, failovers and freezes)
 # beside the CPU-bound ones, so the longest chain starts first and the waits are not idle cores.
-lanes='build/test-lane.sh "$1" "$2" RefAlign.Cluster.Tests RefAlign.Silo.Tests RefAlign.Client.Tests & a=$!
-build/test-lane.sh "$1" "$2" RefAlign.Cli.Tests RefAlign.Compute.Tests & b=$!
-wait $a; x=$?; wait $b; y=$?; [[ $x -eq 0 ]] && exit $y; exit $x'
+# In the fast tier the compute tests are the longest chain.
+if [[ $fast -eq 1 ]]; then
+  first="RefAlign.Compute.Tests" second="RefAlign.Cli.Tests RefAlign.Cluster.Tests RefAlign.Silo.Tests RefAlign.Client.Tests"
+else
+  first="RefAlign.Cluster.Tests RefAlign.Silo.Tests RefAlign.Client.Tests" second="RefAlign.Cli.Tests RefAlign.Compute.Tests"
+fi
+lanes="build/test-lane.sh \"\$1\" \"\$2\" $first & a=\$!
+build/test-lane.sh \"\$1\" \"\$2\" $second & b=\$!
+wait \$a; x=\$?; wait \$b; y=\$?; [[ \$x -eq 0 ]] && exit \$y; exit \$x"
 
 # The suite runs in its own process group: Ctrl-C ends it and every silo, Redis and Chromium it started.
 pgid=""
