@@ -68,7 +68,7 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" DOTNET_TieredCompilation="${DOTNE
 if [[ $fast -eq 1 ]]; then
   first="RefAlign.Compute.Tests" second="RefAlign.Cli.Tests RefAlign.Cluster.Tests RefAlign.Silo.Tests RefAlign.Client.Tests"
 else
-  first="RefAlign.Cluster.Tests RefAlign.Silo.Tests RefAlign.Client.Tests" second="RefAlign.Cli.Tests RefAlign.Compute.Tests"
+  first="RefAlign.Cluster.Tests" second="RefAlign.Cli.Tests RefAlign.Compute.Tests RefAlign.Silo.Tests RefAlign.Client.Tests"
 fi
 lanes="build/test-lane.sh \"\$1\" \"\$2\" $first & a=\$!
 build/test-lane.sh \"\$1\" \"\$2\" $second & b=\$!

@@ -34,7 +34,11 @@ public sealed class FailoverClusterFixture : IAsyncLifetime
     }
 }
 
-[CollectionDefinition(Name, DisableParallelization = true)]
+/// <summary>
+/// The classes that kill, freeze and restart the silos of one shared process cluster: one test at a time. The collection
+/// itself runs beside the other process-tier classes (nothing in it computes with torch in this process).
+/// </summary>
+[CollectionDefinition(Name)]
 public sealed class FailoverCollection : ICollectionFixture<FailoverClusterFixture>
 {
     public const string Name = "failover";

@@ -8,7 +8,8 @@ namespace RefAlign.Cluster.Tests;
 /// <summary>
 /// A RewardService written on another toolchain (<c>tests/interop/grpc-js/reward_server.mjs</c>: @grpc/grpc-js built from
 /// <c>refalign_reward.proto</c> at run time, TLS, a key) answers the silo's caller, and its scores train a run on the
-/// three-silo cluster exactly as the rule reward it reimplements would.
+/// three-silo cluster exactly as the rule reward it reimplements would; killed with SIGKILL mid-run, it costs the run
+/// failed attempts that name it, and a new process on the same address scores the rest.
 /// </summary>
 [Trait("Tier", "Process")]
 [Collection(ClusterCollection.Name)]
@@ -58,5 +59,43 @@ public sealed class GrpcJsRewardServiceTests(ClusterFixture fixture) : IAsyncLif
         // The JavaScript service and the rule agree sample by sample, so their means agree step by step.
         Assert.All(steps, m => Assert.Equal(m["reward/rule"], m["reward/remote"], 12));
         Assert.Contains(steps, m => m["reward/remote"] > 0);
+    }
+
+    [Fact]
+    public async Task A_reward_service_killed_mid_run_is_survived_as_a_lost_worker_is()
+    {
+        const int total = 8;
+        var recipe = VerifiableTask.Recipe(fixture.Root);
+        var config = (recipe with
+        {
+            Name = "grpc-js-killed", OutputDir = Path.Combine(fixture.Root, "runs", "grpc-js-killed"), MaxSteps = total, EvalEvery = 0, CheckpointEvery = 0,
+            RefAlign = recipe.RefAlign with { Rewards = [new RewardSpec { Kind = RewardKind.Rule }, Remote() with { TimeoutSeconds = 3 }] },
+            Distributed = recipe.Distributed with { MaxRestarts = 20 },
+        }).Validate();
+        var runId = await fixture.Control.StartRunAsync(config.ToJson());
+        var events = new List<RunEvent>();
+        using var watch = new CancellationTokenSource(TimeSpan.FromMinutes(5));
+        var (killed, failureSeen) = (false, false);
+        await foreach (var e in fixture.Control.WatchRunAsync(runId, 0, watch.Token))
+        {
+            events.Add(e);
+            if (!killed && e.Kind == RunEventKind.Step && e.Step >= 2)
+            {
+                await _server.KillAsync();
+                killed = true;
+            }
+            if (killed && !failureSeen && e.Kind == RunEventKind.Status && e.Message?.Contains(_server.Url, StringComparison.Ordinal) == true)
+            {
+                failureSeen = true;
+                _server = await _server.RestartAsync();
+            }
+        }
+        var summary = await fixture.Control.GetRunAsync(runId);
+        Assert.True(failureSeen, "no attempt failed naming the service:\n" + string.Join("\n", events.Where(e => e.Kind == RunEventKind.Status).Select(e => e.Message)));
+        Assert.True(summary.Status == RunStatus.Completed, $"{summary.Status}: {summary.Error}");
+        var steps = events.Where(e => e.Kind == RunEventKind.Step).GroupBy(e => e.Step).Select(g => g.Last()).OrderBy(e => e.Step).ToList();
+        Assert.Equal(Enumerable.Range(1, total), steps.Select(e => e.Step));
+        // Every step, the ones after the kill included, was scored by a live service (never a silent zero).
+        Assert.All(steps, e => Assert.Equal(e.Metrics["reward/rule"], e.Metrics["reward/remote"], 12));
     }
 }

@@ -20,23 +20,29 @@ public sealed class GrpcJsRewardServer : IAsyncDisposable
     }
 
     readonly Process _node;
+    readonly TestCertificates _tls;
+    readonly string _apiKey;
+    readonly int _port;
 
-    GrpcJsRewardServer(Process node, int port)
+    GrpcJsRewardServer(Process node, int port, TestCertificates tls, string apiKey)
     {
-        _node = node;
+        (_node, _port, _tls, _apiKey) = (node, port, tls, apiKey);
         Url = $"https://127.0.0.1:{port}";
     }
 
     public string Url { get; }
 
-    /// <summary>Starts <c>reward_server.mjs</c> on a free loopback port with <paramref name="tls"/>'s certificate and waits until it listens.</summary>
-    public static async Task<GrpcJsRewardServer> StartAsync(TestCertificates tls, string apiKey)
+    /// <summary>
+    /// Starts <c>reward_server.mjs</c> on a free loopback port (or <paramref name="port"/>) with <paramref name="tls"/>'s
+    /// certificate and waits until it listens.
+    /// </summary>
+    public static async Task<GrpcJsRewardServer> StartAsync(TestCertificates tls, string apiKey, int? port = null)
     {
         await EnsureModulesAsync();
-        var port = FreePorts.One();
+        var listen = port ?? FreePorts.One();
         var proto = Path.Combine(BuiltTools.RepositoryRoot, "clients", "RefAlign.Client", "Protos", "refalign_reward.proto");
         var psi = new ProcessStartInfo("node") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Folder };
-        foreach (var a in new[] { Path.Combine(Folder, "reward_server.mjs"), port.ToString(System.Globalization.CultureInfo.InvariantCulture), tls.CertificatePath, tls.KeyPath, proto, apiKey })
+        foreach (var a in new[] { Path.Combine(Folder, "reward_server.mjs"), listen.ToString(System.Globalization.CultureInfo.InvariantCulture), tls.CertificatePath, tls.KeyPath, proto, apiKey })
             psi.ArgumentList.Add(a);
         var node = Process.Start(psi) ?? throw new InvalidOperationException("node did not start");
         var stderr = node.StandardError.ReadToEndAsync();
@@ -44,13 +50,23 @@ public sealed class GrpcJsRewardServer : IAsyncDisposable
         try
         {
             while (await node.StandardOutput.ReadLineAsync(wait.Token) is { } line)
-                if (line.StartsWith("listening ", StringComparison.Ordinal)) return new GrpcJsRewardServer(node, port);
+                if (line.StartsWith("listening ", StringComparison.Ordinal)) return new GrpcJsRewardServer(node, listen, tls, apiKey);
         }
         catch (OperationCanceledException) { }
         node.Kill();
         await node.WaitForExitAsync();
         throw new InvalidOperationException($"reward_server.mjs did not start listening: {await stderr}");
     }
+
+    /// <summary>SIGKILL: the service is gone mid-call, its connections reset, its port refuses new ones.</summary>
+    public async Task KillAsync()
+    {
+        _node.Kill();
+        await _node.WaitForExitAsync();
+    }
+
+    /// <summary>A new server process on the same address (after <see cref="KillAsync"/>).</summary>
+    public Task<GrpcJsRewardServer> RestartAsync() => StartAsync(_tls, _apiKey, _port);
 
     public async ValueTask DisposeAsync()
     {
