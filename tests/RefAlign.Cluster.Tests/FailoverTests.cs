@@ -35,10 +35,10 @@ public sealed class FailoverClusterFixture : IAsyncLifetime
 }
 
 /// <summary>
-/// The classes that kill, freeze and restart the silos of one shared process cluster: one test at a time. The collection
-/// itself runs beside the other process-tier classes (nothing in it computes with torch in this process).
+/// The classes that kill, freeze and restart the silos of one shared process cluster: one test at a time, and alone, so
+/// that death declarations and recoveries are not raced by other process clusters' start-up.
 /// </summary>
-[CollectionDefinition(Name)]
+[CollectionDefinition(Name, DisableParallelization = true)]
 public sealed class FailoverCollection : ICollectionFixture<FailoverClusterFixture>
 {
     public const string Name = "failover";
