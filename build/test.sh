@@ -66,7 +66,7 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" DOTNET_TieredCompilation="${DOTNE
 # beside the CPU-bound ones, so the longest chain starts first and the waits are not idle cores.
 # In the fast tier the compute tests are the longest chain.
 if [[ $fast -eq 1 ]]; then
-  first="RefAlign.Compute.Tests" second="RefAlign.Cli.Tests RefAlign.Cluster.Tests RefAlign.Silo.Tests RefAlign.Client.Tests"
+  first="RefAlign.Compute.Tests RefAlign.Silo.Tests RefAlign.Client.Tests" second="RefAlign.Cli.Tests RefAlign.Cluster.Tests"
 else
   first="RefAlign.Cluster.Tests" second="RefAlign.Cli.Tests RefAlign.Compute.Tests RefAlign.Silo.Tests RefAlign.Client.Tests"
 fi
