@@ -73,25 +73,10 @@ public sealed class GrpcJsRewardServiceTests(ClusterFixture fixture) : IAsyncLif
             Distributed = recipe.Distributed with { MaxRestarts = 20 },
         }).Validate();
         var runId = await fixture.Control.StartRunAsync(config.ToJson());
-        var events = new List<RunEvent>();
-        using var watch = new CancellationTokenSource(TimeSpan.FromMinutes(5));
-        var (killed, failureSeen) = (false, false);
-        await foreach (var e in fixture.Control.WatchRunAsync(runId, 0, watch.Token))
-        {
-            events.Add(e);
-            if (!killed && e.Kind == RunEventKind.Step && e.Step >= 2)
-            {
-                await _server.KillAsync();
-                killed = true;
-            }
-            if (killed && !failureSeen && e.Kind == RunEventKind.Status && e.Message?.Contains(_server.Url, StringComparison.Ordinal) == true)
-            {
-                failureSeen = true;
-                _server = await _server.RestartAsync();
-            }
-        }
+        var (events, failureSeen) = await RewardServiceOutage.WatchAsync(fixture.Control, runId, _server.Url,
+            () => _server.KillAsync(), async () => _server = await _server.RestartAsync());
         var summary = await fixture.Control.GetRunAsync(runId);
-        Assert.True(failureSeen, "no attempt failed naming the service:\n" + string.Join("\n", events.Where(e => e.Kind == RunEventKind.Status).Select(e => e.Message)));
+        Assert.True(failureSeen, "no attempt failed naming the service:\n" + RewardServiceOutage.StatusLines(events));
         Assert.True(summary.Status == RunStatus.Completed, $"{summary.Status}: {summary.Error}");
         var steps = events.Where(e => e.Kind == RunEventKind.Step).GroupBy(e => e.Step).Select(g => g.Last()).OrderBy(e => e.Step).ToList();
         Assert.Equal(Enumerable.Range(1, total), steps.Select(e => e.Step));

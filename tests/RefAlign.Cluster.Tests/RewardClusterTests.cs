@@ -118,26 +118,11 @@ public sealed class RewardClusterTests(ClusterFixture fixture, Xunit.Abstraction
         var config = Small("remote-gone", Remote(timeout: 3, retries: 1)) with { MaxSteps = 8 };
         config = config with { Distributed = config.Distributed with { MaxRestarts = 20 } };
         var runId = await fixture.Control.StartRunAsync(config.ToJson());
-        var events = new List<RunEvent>();
-        using var watch = new CancellationTokenSource(TimeSpan.FromMinutes(5));
-        var stopped = false;
-        var failureSeen = false;
-        await foreach (var e in fixture.Control.WatchRunAsync(runId, 0, watch.Token))
-        {
-            events.Add(e);
-            if (!stopped && e.Kind == RunEventKind.Step && e.Step >= 2)
-            {
-                await _server.StopAsync(); // the service is gone: its port refuses connections
-                stopped = true;
-            }
-            if (stopped && !failureSeen && e.Kind == RunEventKind.Status && e.Message?.Contains(_server.Url, StringComparison.Ordinal) == true)
-            {
-                failureSeen = true;
-                await _server.StartAsync(); // back on the same address
-            }
-        }
+        // Stopped, the service's port refuses connections; started again, it is back on the same address.
+        var (events, failureSeen) = await RewardServiceOutage.WatchAsync(fixture.Control, runId, _server.Url,
+            () => _server.StopAsync(), async () => await _server.StartAsync());
         var summary = await fixture.Control.GetRunAsync(runId);
-        Assert.True(failureSeen, "no attempt failed naming the service:\n" + string.Join("\n", events.Where(e => e.Kind == RunEventKind.Status).Select(e => e.Message)));
+        Assert.True(failureSeen, "no attempt failed naming the service:\n" + RewardServiceOutage.StatusLines(events));
         Assert.True(summary.Status == RunStatus.Completed, $"{summary.Status}: {summary.Error}");
         Assert.Equal(8, summary.Step);
         Assert.Equal(Enumerable.Range(1, 8), events.Where(e => e.Kind == RunEventKind.Step).Select(e => e.Step).Distinct().Order());
