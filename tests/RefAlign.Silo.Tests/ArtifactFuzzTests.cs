@@ -11,6 +11,7 @@ namespace RefAlign.Silo.Tests;
 /// file headers with such shapes, wrong dtypes, broken offsets) through artifact validation and the status mapping, as a
 /// push ends: each is INVALID_ARGUMENT or RESOURCE_EXHAUSTED naming what is wrong, and memory stays flat.
 /// </summary>
+[Collection(nameof(MeasuredMemoryCollection))]
 public sealed class ArtifactFuzzTests(ITestOutputHelper output) : IDisposable
 {
     readonly string _root = Directory.CreateTempSubdirectory("refalign-fuzz-").FullName;
@@ -49,3 +50,7 @@ public sealed class ArtifactFuzzTests(ITestOutputHelper output) : IDisposable
         Assert.True(peak - baseline < 512L << 20, $"the working set grew from {baseline >> 20} to {peak >> 20} MiB");
     }
 }
+
+/// <summary>The working set is the whole test host's: nothing else runs while a test of this collection measures it.</summary>
+[CollectionDefinition(nameof(MeasuredMemoryCollection), DisableParallelization = true)]
+public sealed class MeasuredMemoryCollection;
