@@ -74,7 +74,11 @@ public sealed class GrpcJsRewardServiceTests(ClusterFixture fixture) : IAsyncLif
         }).Validate();
         var runId = await fixture.Control.StartRunAsync(config.ToJson());
         var (events, failureSeen) = await RewardServiceOutage.WatchAsync(fixture.Control, runId, _server.Url,
-            () => _server.KillAsync(), async () => _server = await _server.RestartAsync());
+            () => _server.KillAsync(), async () =>
+            {
+                await using var killed = _server; // its exited process is released, not left to the finalizer
+                _server = await killed.RestartAsync();
+            });
         var summary = await fixture.Control.GetRunAsync(runId);
         Assert.True(failureSeen, "no attempt failed naming the service:\n" + RewardServiceOutage.StatusLines(events));
         Assert.True(summary.Status == RunStatus.Completed, $"{summary.Status}: {summary.Error}");
