@@ -58,8 +58,9 @@ public sealed class ProcessCluster : IAsyncDisposable
     }
 
     /// <summary>
-    /// Test clusters fail over in seconds: a silent silo is declared dead in about 12 s (3 s probes, 2 missed, 3 s table
-    /// refresh), worker calls retry for 40 s, a failed attempt restarts after 1 s, supervision every 5 s.
+    /// Test clusters fail over in seconds: a silent silo is declared dead after at least 12 s (3 s probes, 2 missed, 3 s
+    /// table refresh; two silos' votes, so up to about half a minute on a busy host), worker calls retry for 40 s, a failed
+    /// attempt restarts after 1 s, supervision every 5 s.
     /// </summary>
     public static readonly string[] ShortTimings =
     [
