@@ -22,8 +22,8 @@ fi
 cache="$root/artifacts/r2r/$runtime"
 mkdir -p "$cache"
 
-# Assemblies no start path loads (Kubernetes hosting, Roslyn for the dashboard's scripting): compiling them would cost
-# more than it saves.
+# The largest assemblies, which the suite's processes do not start with (Kubernetes hosting, Roslyn): KubernetesClient
+# alone takes some 40 CPU-seconds to compile.
 skip='(KubernetesClient|Microsoft\.CodeAnalysis.*)\.dll$'
 
 compile() { # PATH: replace the assembly at PATH by its compiled image (from the cache when there)
@@ -41,7 +41,7 @@ compile() { # PATH: replace the assembly at PATH by its compiled image (from the
     fi
   fi
   touch "$out"
-  cp "$out" "$path.r2r" && mv -f "$path.r2r" "$path" # whole file or none, never half a file
+  cp "$out" "$path.$$.r2r" && mv -f "$path.$$.r2r" "$path" # whole file or none, never half a file
   touch "$cache/$(sha256sum "$path" | cut -c1-32).done"
 }
 export -f compile
