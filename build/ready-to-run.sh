@@ -36,13 +36,13 @@ compile() { # PATH: replace the assembly at PATH by its compiled image (from the
     if "$crossgen" "$path" -o "$out.$$" -r "$framework/*.dll" -r "$aspnet/*.dll" -r "$(dirname "$path")/*.dll" \
         --targetos:linux --targetarch:"$arch" -O >"$out.$$.log" 2>&1; then
       mv "$out.$$" "$out"; rm -f "$out.$$.log"
+      touch "$cache/$(sha256sum "$out" | cut -c1-32).done" # the image itself needs no compiling
     else
       rm -f "$out.$$"; touch "$cache/$sum.done"; return 0 # not compilable (already native, a reference assembly, …)
     fi
   fi
   touch "$out"
   cp "$out" "$path.$$.r2r" && mv -f "$path.$$.r2r" "$path" # whole file or none, never half a file
-  touch "$cache/$(sha256sum "$path" | cut -c1-32).done"
 }
 export -f compile
 export cache crossgen framework aspnet arch
