@@ -32,8 +32,13 @@ public sealed class BenchSupportTests
         using var doc = System.Text.Json.JsonDocument.Parse(r.Stdout);
         var root = doc.RootElement;
         var ratios = root.GetProperty("ratios");
-        foreach (var name in new[] { "srdpo_over_dpo", "srdpo_unshared_prefix_over_dpo", "sft_over_dpo", "learner_flops_ratio" })
+        foreach (var name in new[] { "srdpo_over_dpo", "srdpo_unshared_prefix_over_dpo", "sft_over_dpo", "learner_flops_ratio", "learner_forward_backward_flops_ratio" })
             Assert.True(ratios.GetProperty(name).GetDouble() is > 0 and < double.PositiveInfinity, name);
+        // The step's parts measured alone: forward + backward and AdamW, named in the finding that splits the step.
+        var profile = root.GetProperty("profile");
+        Assert.True(profile.GetProperty("forward_backward_seconds").GetDouble() > 0);
+        Assert.True(profile.GetProperty("optimizer_seconds").GetDouble() > 0);
+        Assert.Contains("AdamW", profile.GetProperty("finding").GetString());
         foreach (var name in new[] { "dpo_seconds", "sr_dpo_seconds", "sft_seconds" })
             Assert.True(root.GetProperty(name).GetDouble() > 0, name);
         Assert.Equal(root.GetProperty("sr_dpo_over_dpo").GetDouble(), ratios.GetProperty("srdpo_over_dpo").GetDouble());

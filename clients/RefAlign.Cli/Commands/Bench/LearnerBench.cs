@@ -59,6 +59,9 @@ internal static class LearnerBench
                 ("matmul peak", $"{res.MatmulGflops:F1} GFLOP/s"),
                 ("DPO step achieved", $"{res.DpoGflops:F1} GFLOP/s"),
                 ("learner FLOP/s ÷ matmul FLOP/s", $"{res.LearnerToMatmul:F2}"),
+                ("  forward + backward alone (same tokens), FLOP/s ÷ matmul FLOP/s", $"{res.Profile.ForwardBackwardSeconds:F3} s, {res.Profile.ForwardBackwardToMatmul:F2}"),
+                ("  AdamW step alone (same parameters)", $"{res.Profile.OptimizerSeconds:F3} s"),
+                ("where the DPO step's time goes", res.Profile.Finding),
                 .. res.Offload is not { } o ? [] : (IEnumerable<(string, string)>)[
                     ("two silos: DPO step (grains, median)", $"{o.DpoStep:F3} s (learn {o.DpoLearn:F3} s)"),
                     ("two silos: Sr-DPO step, prompted pass offloaded", $"{o.SrDpoOffloadedStep:F3} s (learn {o.SrDpoOffloadedLearn:F3} s; replica values used in {o.OffloadedShare:P0} of steps)"),
@@ -74,7 +77,7 @@ internal static class LearnerBench
 
     internal sealed record Result(string Preset, int Threads, int Pairs, int PromptTokens, int RefinementTokens, int CompletionTokens,
         double DpoSeconds, double SrDpoSeconds, double SrDpoOverDpo, double SrDpoUnsharedOverDpo, double SftSeconds, double SftOverDpo, double MatmulGflops, double DpoGflops,
-        double LearnerToMatmul)
+        double LearnerToMatmul, LearnerBench.StepProfile Profile)
     {
         /// <summary>The two-silo part (null when skipped).</summary>
         public OffloadBench.Result? Offload { get; init; }
@@ -83,6 +86,7 @@ internal static class LearnerBench
         public IReadOnlyDictionary<string, double> Ratios => new Dictionary<string, double>
         {
             ["srdpo_over_dpo"] = SrDpoOverDpo, ["srdpo_unshared_prefix_over_dpo"] = SrDpoUnsharedOverDpo, ["sft_over_dpo"] = SftOverDpo, ["learner_flops_ratio"] = LearnerToMatmul,
+            ["learner_forward_backward_flops_ratio"] = Profile.ForwardBackwardToMatmul,
         }.Concat(Offload is not { } o ? [] : new Dictionary<string, double>
         {
             ["srdpo_over_dpo_offloaded"] = o.OffloadedOverDpo, ["srdpo_over_dpo_two_silos_learner"] = o.LearnerOverDpo,
@@ -145,22 +149,61 @@ internal static class LearnerBench
             return () => learner.SftStep(step++, rows);
         }
 
+        // The DPO step's parts on their own: the policy's forward and backward over the same sequences (what the FLOP count
+        // counts), and AdamW over the same parameters; what is left is the loss, clipping and the reference lookups.
+        var seq = promptTokens + completionTokens;
+        Action ForwardBackward()
+        {
+            var policy = Model();
+            var ids = Own(tensor(pairs.SelectMany(p => (IEnumerable<long>)[.. p.Prompt, .. p.Chosen, .. p.Prompt, .. p.Rejected]).ToArray(), [2 * pairCount, seq]));
+            return () =>
+            {
+                using var scope = NewDisposeScope();
+                var logits = policy.Forward(ids);
+                logits.log_softmax(-1).gather(-1, ids.unsqueeze(-1)).sum().backward();
+                policy.zero_grad();
+            };
+        }
+        Action OptimizerSteps()
+        {
+            var policy = Model();
+            using (var scope = NewDisposeScope()) policy.Forward(Own(ones(1, seq, dtype: ScalarType.Int64))).sum().backward();
+            var adamw = Own(TorchSharp.torch.optim.AdamW(policy.parameters(), 1e-5));
+            return () => adamw.step();
+        }
+
         double[] seconds = [], ratios = [];
         double matmul = 0;
         try
         {
-            BenchSupport.Step(quiet, "DPO, Sr-DPO (prompted prefix shared and run twice) and SFT steps, in turn", () => (seconds, ratios) = BenchSupport.Interleaved(runs,
-                PreferenceSteps(Algorithm.Dpo), PreferenceSteps(Algorithm.SrDpo), PreferenceSteps(Algorithm.SrDpo, sharePrefix: false), SftSteps()));
+            BenchSupport.Step(quiet, "DPO, Sr-DPO (prompted prefix shared and run twice), SFT, forward + backward and AdamW steps, in turn", () => (seconds, ratios) = BenchSupport.Interleaved(runs,
+                PreferenceSteps(Algorithm.Dpo), PreferenceSteps(Algorithm.SrDpo), PreferenceSteps(Algorithm.SrDpo, sharePrefix: false), SftSteps(),
+                ForwardBackward(), OptimizerSteps()));
         }
         finally
         {
             owned.ForEach(d => d.Dispose());
         }
-        var seq = promptTokens + completionTokens;
         BenchSupport.Step(quiet, "matmul peak", () => matmul = BenchSupport.MatmulFlops(shape, 2 * pairCount * seq));
         var dpoFlops = 3 * (BenchSupport.ForwardFlopsPerToken(shape) * 2 * pairCount * seq + BenchSupport.AttentionFlops(shape, 2 * pairCount, seq));
         var dpo = seconds[0];
         return new Result(preset, get_num_threads(), pairCount, promptTokens, refinementTokens, completionTokens, dpo, seconds[1], ratios[1], ratios[2], seconds[3], ratios[3],
-            matmul / 1e9, dpoFlops / dpo / 1e9, dpoFlops / dpo / matmul);
+            matmul / 1e9, dpoFlops / dpo / 1e9, dpoFlops / dpo / matmul, new StepProfile(dpo, seconds[4], seconds[5], dpoFlops / matmul));
+    }
+
+    /// <summary>
+    /// A DPO step against its parts measured alone in the same rounds: forward + backward over the same sequences and an
+    /// AdamW step over the same parameters; <paramref name="MatmulSeconds"/> is the step's FLOPs at the matmul peak.
+    /// </summary>
+    internal sealed record StepProfile(double StepSeconds, double ForwardBackwardSeconds, double OptimizerSeconds, double MatmulSeconds)
+    {
+        public double ForwardBackwardToMatmul => ForwardBackwardSeconds > 0 ? MatmulSeconds / ForwardBackwardSeconds : 0;
+
+        /// <summary>The step's time split into its FLOPs at the matmul peak, the rest of forward + backward, AdamW and the remainder.</summary>
+        public string Finding => StepSeconds <= 0 ? "" :
+            $"of the DPO step's {StepSeconds:F3} s: its FLOPs at the matmul peak {MatmulSeconds:F3} s ({MatmulSeconds / StepSeconds:P0}), "
+            + $"the rest of forward + backward (norms, softmax, rotary, element-wise ops) {Math.Max(0, ForwardBackwardSeconds - MatmulSeconds):F3} s ({Math.Max(0, ForwardBackwardSeconds - MatmulSeconds) / StepSeconds:P0}), "
+            + $"AdamW {OptimizerSeconds:F3} s ({OptimizerSeconds / StepSeconds:P0}), "
+            + $"loss, clipping and reference lookups {Math.Max(0, StepSeconds - ForwardBackwardSeconds - OptimizerSeconds):F3} s ({Math.Max(0, StepSeconds - ForwardBackwardSeconds - OptimizerSeconds) / StepSeconds:P0})";
     }
 }
