@@ -5,6 +5,7 @@ using RefAlign.Presets;
 using RefAlign.Compute.Models;
 using RefAlign.Compute.Training;
 using RefAlign.Compute.Training.ReferenceCache;
+using RefAlign.Compute.Scoring;
 using static TorchSharp.torch;
 
 namespace RefAlign.Cli.Commands.Bench;
@@ -149,18 +150,16 @@ internal static class LearnerBench
             return () => learner.SftStep(step++, rows);
         }
 
-        // The DPO step's parts on their own: the policy's forward and backward over the same sequences (what the FLOP count
-        // counts), and AdamW over the same parameters; what is left is the loss, clipping and the reference lookups.
+        // The DPO step's parts on their own: the policy's log-probs of the same sequences with their backward (what the FLOP
+        // count counts), and AdamW over the same parameters; what is left is the loss, clipping and the reference lookups.
         var seq = promptTokens + completionTokens;
         Action ForwardBackward()
         {
             var policy = Model();
-            var ids = Own(tensor(pairs.SelectMany(p => (IEnumerable<long>)[.. p.Prompt, .. p.Chosen, .. p.Prompt, .. p.Rejected]).ToArray(), [2 * pairCount, seq]));
+            var batch = SequenceCollator.ConcatenatedPreference([.. pairs.Select(p => p.Prompt)], [.. pairs.Select(p => p.Chosen)], [.. pairs.Select(p => p.Rejected)], 0);
             return () =>
             {
-                using var scope = NewDisposeScope();
-                var logits = policy.Forward(ids);
-                logits.log_softmax(-1).gather(-1, ids.unsqueeze(-1)).sum().backward();
+                using (var values = SequenceLogProbs.Compute(policy, batch)) values.Sum.sum().backward();
                 policy.zero_grad();
             };
         }
