@@ -28,8 +28,8 @@ public sealed class WeightExchange(string? advertisedHost = null, WeightPortOpti
 {
     const int SliceBytes = 8 << 20;
     const int ProgressBytes = 1 << 20;
-    // Large socket buffers keep the pipe full between the reader's and the writer's turns (Linux caps them at rmem/wmem_max).
-    const int SocketBufferBytes = 4 << 20;
+    // Socket buffer sizes are left to the kernel: setting one turns Linux's autotuning off for that socket and caps it at
+    // rmem_max/wmem_max (208 KB on a default host), where autotuning grows a loopback stream's window to tcp_rmem's maximum.
     public const int MaxRequestBytes = 512;
     static readonly TimeSpan SliceDeadline = TimeSpan.FromSeconds(30);
     static readonly TimeSpan ConnectDeadline = TimeSpan.FromSeconds(5);
@@ -175,7 +175,6 @@ public sealed class WeightExchange(string? advertisedHost = null, WeightPortOpti
             try
             {
                 client.NoDelay = true;
-                client.SendBufferSize = SocketBufferBytes;
                 var stream = client.GetStream();
                 var line = await ReadRequestLineAsync(stream, _portOptions.TokenDeadline, cancellation);
                 if (line is null) return;
@@ -258,7 +257,7 @@ public sealed class WeightExchange(string? advertisedHost = null, WeightPortOpti
         // A deadline for the whole transfer, generous for the size (50 MB/s at worst), so a stalled server frees the caller.
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
         deadline.CancelAfter(TimeSpan.FromSeconds(30 + into.LongLength / 50e6));
-        using var client = new TcpClient { NoDelay = true, ReceiveBufferSize = SocketBufferBytes };
+        using var client = new TcpClient { NoDelay = true };
         // A relay upstream may be a silo that just died: an unanswered connect fails fast, so the caller falls back.
         using (var connect = CancellationTokenSource.CreateLinkedTokenSource(deadline.Token))
         {
