@@ -102,19 +102,53 @@ internal static class BenchSupport
     /// <summary>Best of the GEMM shapes a training step of this model runs (projection, MLP, LM head).</summary>
     public static double MatmulFlops(CausalLmConfig c, int tokens)
     {
-        using var _ = no_grad();
-        (long K, long N)[] shapes = [(c.HiddenSize, c.HiddenSize), (c.HiddenSize, c.IntermediateSize), (c.HiddenSize, c.VocabSize)];
-        var best = 0.0;
-        foreach (var (k, n) in shapes)
+        using var peak = MatmulPeak.Best(c, tokens);
+        return peak.FlopsPerSecond;
+    }
+
+    /// <summary>
+    /// The GEMM shape of a training step (projection, MLP or LM head) that runs fastest here, kept so that it can be timed
+    /// again beside the steps it is compared with (<see cref="Run"/>: <see cref="Reps"/> products of that shape).
+    /// </summary>
+    public sealed class MatmulPeak : IDisposable
+    {
+        public const int Reps = 10;
+        readonly Tensor _a, _b;
+
+        MatmulPeak(Tensor a, Tensor b, double flopsPerSecond) => (_a, _b, FlopsPerSecond) = (a, b, flopsPerSecond);
+
+        /// <summary>The FLOP/s measured when the shape was chosen.</summary>
+        public double FlopsPerSecond { get; }
+
+        /// <summary>FLOPs of one <see cref="Run"/>.</summary>
+        public double FlopsPerRun => 2.0 * _a.shape[0] * _a.shape[1] * _b.shape[1] * Reps;
+
+        public void Run()
         {
-            using var a = randn(tokens, k);
-            using var b = randn(k, n);
-            for (var w = 0; w < 2; w++) matmul(a, b).Dispose();
-            const int reps = 10;
-            var s = Time(() => { for (var i = 0; i < reps; i++) matmul(a, b).Dispose(); });
-            best = Math.Max(best, 2.0 * tokens * k * n * reps / s);
+            using var _ = no_grad();
+            for (var i = 0; i < Reps; i++) matmul(_a, _b).Dispose();
         }
-        return best;
+
+        public static MatmulPeak Best(CausalLmConfig c, int tokens)
+        {
+            (long K, long N)[] shapes = [(c.HiddenSize, c.HiddenSize), (c.HiddenSize, c.IntermediateSize), (c.HiddenSize, c.VocabSize)];
+            MatmulPeak? best = null;
+            foreach (var (k, n) in shapes)
+            {
+                var candidate = new MatmulPeak(randn(tokens, k), randn(k, n), 0);
+                candidate.Run(); // warm-up
+                var measured = new MatmulPeak(candidate._a, candidate._b, candidate.FlopsPerRun / Time(candidate.Run));
+                if (best is null || measured.FlopsPerSecond > best.FlopsPerSecond) (best, measured) = (measured, best);
+                measured?.Dispose();
+            }
+            return best!;
+        }
+
+        public void Dispose()
+        {
+            _a.Dispose();
+            _b.Dispose();
+        }
     }
 
     /// <summary>Dense FLOPs of one forward pass per token (all projections and the LM head), without attention scores.</summary>

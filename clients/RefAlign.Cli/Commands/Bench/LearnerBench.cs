@@ -13,7 +13,7 @@ namespace RefAlign.Cli.Commands.Bench;
 /// <summary>
 /// <c>refalign bench learner</c>: the time of a Sr-DPO step over a DPO step on the same batch with the reference cache
 /// warm (the paper reports 1.24), an SFT step on the same tokens (each pair's two sequences as SFT examples), and the DPO
-/// learner step's achieved FLOP/s over the measured matmul FLOP/s.
+/// learner step's achieved FLOP/s over the measured matmul FLOP/s (timed in the same rounds), with the step split into its parts.
 /// </summary>
 internal static class LearnerBench
 {
@@ -172,22 +172,28 @@ internal static class LearnerBench
         }
 
         double[] seconds = [], ratios = [];
-        double matmul = 0;
+        double peakFlopsPerRun = 0;
         try
         {
-            BenchSupport.Step(quiet, "DPO, Sr-DPO (prompted prefix shared and run twice), SFT, forward + backward and AdamW steps, in turn", () => (seconds, ratios) = BenchSupport.Interleaved(runs,
+            // The matmul peak is timed in the same rounds as the steps: the host's speed drifts, and a ratio of two
+            // timings taken minutes apart carries that drift.
+            var peak = Own(BenchSupport.MatmulPeak.Best(shape, 2 * pairCount * seq));
+            peakFlopsPerRun = peak.FlopsPerRun;
+            BenchSupport.Step(quiet, "DPO, Sr-DPO (prompted prefix shared and run twice), SFT, forward + backward, AdamW and matmul peak, in turn", () => (seconds, ratios) = BenchSupport.Interleaved(runs,
                 PreferenceSteps(Algorithm.Dpo), PreferenceSteps(Algorithm.SrDpo), PreferenceSteps(Algorithm.SrDpo, sharePrefix: false), SftSteps(),
-                ForwardBackward(), OptimizerSteps()));
+                ForwardBackward(), OptimizerSteps(), peak.Run));
         }
         finally
         {
             owned.ForEach(d => d.Dispose());
         }
-        BenchSupport.Step(quiet, "matmul peak", () => matmul = BenchSupport.MatmulFlops(shape, 2 * pairCount * seq));
         var dpoFlops = 3 * (BenchSupport.ForwardFlopsPerToken(shape) * 2 * pairCount * seq + BenchSupport.AttentionFlops(shape, 2 * pairCount, seq));
         var dpo = seconds[0];
+        var matmul = peakFlopsPerRun / seconds[6];
+        // Per round: (DPO FLOPs ÷ DPO time) ÷ (peak FLOPs ÷ peak time), the median over rounds.
+        var learnerToMatmul = dpoFlops / peakFlopsPerRun * ratios[6];
         return new Result(preset, get_num_threads(), pairCount, promptTokens, refinementTokens, completionTokens, dpo, seconds[1], ratios[1], ratios[2], seconds[3], ratios[3],
-            matmul / 1e9, dpoFlops / dpo / 1e9, dpoFlops / dpo / matmul, new StepProfile(dpo, seconds[4], seconds[5], dpoFlops / matmul));
+            matmul / 1e9, dpoFlops / dpo / 1e9, learnerToMatmul, new StepProfile(dpo, seconds[4], seconds[5], dpoFlops / matmul));
     }
 
     /// <summary>
@@ -199,10 +205,18 @@ internal static class LearnerBench
         public double ForwardBackwardToMatmul => ForwardBackwardSeconds > 0 ? MatmulSeconds / ForwardBackwardSeconds : 0;
 
         /// <summary>The step's time split into its FLOPs at the matmul peak, the rest of forward + backward, AdamW and the remainder.</summary>
-        public string Finding => StepSeconds <= 0 ? "" :
-            $"of the DPO step's {StepSeconds:F3} s: its FLOPs at the matmul peak {MatmulSeconds:F3} s ({MatmulSeconds / StepSeconds:P0}), "
-            + $"the rest of forward + backward (norms, softmax, rotary, element-wise ops) {Math.Max(0, ForwardBackwardSeconds - MatmulSeconds):F3} s ({Math.Max(0, ForwardBackwardSeconds - MatmulSeconds) / StepSeconds:P0}), "
-            + $"AdamW {OptimizerSeconds:F3} s ({OptimizerSeconds / StepSeconds:P0}), "
-            + $"loss, clipping and reference lookups {Math.Max(0, StepSeconds - ForwardBackwardSeconds - OptimizerSeconds):F3} s ({Math.Max(0, StepSeconds - ForwardBackwardSeconds - OptimizerSeconds) / StepSeconds:P0})";
+        public string Finding
+        {
+            get
+            {
+                if (StepSeconds <= 0) return "";
+                string Part(string what, double seconds) => $"{what} {Math.Max(0, seconds):F3} s ({Math.Max(0, seconds) / StepSeconds:P0})";
+                return $"of the DPO step's {StepSeconds:F3} s: " + string.Join(", ",
+                    Part("its FLOPs at the matmul peak", MatmulSeconds),
+                    Part("the rest of forward + backward (norms, softmax, rotary, element-wise ops)", ForwardBackwardSeconds - MatmulSeconds),
+                    Part("AdamW", OptimizerSeconds),
+                    Part("loss, clipping and reference lookups", StepSeconds - ForwardBackwardSeconds - OptimizerSeconds));
+            }
+        }
     }
 }
