@@ -40,6 +40,13 @@ public sealed class KeepTorchSharpArgumentsAlive : Microsoft.Build.Utilities.Tas
             int count;
             try { count = Rewrite(AssemblyPath, tmp); }
             finally { AppDomain.CurrentDomain.AssemblyResolve -= cecil; }
+            if (count < 0)
+            {
+                // Rewritten already (its marker file was lost): remember it, never rewrite it twice.
+                File.Delete(tmp);
+                File.WriteAllText(Path.Combine(CacheDir, hash + ".patched"), "\n");
+                return true;
+            }
             if (count == 0)
             {
                 File.Delete(tmp);
@@ -63,7 +70,7 @@ public sealed class KeepTorchSharpArgumentsAlive : Microsoft.Build.Utilities.Tas
         return string.Concat(sha.ComputeHash(f).Select(b => b.ToString("x2", CultureInfo.InvariantCulture)));
     }
 
-    /// <summary>Writes the rewritten assembly to <paramref name="output"/>; returns how many methods changed.</summary>
+    /// <summary>Writes the rewritten assembly to <paramref name="output"/>; returns how many methods changed (−1: the input is rewritten already).</summary>
     [MethodImpl(MethodImplOptions.NoInlining)] // Mono.Cecil is resolved when this is compiled, after the handler is in place
     static int Rewrite(string input, string output)
     {
@@ -71,6 +78,8 @@ public sealed class KeepTorchSharpArgumentsAlive : Microsoft.Build.Utilities.Tas
         resolver.AddSearchDirectory(Path.GetDirectoryName(input));
         resolver.AddSearchDirectory(Path.GetDirectoryName(typeof(object).Assembly.Location));
         using var module = ModuleDefinition.ReadModule(input, new ReaderParameters { InMemory = true, AssemblyResolver = resolver });
+        if (module.Assembly.CustomAttributes.Any(a => a.AttributeType.Name == "AssemblyMetadataAttribute"
+                && a.ConstructorArguments.Count == 2 && (string)a.ConstructorArguments[0].Value == MarkerKey)) return -1;
         var corlib = module.TypeSystem.CoreLibrary;
         var keepAlive = new MethodReference("KeepAlive", module.TypeSystem.Void, new TypeReference("System", "GC", module, corlib));
         keepAlive.Parameters.Add(new ParameterDefinition(module.TypeSystem.Object));
