@@ -62,7 +62,9 @@ public static class ClusterFaults
         OperationCanceledException => new(FaultKind.Transient, "a call was cancelled by the runtime"),
         // A reward service that failed its retry budget: retried with the attempt, as a lost worker is (it may come back).
         RemoteRewardException => new(FaultKind.Transient, e.Message),
-        NoSiloForRoleException => new(FaultKind.Fatal, e.Message),
+        // The learner's silos are all gone and a call re-placed it mid-step: the attempt ends like one that lost its silo,
+        // and the next one waits, visibly, for a learner silo to join (TrainingRunGrain.WaitForLearnerSiloAsync).
+        NoSiloForRoleException => new(FaultKind.Transient, e.Message),
         // A type the serializer cannot carry is a bug on one side, not a cluster fault.
         CodecNotFoundException => new(FaultKind.Fatal, e.Message),
         // Lost connections, forwarding failures and the like surface as plain OrleansException.

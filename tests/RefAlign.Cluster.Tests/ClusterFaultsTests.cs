@@ -28,7 +28,7 @@ public sealed class ClusterFaultsTests
         { new StalledAttemptException("no step"), FaultKind.Stalled },
         // A reward service that failed every try of a call: the attempt is retried, as after losing a worker.
         { new RefAlign.Compute.Rewards.RemoteRewardException("https://rm:443", "3 tries failed"), FaultKind.Transient },
-        { new NoSiloForRoleException("learner"), FaultKind.Fatal },
+        { new NoSiloForRoleException("learner"), FaultKind.Transient },
         // A missing codec is a bug on one side, whatever type it names.
         { new CodecNotFoundException("Could not find a codec for type Polly.Timeout.TimeoutRejectedException."), FaultKind.Fatal },
         { new InvalidOperationException("a bug"), FaultKind.Fatal },
