@@ -115,10 +115,10 @@ internal static class BenchSupport
         public const int Reps = 10;
         readonly Tensor _a, _b;
 
-        MatmulPeak(Tensor a, Tensor b, double flopsPerSecond) => (_a, _b, FlopsPerSecond) = (a, b, flopsPerSecond);
+        MatmulPeak(Tensor a, Tensor b) => (_a, _b) = (a, b);
 
         /// <summary>The FLOP/s measured when the shape was chosen.</summary>
-        public double FlopsPerSecond { get; }
+        public double FlopsPerSecond { get; private set; }
 
         /// <summary>FLOPs of one <see cref="Run"/>.</summary>
         public double FlopsPerRun => 2.0 * _a.shape[0] * _a.shape[1] * _b.shape[1] * Reps;
@@ -135,11 +135,11 @@ internal static class BenchSupport
             MatmulPeak? best = null;
             foreach (var (k, n) in shapes)
             {
-                var candidate = new MatmulPeak(randn(tokens, k), randn(k, n), 0);
-                candidate.Run(); // warm-up
-                var measured = new MatmulPeak(candidate._a, candidate._b, candidate.FlopsPerRun / Time(candidate.Run));
-                if (best is null || measured.FlopsPerSecond > best.FlopsPerSecond) (best, measured) = (measured, best);
-                measured?.Dispose();
+                MatmulPeak? shape = new(randn(tokens, k), randn(k, n));
+                shape.Run(); // warm-up
+                shape.FlopsPerSecond = shape.FlopsPerRun / Time(shape.Run);
+                if (best is null || shape.FlopsPerSecond > best.FlopsPerSecond) (best, shape) = (shape, best);
+                shape?.Dispose();
             }
             return best!;
         }
