@@ -39,6 +39,18 @@ public sealed class ClusterBenchResultTests
     }
 
     [Fact]
+    public void Each_sync_is_judged_against_the_raw_streams_taken_just_before_and_after_it()
+    {
+        // Raw TCP moved from 2 GB/s to 1 GB/s and back while the syncs ran at 0.9, 0.75 and 1.6 GB/s.
+        var ratios = Transfer.AgainstRawAround([(90e6, 0.1), (75e6, 0.1), (160e6, 0.1)], [2e9, 1e9, 1e9, 2e9]);
+        Assert.Equal([0.9 / 1.5, 0.75 / 1.0, 1.6 / 1.5], ratios, (x, y) => Math.Abs(x - y) < 1e-12);
+        Assert.Throws<ArgumentException>(() => Transfer.AgainstRawAround([(1, 1)], [1]));
+        var t = new Transfer(80e6, ratios, 1500, 0.66, 0.2, [900, 750, 1600]);
+        Assert.Equal(900, t.MedianMBPerSecond);
+        Assert.Equal(0.6, t.Min, 12); // the first sync: slow while raw TCP was fast around it
+    }
+
+    [Fact]
     public void Scale_out_tells_the_weight_sync_from_the_sampling()
     {
         var s = Figures().Scale;

@@ -30,15 +30,27 @@ internal static partial class ClusterBench
     }
 
     /// <summary>
-    /// Silo-to-silo weight syncs, each as bytes per second ÷ raw loopback TCP's median of 5 (<paramref name="SyncsVsRawTcp"/>,
-    /// in the order taken): the median is the figure, the minimum says how bad the worst sync gets.
+    /// Silo-to-silo weight syncs, each as bytes per second ÷ the raw loopback TCP streams of the same bytes taken just
+    /// before and after it (<paramref name="SyncsVsRawTcp"/>, in the order taken): the median is the figure, the minimum
+    /// says how bad the worst sync gets. <paramref name="RawTcpMBPerSecond"/> and <paramref name="RawTcpSlowestToMedian"/>
+    /// describe the six raw streams (the host's own spread).
     /// </summary>
-    internal sealed record Transfer(double SyncBytes, double[] SyncsVsRawTcp, double RawTcpMBPerSecond, double RawTcpSlowestToMedian, double FirstSyncSeconds)
+    internal sealed record Transfer(double SyncBytes, double[] SyncsVsRawTcp, double RawTcpMBPerSecond, double RawTcpSlowestToMedian, double FirstSyncSeconds,
+        double[]? SyncsMBPerSecond = null)
     {
         public double Median => SyncsVsRawTcp.Length == 0 ? 0 : BenchSupport.Middle(SyncsVsRawTcp);
         public double Min => SyncsVsRawTcp.Length == 0 ? 0 : SyncsVsRawTcp.Min();
         public double Max => SyncsVsRawTcp.Length == 0 ? 0 : SyncsVsRawTcp.Max();
-        public double MedianMBPerSecond => Median * RawTcpMBPerSecond;
+        public double MedianMBPerSecond => SyncsMBPerSecond is { Length: > 0 } s ? BenchSupport.Middle(s) : 0;
+
+        /// <summary>
+        /// Sync i's bytes per second ÷ the mean of raw streams i and i + 1 (<paramref name="raws"/> holds one more than
+        /// <paramref name="syncs"/>, taken alternately with them).
+        /// </summary>
+        public static double[] AgainstRawAround(IReadOnlyList<(double Bytes, double Seconds)> syncs, IReadOnlyList<double> raws) =>
+            raws.Count != syncs.Count + 1
+                ? throw new ArgumentException($"{syncs.Count} syncs need {syncs.Count + 1} raw streams around them, not {raws.Count}.", nameof(raws))
+                : [.. syncs.Select((s, i) => s.Bytes / s.Seconds / ((raws[i] + raws[i + 1]) / 2))];
     }
 
     /// <summary>One sync to three generator silos over one (medians), and bare TCP relayed the same way (<see cref="HostFloors.Relay"/>).</summary>

@@ -8,20 +8,31 @@ namespace RefAlign.Cli.Commands.Bench;
 internal static partial class ClusterBench
 {
     /// <summary>
-    /// Weights between silo processes: learner on A, generator on B; every step B pulls the new version (5 syncs after
-    /// a warm-up one). Then C and D join and a six-shard run syncs three generator silos at once, relayed A → B → C → D.
-    /// Raw loopback TCP (5 runs) and bare TCP relayed over three hops are measured right after, in the same run.
+    /// Weights between silo processes: learner on A, generator on B. A seven-step run gives the steady-state sync time
+    /// the broadcast is compared with; then five two-step runs give one sync each (the second step pulls the first's
+    /// weights), each between two raw loopback TCP streams of the same bytes, so every sync is judged against what this
+    /// host's TCP did seconds around it, not minutes later (other tenants' load moves raw TCP by a factor of 1.5 here).
+    /// Then C and D join and a six-shard run syncs three generator silos at once, relayed A → B → C → D; bare TCP relayed
+    /// over three hops is measured right after, in the same run.
     /// </summary>
     static async Task<(Transfer, Broadcast)> TransferAsync(string dir, CancellationToken ct)
     {
-        List<(double Bytes, double Seconds)> syncs = [], broadcast = [], warmUps = [];
+        List<(double Bytes, double Seconds)> steady = [], paired = [], broadcast = [], warmUps = [];
+        List<double> raws = [];
         var broadcastSilos = 0;
         await using (var a = await LocalSilo.StartAsync(dir, ct, "silo-a", "--Silo:Roles=learner,scorer,reference"))
         {
             string[] join = ["--Silo:Roles=generator", $"--Cluster:PrimarySiloEndpoint=127.0.0.1:{a.SiloPort}"];
             await using var b = await LocalSilo.StartAsync(dir, ct, "silo-b", join);
             using var client = new RefAlignClient(new RefAlignClientOptions { Address = new Uri(a.GrpcAddress) });
-            await SyncTimes(client, shards: 1, syncs, warmUps, ct);
+            await SyncTimes(client, shards: 1, steps: 7, steady, warmUps, ct);
+            var bytes = steady.Count == 0 ? 80e6 : steady.Average(s => s.Bytes);
+            raws.Add(await RawTcpBytesPerSecond((long)bytes, ct));
+            for (var i = 0; i < 5; i++)
+            {
+                await SyncTimes(client, shards: 1, steps: 2, paired, null, ct);
+                raws.Add(await RawTcpBytesPerSecond((long)bytes, ct));
+            }
             await using var c = await LocalSilo.StartAsync(dir, ct, "silo-c", join);
             await using var d = await LocalSilo.StartAsync(dir, ct, "silo-d", join);
             await BenchSupport.WaitForGeneratorsAsync(client, 3, ct);
@@ -29,17 +40,15 @@ internal static partial class ClusterBench
             for (var attempt = 0; attempt < 4 && broadcastSilos < 3; attempt++)
             {
                 broadcast.Clear();
-                broadcastSilos = await SyncTimes(client, shards: 6, broadcast, warmUps, ct);
+                broadcastSilos = await SyncTimes(client, shards: 6, steps: 7, broadcast, warmUps, ct);
             }
         }
-        var raws = new List<double>();
-        for (var i = 0; i < 5; i++) raws.Add(await RawTcpBytesPerSecond(256 << 20, ct));
-        var bytes = syncs.Count == 0 ? 80e6 : syncs.Average(s => s.Bytes);
-        var (ratio, one, three) = await HostFloors.Relay((int)bytes, ct);
-        var raw = BenchSupport.Middle(raws);
-        var transfer = new Transfer(bytes, [.. syncs.Select(s => s.Bytes / s.Seconds / raw)], raw / 1e6, raws.Min() / raw,
-            warmUps.Count == 0 ? 0 : warmUps[0].Seconds);
-        return (transfer, new Broadcast(MedianOf([.. syncs.Select(s => s.Seconds)]), MedianOf([.. broadcast.Select(s => s.Seconds)]),
+        var syncBytes = paired.Count == 0 ? 80e6 : paired.Average(s => s.Bytes);
+        var (ratio, one, three) = await HostFloors.Relay((int)syncBytes, ct);
+        var raw = raws.Count == 0 ? 0 : BenchSupport.Middle(raws);
+        var transfer = new Transfer(syncBytes, Transfer.AgainstRawAround(paired, raws), raw / 1e6, raws.Count == 0 ? 0 : raws.Min() / raw,
+            warmUps.Count == 0 ? 0 : warmUps[0].Seconds, [.. paired.Select(s => s.Bytes / s.Seconds / 1e6)]);
+        return (transfer, new Broadcast(MedianOf([.. steady.Select(s => s.Seconds)]), MedianOf([.. broadcast.Select(s => s.Seconds)]),
             broadcastSilos, new RelayFloor(ratio, one, three)));
     }
 
@@ -47,24 +56,25 @@ internal static partial class ClusterBench
     static double MedianOf(List<double> x) => x.Count == 0 ? 0 : x.Order().ElementAt((x.Count - 1) / 2);
 
     /// <summary>
-    /// Runs seven steps (six weight syncs) with <paramref name="shards"/> generator shards and adds each sync's bytes and
-    /// seconds (the slowest shard's fetch and verify), the first one to <paramref name="warmUps"/>: it is a fresh
-    /// replica's first (JIT, first touch of its buffers), not the steady state a run spends its time in. Returns how many
-    /// generator silos the shards were spread over.
+    /// Runs <paramref name="steps"/> steps (a sync before each but the first) with <paramref name="shards"/> generator
+    /// shards and adds each sync's bytes and seconds (the slowest shard's fetch and verify); with
+    /// <paramref name="warmUps"/>, the first one goes there: the silo's first sync after its start (JIT, first touch of
+    /// its buffers) is not the steady state a run spends its time in. Returns how many generator silos the shards were
+    /// spread over.
     /// </summary>
-    static async Task<int> SyncTimes(RefAlignClient client, int shards, List<(double Bytes, double Seconds)> sink,
-        List<(double Bytes, double Seconds)> warmUps, CancellationToken ct)
+    static async Task<int> SyncTimes(RefAlignClient client, int shards, int steps, List<(double Bytes, double Seconds)> sink,
+        List<(double Bytes, double Seconds)>? warmUps, CancellationToken ct)
     {
         // The weights are the preset's whatever the batch: a small batch and short samples keep each step quick.
-        var id = await client.StartRunAsync(Config("policy", 7, shards, batch: 6, samples: 2, tokens: 4), ct);
+        var id = await client.StartRunAsync(Config("policy", steps, shards, batch: 6, samples: 2, tokens: 4), ct);
         var silos = new HashSet<string>();
-        var first = true;
+        var first = warmUps is not null;
         await foreach (var e in client.WatchRunAsync(id, 0, ct))
         {
             if (e.Kind != RunEventKind.Step) continue;
             if (e.Metrics.TryGetValue("weight_sync/bytes", out var bytes))
             {
-                (first ? warmUps : sink).Add((bytes / shards, e.Metrics["weight_sync/seconds"]));
+                (first ? warmUps! : sink).Add((bytes / shards, e.Metrics["weight_sync/seconds"]));
                 first = false;
             }
             foreach (var g in (await client.GetClusterAsync(ct)).Generators.Where(g => g.RunId == id)) silos.Add(g.Silo);
@@ -73,17 +83,23 @@ internal static partial class ClusterBench
         return silos.Count;
     }
 
-    /// <summary>Bytes per second of one TCP stream over loopback (the same 16 MB writes the weight chunks use).</summary>
+    /// <summary>
+    /// Bytes per second of one TCP stream over loopback moving <paramref name="total"/> bytes, as a sync does: a fresh
+    /// connection, timed from the connect to the last byte in, written in the 8 MB slices the weight server sends.
+    /// </summary>
     static async Task<double> RawTcpBytesPerSecond(long total, CancellationToken ct)
     {
         using var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();
         var port = ((IPEndPoint)listener.LocalEndpoint).Port;
+        var chunk = new byte[8 << 20];
+        var buffer = new byte[8 << 20];
+        Random.Shared.NextBytes(chunk);
+        var sw = Stopwatch.StartNew();
         var receive = Task.Run(async () =>
         {
             using var server = await listener.AcceptTcpClientAsync(ct);
             await using var stream = server.GetStream();
-            var buffer = new byte[1 << 20];
             long got = 0;
             while (got < total)
             {
@@ -93,13 +109,10 @@ internal static partial class ClusterBench
             }
             return got;
         }, ct);
-        using var client = new TcpClient();
+        using var client = new TcpClient { NoDelay = true };
         await client.ConnectAsync(IPAddress.Loopback, port, ct);
         await using var s = client.GetStream();
-        var chunk = new byte[16 << 20];
-        Random.Shared.NextBytes(chunk);
-        var sw = Stopwatch.StartNew();
-        for (long sent = 0; sent < total; sent += chunk.Length) await s.WriteAsync(chunk, ct);
+        for (long sent = 0; sent < total; sent += chunk.Length) await s.WriteAsync(chunk.AsMemory(0, (int)Math.Min(chunk.Length, total - sent)), ct);
         var received = await receive;
         return received / sw.Elapsed.TotalSeconds;
     }
