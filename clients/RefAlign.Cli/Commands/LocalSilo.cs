@@ -49,7 +49,7 @@ internal sealed class LocalSilo : IAsyncDisposable
     public static async Task<LocalSilo> StartAsync(string workDir, CancellationToken cancellation, string name = "silo", params string[] extraArgs)
     {
         var dll = FindSiloDll();
-        int grpc = FreePort(), http = FreePort(), silo = FreePort(), gateway = FreePort();
+        var (grpc, http, silo, gateway) = FreePorts();
         var log = Path.Combine(workDir, $"{name}.log");
         var psi = StartInfo(dll);
         psi.WorkingDirectory = workDir;
@@ -68,7 +68,11 @@ internal sealed class LocalSilo : IAsyncDisposable
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(90);
         while (DateTime.UtcNow < deadline)
         {
-            if (process.HasExited) throw new InvalidOperationException($"the silo exited with code {process.ExitCode}; see {log}.");
+            if (process.HasExited)
+            {
+                process.WaitForExit(); // the log's last lines are in once the output streams have ended
+                throw new InvalidOperationException($"the silo exited with code {process.ExitCode}; see {log}:{Environment.NewLine}{Tail(log, 12)}");
+            }
             try
             {
                 if ((await http1.GetAsync($"http://127.0.0.1:{http}/healthz", cancellation)).StatusCode == HttpStatusCode.OK) return local;
@@ -81,11 +85,27 @@ internal sealed class LocalSilo : IAsyncDisposable
         throw new TimeoutException($"the silo did not become healthy within 90 s; see {log}.");
     }
 
-    static int FreePort()
+    /// <summary>Four distinct free loopback ports: held open together while picked, so no two are the same.</summary>
+    static (int, int, int, int) FreePorts()
     {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
+        var listeners = Enumerable.Range(0, 4).Select(_ => new TcpListener(IPAddress.Loopback, 0)).ToArray();
+        try
+        {
+            foreach (var l in listeners) l.Start();
+            var p = listeners.Select(l => ((IPEndPoint)l.LocalEndpoint).Port).ToArray();
+            return (p[0], p[1], p[2], p[3]);
+        }
+        finally
+        {
+            foreach (var l in listeners) l.Stop();
+        }
+    }
+
+    /// <summary>The last <paramref name="lines"/> lines of the silo's log, where its reason for exiting is.</summary>
+    static string Tail(string log, int lines)
+    {
+        using var reader = new StreamReader(new FileStream(log, FileMode.Open, FileAccess.Read, FileShare.ReadWrite));
+        return string.Join(Environment.NewLine, reader.ReadToEnd().Split('\n').TakeLast(lines));
     }
 
     public async ValueTask DisposeAsync()

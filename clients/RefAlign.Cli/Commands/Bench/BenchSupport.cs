@@ -60,6 +60,24 @@ internal static class BenchSupport
 
     public static void Step(bool quiet, string label, Action a) => CliSupport.Status(quiet, $"bench: {label}", a);
 
+    /// <summary>
+    /// Runs <paramref name="work"/> in a fresh temporary folder, removed after a success. After a failure it stays and
+    /// stderr names it: the silo logs an error points to are in it.
+    /// </summary>
+    public static async Task<T> InWorkFolderAsync<T>(string prefix, Func<string, Task<T>> work)
+    {
+        var dir = Directory.CreateTempSubdirectory(prefix).FullName;
+        T result;
+        try { result = await work(dir); }
+        catch
+        {
+            Console.Error.WriteLine($"bench: kept {dir} (models, data and silo logs) for the error below");
+            throw;
+        }
+        Directory.Delete(dir, recursive: true);
+        return result;
+    }
+
     /// <summary>The fastest of <paramref name="runs"/> timings of <paramref name="a"/>: on a shared machine the others carry its load.</summary>
     public static double Best(int runs, Action a) => Enumerable.Range(0, runs).Min(_ => Time(a));
 

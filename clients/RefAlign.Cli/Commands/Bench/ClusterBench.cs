@@ -81,10 +81,8 @@ internal static partial class ClusterBench
         ];
     }
 
-    static async Task<Result> RunAsync(int steps, string preset, string only, bool quiet, CancellationToken ct)
-    {
-        var dir = Directory.CreateTempSubdirectory("refalign-bench-cluster-").FullName;
-        try
+    static Task<Result> RunAsync(int steps, string preset, string only, bool quiet, CancellationToken ct) =>
+        BenchSupport.InWorkFolderAsync("refalign-bench-cluster-", async dir =>
         {
             BenchSupport.Step(quiet, "writing models and data", () =>
             {
@@ -102,12 +100,7 @@ internal static partial class ClusterBench
             var pipelining = Runs("pipelining") ? await Step(quiet, "sync, then pipelined steps on a learner and a generator silo", () => PipeliningAsync(dir, steps, ct))
                 : new Pipelining(0, 0, new Dictionary<string, double[]>());
             return new Result(steps, overhead, transfer, broadcast, scale, pipelining);
-        }
-        finally
-        {
-            Directory.Delete(dir, recursive: true);
-        }
-    }
+        });
 
     /// <summary>The same steps in this process, through the services <c>refalign train</c> uses, then through the grains of one silo.</summary>
     static async Task<Overhead> OverheadAsync(string dir, int steps, CancellationToken ct)

@@ -24,10 +24,8 @@ internal static class OffloadBench
 
     sealed record RunTimes(List<double> Step, List<double> Learn, List<double> Offloaded);
 
-    public static async Task<Result> RunAsync(string preset, int pairs, int promptTokens, int completionTokens, int steps, bool quiet, CancellationToken ct)
-    {
-        var dir = Directory.CreateTempSubdirectory("refalign-bench-offload-").FullName;
-        try
+    public static Task<Result> RunAsync(string preset, int pairs, int promptTokens, int completionTokens, int steps, bool quiet, CancellationToken ct) =>
+        BenchSupport.InWorkFolderAsync("refalign-bench-offload-", async dir =>
         {
             ModelPresets.Initialize(Path.Combine(dir, "policy"), preset, "llama", seed: 1);
             WritePairs(Path.Combine(dir, "pairs.jsonl"), Path.Combine(dir, "policy"), pairs, promptTokens, completionTokens);
@@ -43,12 +41,7 @@ internal static class OffloadBench
             var learner = await TimeRun(client, Config("sr-dpo", "learner", pairs, steps), quiet, ct);
             return new Result(steps, Median(dpo.Step), Median(offloaded.Step), Median(learner.Step), Median(dpo.Learn), Median(offloaded.Learn),
                 Median(learner.Learn), offloaded.Offloaded.Count == 0 ? 0 : offloaded.Offloaded.Average());
-        }
-        finally
-        {
-            Directory.Delete(dir, recursive: true);
-        }
-    }
+        });
 
     // The first two steps compile, fill the reference cache and bring the replica up: left out, as the in-process bench warms up.
     static double Median(List<double> x) => x.Skip(2).Order().ElementAt(Math.Max(0, (x.Count - 3) / 2));
