@@ -51,6 +51,21 @@ public sealed class ClusterBenchResultTests
     }
 
     [Fact]
+    public void A_broadcast_round_is_judged_against_the_relay_floor_taken_in_the_same_round()
+    {
+        // The host slowed down in the second round: its syncs and its relay pair slowed together, so that round's ratio
+        // over its own floor stays where the others are.
+        var b = Broadcast.FromRounds([(0.05, 0.10, 0.04, 0.06), (0.10, 0.30, 0.05, 0.14), (0.05, 0.11, 0.04, 0.07)], silos: 3);
+        Assert.Equal([2.0 / 1.5, 3.0 / 2.8, 2.2 / 1.75], b.RoundsOverFloor!, (x, y) => Math.Abs(x - y) < 1e-12);
+        Assert.Equal(2.2 / 1.75, b.OverFloor, 12);
+        Assert.Equal(0.05, b.OneSeconds);
+        Assert.Equal(0.11, b.ThreeSeconds);
+        Assert.Equal(1.75, b.Floor.Ratio, 12);
+        Assert.Equal(3, b.Silos);
+        Assert.Equal(0.0, Broadcast.FromRounds([], 0).OverFloor);
+    }
+
+    [Fact]
     public void Scale_out_tells_the_weight_sync_from_the_sampling()
     {
         var s = Figures().Scale;

@@ -53,18 +53,30 @@ internal static partial class ClusterBench
                 : [.. syncs.Select((s, i) => s.Bytes / s.Seconds / ((raws[i] + raws[i + 1]) / 2))];
     }
 
-    /// <summary>One sync to three generator silos over one (medians), and bare TCP relayed the same way (<see cref="HostFloors.Relay"/>).</summary>
-    internal sealed record Broadcast(double OneSeconds, double ThreeSeconds, int Silos, RelayFloor Floor)
+    /// <summary>
+    /// One sync to three generator silos over one (medians), and bare TCP relayed the same way (<see cref="HostFloors.Relay"/>).
+    /// Taken in rounds (a sync to one silo, one to three, a relay pair, one after the other): <see cref="OverFloor"/> is
+    /// the median of each round's ratio over that round's own floor (<paramref name="RoundsOverFloor"/>).
+    /// </summary>
+    internal sealed record Broadcast(double OneSeconds, double ThreeSeconds, int Silos, RelayFloor Floor, double[]? RoundsOverFloor = null)
     {
         public double Ratio => Over(ThreeSeconds, OneSeconds);
-        public double OverFloor => Over(Ratio, Floor.Ratio);
+        public double OverFloor => RoundsOverFloor is { Length: > 0 } r ? BenchSupport.Middle(r) : Over(Ratio, Floor.Ratio);
+
+        /// <summary>The figures of rounds of (sync to one, sync to three, relay over one hop, over three), in seconds.</summary>
+        public static Broadcast FromRounds(IReadOnlyList<(double One, double Three, double FloorOne, double FloorThree)> rounds, int silos) =>
+            rounds.Count == 0 ? new Broadcast(0, 0, silos, new RelayFloor(0, 0, 0)) : new Broadcast(
+                BenchSupport.Middle(rounds.Select(r => r.One)), BenchSupport.Middle(rounds.Select(r => r.Three)), silos,
+                new RelayFloor(BenchSupport.Middle(rounds.Select(r => r.FloorThree / r.FloorOne)), BenchSupport.Middle(rounds.Select(r => r.FloorOne)),
+                    BenchSupport.Middle(rounds.Select(r => r.FloorThree))),
+                [.. rounds.Select(r => r.Three / r.One / (r.FloorThree / r.FloorOne))]);
     }
 
     /// <summary>Bare TCP relayed over three hops ÷ one (<see cref="HostFloors.Relay"/>), with the two medians' seconds.</summary>
     internal sealed record RelayFloor(double Ratio, double OneHopSeconds, double ThreeHopSeconds);
 
     /// <summary>
-    /// The generation phase on one generator silo and on two (medians), and the host's floors for their ratio: a
+    /// The generation phase on one generator silo and on two (medians from step 3), and the host's floors for their ratio: a
     /// CPU-bound loop's (<see cref="HostFloors.Spin"/>) and the same rollouts' in this process (<see cref="HostFloors.Generation"/>).
     /// The phase holds each step's weight sync (medians of the slowest generator's fetch), which the floor does not have.
     /// </summary>

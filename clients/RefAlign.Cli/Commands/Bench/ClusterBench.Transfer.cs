@@ -8,25 +8,25 @@ namespace RefAlign.Cli.Commands.Bench;
 internal static partial class ClusterBench
 {
     /// <summary>
-    /// Weights between silo processes: learner on A, generator on B. A seven-step run gives the steady-state sync time
-    /// the broadcast is compared with; then five two-step runs give one sync each (the second step pulls the first's
-    /// weights), each between two raw loopback TCP streams of the same bytes, so every sync is judged against what this
-    /// host's TCP did seconds around it, not minutes later (other tenants' load moves raw TCP by a factor of 1.5 here).
-    /// Then C and D join and a six-shard run syncs three generator silos at once, relayed A → B → C → D; bare TCP relayed
-    /// over three hops is measured right after, in the same run.
+    /// Weights between silo processes: learner on A, generator on B. Every sync is a run of two steps (the second pulls
+    /// the first's weights), and each is judged against what the host did seconds around it, not minutes later (other
+    /// tenants' load moves raw TCP by half here): five syncs to B, each between two raw loopback TCP streams of the same
+    /// bytes; then C and D join, and five rounds of a sync to one silo, a six-shard sync to three (relayed A → B → C → D)
+    /// and bare TCP over one hop and relayed over three. Each silo's first sync is a warm-up.
     /// </summary>
     static async Task<(Transfer, Broadcast)> TransferAsync(string dir, CancellationToken ct)
     {
-        List<(double Bytes, double Seconds)> steady = [], paired = [], broadcast = [], warmUps = [];
+        List<(double Bytes, double Seconds)> paired = [], warmUps = [];
         List<double> raws = [];
-        var broadcastSilos = 0;
+        List<(double One, double Three, double FloorOne, double FloorThree)> rounds = [];
+        var broadcastSilos = 3;
         await using (var a = await LocalSilo.StartAsync(dir, ct, "silo-a", "--Silo:Roles=learner,scorer,reference"))
         {
             string[] join = ["--Silo:Roles=generator", $"--Cluster:PrimarySiloEndpoint=127.0.0.1:{a.SiloPort}"];
             await using var b = await LocalSilo.StartAsync(dir, ct, "silo-b", join);
             using var client = new RefAlignClient(new RefAlignClientOptions { Address = new Uri(a.GrpcAddress) });
-            await SyncTimes(client, shards: 1, steps: 7, steady, warmUps, ct);
-            var bytes = steady.Count == 0 ? 80e6 : steady.Average(s => s.Bytes);
+            await SyncTimes(client, shards: 1, steps: 2, [], warmUps, ct);
+            var bytes = warmUps.Count == 0 ? 80e6 : warmUps[0].Bytes;
             raws.Add(await RawTcpBytesPerSecond((long)bytes, ct));
             for (var i = 0; i < 5; i++)
             {
@@ -36,24 +36,25 @@ internal static partial class ClusterBench
             await using var c = await LocalSilo.StartAsync(dir, ct, "silo-c", join);
             await using var d = await LocalSilo.StartAsync(dir, ct, "silo-d", join);
             await BenchSupport.WaitForGeneratorsAsync(client, 3, ct);
-            // Placement picks a generator silo at random per shard: six shards, retried until they cover all three.
-            for (var attempt = 0; attempt < 4 && broadcastSilos < 3; attempt++)
+            var relay = new HostFloors.RelayChain((int)bytes);
+            await SyncTimes(client, shards: 6, steps: 2, [], null, ct);
+            await relay.PairAsync(ct);
+            for (var i = 0; i < 5; i++)
             {
-                broadcast.Clear();
-                broadcastSilos = await SyncTimes(client, shards: 6, steps: 7, broadcast, warmUps, ct);
+                List<(double Bytes, double Seconds)> one = [], three = [];
+                await SyncTimes(client, shards: 1, steps: 2, one, null, ct);
+                // Shards go round robin over the generator silos: six cover all three.
+                broadcastSilos = Math.Min(broadcastSilos, await SyncTimes(client, shards: 6, steps: 2, three, null, ct));
+                var (floorOne, floorThree) = await relay.PairAsync(ct);
+                if (one.Count > 0 && three.Count > 0) rounds.Add((one[0].Seconds, three[0].Seconds, floorOne, floorThree));
             }
         }
         var syncBytes = paired.Count == 0 ? 80e6 : paired.Average(s => s.Bytes);
-        var (ratio, one, three) = await HostFloors.Relay((int)syncBytes, ct);
         var raw = raws.Count == 0 ? 0 : BenchSupport.Middle(raws);
         var transfer = new Transfer(syncBytes, Transfer.AgainstRawAround(paired, raws), raw / 1e6, raws.Count == 0 ? 0 : raws.Min() / raw,
             warmUps.Count == 0 ? 0 : warmUps[0].Seconds, [.. paired.Select(s => s.Bytes / s.Seconds / 1e6)]);
-        return (transfer, new Broadcast(MedianOf([.. steady.Select(s => s.Seconds)]), MedianOf([.. broadcast.Select(s => s.Seconds)]),
-            broadcastSilos, new RelayFloor(ratio, one, three)));
+        return (transfer, Broadcast.FromRounds(rounds, broadcastSilos));
     }
-
-    /// <summary>The lower middle value (0 for none): the syncs' medians, as the transfer part always reported them.</summary>
-    static double MedianOf(List<double> x) => x.Count == 0 ? 0 : x.Order().ElementAt((x.Count - 1) / 2);
 
     /// <summary>
     /// Runs <paramref name="steps"/> steps (a sync before each but the first) with <paramref name="shards"/> generator

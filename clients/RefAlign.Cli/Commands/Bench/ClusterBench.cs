@@ -15,7 +15,7 @@ namespace RefAlign.Cli.Commands.Bench;
 /// against raw loopback TCP moving the same bytes, taken just before and after each of 5 syncs (the median ratio is the
 /// figure, the minimum beside it; a fresh silo's first sync is a warm-up reported on its own), and
 /// a broadcast — one sync to three generator silos (relayed, the learner sends once) over one, next to bare TCP relayed
-/// the same way (<see cref="HostFloors.Relay"/>); (3) scale-out — the generation phase of a two-shard run with one
+/// the same way in the same rounds (<see cref="HostFloors.RelayChain"/>); (3) scale-out — the generation phase of a two-shard run with one
 /// generator silo, then with two (separate processes, one compute and one libtorch thread each), next to this host's own
 /// floors for it (<see cref="HostFloors"/>): a CPU-bound loop's, and the same rollouts' on two threads of this process;
 /// (4) pipelining — sync against one-step-off steps on a learner silo and a generator silo. Broadcast and scale-out are
@@ -64,9 +64,9 @@ internal static partial class ClusterBench
             ("each sync ÷ the raw TCP around it, min of 5 (goal ≥ 0.5)", $"{t.Min:F2}"),
             ("raw TCP's own slowest of 6 ÷ its median (the host's own spread)", $"{t.RawTcpSlowestToMedian:F2}"),
             ("first sync of a fresh silo (warm-up, not in the 5)", $"{t.FirstSyncSeconds:F3} s"),
-            ("sync to 3 generator silos ÷ to 1, median", $"{b.Ratio:F2} ({b.OneSeconds:F3} s → {b.ThreeSeconds:F3} s, {b.Silos} silos)"),
-            ("floor: bare TCP relayed over 3 hops ÷ 1, median of 5", $"{b.Floor.Ratio:F2} ({b.Floor.OneHopSeconds:F3} s → {b.Floor.ThreeHopSeconds:F3} s)"),
-            ("broadcast ÷ its floor (goal ≤ 1.2)", $"{b.OverFloor:F2}"),
+            ("sync to 3 generator silos ÷ to 1, medians of 5 rounds", $"{b.Ratio:F2} ({b.OneSeconds:F3} s → {b.ThreeSeconds:F3} s, {b.Silos} silos)"),
+            ("floor: bare TCP relayed over 3 hops ÷ 1, in the same rounds", $"{b.Floor.Ratio:F2} ({b.Floor.OneHopSeconds:F3} s → {b.Floor.ThreeHopSeconds:F3} s)"),
+            ("broadcast ÷ its floor, each round's own, median (goal ≤ 1.2)", $"{b.OverFloor:F2}"),
             ("generation phase, 1 generator silo (median)", $"{s.OneSiloSeconds:F3} s"),
             ("generation phase, 2 generator silos (median)", $"{s.TwoSilosSeconds:F3} s"),
             ("2 silos ÷ 1", $"{s.Ratio:F3}"),
@@ -122,16 +122,15 @@ internal static partial class ClusterBench
         return new Overhead(StepMedian(local), StepMedian(grain), PhaseMedians(local, grain));
     }
 
-    /// <summary>The generation phase of a two-shard run on one generator silo, then on two; each silo one thread of libtorch.</summary>
+    /// <summary>
+    /// The generation phase of a two-shard run on one generator silo, then on two; each silo one thread of libtorch. The
+    /// in-process floor is taken right before the first run and right after the second (their mean), so it sees the
+    /// host as the runs between them did.
+    /// </summary>
     static async Task<Scale> ScaleAsync(string dir, CancellationToken ct)
     {
         var hostFloor = HostFloors.Spin();
-        var generationFloor = await InDirectory(dir, () =>
-        {
-            var cfg = RunConfig.Parse(ScaleConfig).Validate(requirePaths: false);
-            var tok = TextTokenizer.Load(cfg.Policy.Model);
-            return Task.FromResult(HostFloors.Generation(cfg, tok, TrainingData.Load(cfg, tok)));
-        });
+        var floorBefore = await GenerationFloorAsync(dir);
         await using var a = await LocalSilo.StartAsync(dir, ct, "scale-a", [.. SingleThreaded, "--Silo:Roles=learner,scorer,reference"]);
         string[] join = [.. SingleThreaded, "--Silo:Roles=generator", $"--Cluster:PrimarySiloEndpoint=127.0.0.1:{a.SiloPort}"];
         await using var b = await LocalSilo.StartAsync(dir, ct, "scale-b", join);
@@ -140,13 +139,24 @@ internal static partial class ClusterBench
         await using var c = await LocalSilo.StartAsync(dir, ct, "scale-c", join);
         await BenchSupport.WaitForGeneratorsAsync(client, 2, ct);
         var twoSilos = await StepPhasesAsync(client, ScaleConfig, "scale-out", ct);
-        double Median(Dictionary<string, List<double>> run, string phase) => WarmMedian(run.GetValueOrDefault(phase, []));
-        return new Scale(Median(oneSilo, "generate"), Median(twoSilos, "generate"), hostFloor, generationFloor,
-            Median(oneSilo, "weight_sync"), Median(twoSilos, "weight_sync"));
+        var floorAfter = await GenerationFloorAsync(dir);
+        // From step 3 on: step 1 loads and compiles, step 2 carries a fresh replica's first weight sync (its warm-up, as in
+        // the transfer part); the sync list starts at step 2.
+        static double From3(List<double> x, int firstStep) => x.Count <= 3 - firstStep ? 0 : BenchSupport.Middle(x.Skip(3 - firstStep));
+        double Generate(Dictionary<string, List<double>> run) => From3(run.GetValueOrDefault("generate", []), 1);
+        double Sync(Dictionary<string, List<double>> run) => From3(run.GetValueOrDefault("weight_sync", []), 2);
+        return new Scale(Generate(oneSilo), Generate(twoSilos), hostFloor, (floorBefore + floorAfter) / 2, Sync(oneSilo), Sync(twoSilos));
     }
 
-    /// <summary>The scale-out part's run: two shards, six steps.</summary>
-    static string ScaleConfig => Config("policy", 6, shards: 2);
+    static Task<double> GenerationFloorAsync(string dir) => InDirectory(dir, () =>
+    {
+        var cfg = RunConfig.Parse(ScaleConfig).Validate(requirePaths: false);
+        var tok = TextTokenizer.Load(cfg.Policy.Model);
+        return Task.FromResult(HostFloors.Generation(cfg, tok, TrainingData.Load(cfg, tok)));
+    });
+
+    /// <summary>The scale-out part's run: two shards, nine steps (seven after the warm-ups).</summary>
+    static string ScaleConfig => Config("policy", 9, shards: 2);
 
     /// <summary>Runs <paramref name="work"/> with <paramref name="dir"/> as the working directory (run configs name relative paths).</summary>
     static async Task<T> InDirectory<T>(string dir, Func<Task<T>> work)

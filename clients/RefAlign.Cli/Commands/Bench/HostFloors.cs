@@ -95,27 +95,44 @@ internal static class HostFloors
     /// <summary>
     /// Bare loopback TCP relayed over three hops (source → 1 → 2 → 3, each relay receiving into its own reused buffer and
     /// forwarding every slice as it lands, as the weight relay does) ÷ one hop (source → 1), for <paramref name="bytes"/>
-    /// bytes; median of 5 pairs after a warm-up pair. About 1 where each hop has its own cores and link; on a host whose
-    /// loopback copies already fill the cores, each hop adds its receive and send copies to the same cores.
+    /// bytes; median of 5 pairs after a warm-up pair (<see cref="RelayChain"/>). About 1 where each hop has its own cores
+    /// and link; on a host whose loopback copies already fill the cores, each hop adds its receive and send copies to the
+    /// same cores.
     /// </summary>
     public static async Task<(double Ratio, double OneHopSeconds, double ThreeHopSeconds)> Relay(int bytes, CancellationToken ct)
     {
-        var source = new byte[bytes];
-        Random.Shared.NextBytes(source);
-        var buffers = Enumerable.Range(0, 3).Select(_ => new byte[bytes]).ToArray();
-        foreach (var b in buffers) Array.Fill(b, (byte)1); // touched once, as a silo's reused weight buffers are
-        await RelaySeconds(source, buffers[..1], ct);
-        await RelaySeconds(source, buffers, ct);
+        var chain = new RelayChain(bytes);
+        await chain.PairAsync(ct);
         var pairs = new List<(double One, double Three)>();
-        for (var i = 0; i < 5; i++) pairs.Add((await RelaySeconds(source, buffers[..1], ct), await RelaySeconds(source, buffers, ct)));
+        for (var i = 0; i < 5; i++) pairs.Add(await chain.PairAsync(ct));
         return (BenchSupport.Middle(pairs.Select(p => p.Three / p.One)), BenchSupport.Middle(pairs.Select(p => p.One)),
             BenchSupport.Middle(pairs.Select(p => p.Three)));
+    }
+
+    /// <summary>A source and three relay buffers of one size, allocated and touched once, for pairs taken whenever needed.</summary>
+    public sealed class RelayChain
+    {
+        readonly byte[] _source;
+        readonly byte[][] _hops;
+
+        public RelayChain(int bytes)
+        {
+            _source = new byte[bytes];
+            Random.Shared.NextBytes(_source);
+            _hops = [.. Enumerable.Range(0, 3).Select(_ => new byte[bytes])];
+            foreach (var b in _hops) Array.Fill(b, (byte)1); // touched once, as a silo's reused weight buffers are
+        }
+
+        /// <summary>Seconds over one hop, then over three.</summary>
+        public async Task<(double One, double Three)> PairAsync(CancellationToken ct) =>
+            (await RelaySeconds(_source, _hops[..1], ct), await RelaySeconds(_source, _hops, ct));
     }
 
     /// <summary>Seconds from the source's first write until the last relay in the chain holds every byte.</summary>
     static async Task<double> RelaySeconds(byte[] source, byte[][] hops, CancellationToken ct)
     {
-        const int Slice = 8 << 20, SocketBuffer = 4 << 20;
+        // Socket buffer sizes are left to the kernel's autotuning, as the weight streams leave them.
+        const int Slice = 8 << 20;
         // Link k carries hop k's input: its sending end belongs to the source (k = 0) or to hop k − 1.
         var links = new List<(TcpClient Sender, TcpClient Receiver)>();
         try
@@ -124,12 +141,10 @@ internal static class HostFloors
             {
                 using var listener = new TcpListener(IPAddress.Loopback, 0);
                 listener.Start();
-                var sender = new TcpClient { NoDelay = true, SendBufferSize = SocketBuffer };
+                var sender = new TcpClient { NoDelay = true };
                 var accepted = listener.AcceptTcpClientAsync(ct).AsTask();
                 await sender.ConnectAsync(IPAddress.Loopback, ((IPEndPoint)listener.LocalEndpoint).Port, ct);
-                var receiver = await accepted;
-                receiver.ReceiveBufferSize = SocketBuffer;
-                links.Add((sender, receiver));
+                links.Add((sender, await accepted));
             }
             async Task Hop(int k)
             {
