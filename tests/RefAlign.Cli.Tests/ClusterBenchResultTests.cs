@@ -62,7 +62,9 @@ public sealed class ClusterBenchResultTests
         Assert.Equal(0.11, b.ThreeSeconds);
         Assert.Equal(1.75, b.Floor.Ratio, 12);
         Assert.Equal(3, b.Silos);
+        Assert.Contains("one silo takes 10 ms beyond one bare TCP hop, to three 40 ms beyond the bare relay", b.Finding);
         Assert.Equal(0.0, Broadcast.FromRounds([], 0).OverFloor);
+        Assert.Equal("", Broadcast.FromRounds([], 0).Finding);
     }
 
     [Fact]

@@ -11,7 +11,7 @@ internal static partial class ClusterBench
     /// Weights between silo processes: learner on A, generator on B. Every sync is a run of two steps (the second pulls
     /// the first's weights), and each is judged against what the host did seconds around it, not minutes later (other
     /// tenants' load moves raw TCP by half here): five syncs to B, each between two raw loopback TCP streams of the same
-    /// bytes; then C and D join, and five rounds of a sync to one silo, a six-shard sync to three (relayed A → B → C → D)
+    /// bytes; then C and D join, and seven rounds of a sync to one silo, a six-shard sync to three (relayed A → B → C → D)
     /// and bare TCP over one hop and relayed over three. Each silo's first sync is a warm-up.
     /// </summary>
     static async Task<(Transfer, Broadcast)> TransferAsync(string dir, CancellationToken ct)
@@ -39,7 +39,7 @@ internal static partial class ClusterBench
             var relay = new HostFloors.RelayChain((int)bytes);
             await SyncTimes(client, shards: 6, steps: 2, [], null, ct);
             await relay.PairAsync(ct);
-            for (var i = 0; i < 5; i++)
+            for (var i = 0; i < 7; i++)
             {
                 List<(double Bytes, double Seconds)> one = [], three = [];
                 await SyncTimes(client, shards: 1, steps: 2, one, null, ct);
