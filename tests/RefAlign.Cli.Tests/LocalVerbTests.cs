@@ -91,6 +91,19 @@ public sealed class LocalVerbTests : IDisposable
     }
 
     [Fact]
+    public async Task A_local_silo_that_exits_during_its_start_is_named_with_its_log_reason_and_the_work_folder_is_kept()
+    {
+        // The demo's silo inherits the environment; an invalid timing makes it refuse to start.
+        var work = Path.Combine(_root, "demo");
+        var r = await CliRunner.RunAsync(new Dictionary<string, string?> { ["Timing__ProbeTimeout"] = "bogus" }, null, TimeSpan.FromMinutes(3),
+            "demo", "--work", work, "--refalign-steps", "1", "--srdpo-steps", "1", "--json");
+        Assert.NotEqual(0, r.ExitCode);
+        Assert.Contains("the silo exited with code 2", r.Stderr);
+        Assert.Contains("Invalid setting 'Timing:ProbeTimeout': 'bogus' is not a duration", r.Stderr);
+        Assert.True(File.Exists(Path.Combine(work, "silo.log")), r.Stderr);
+    }
+
+    [Fact]
     public void A_gpu_device_on_this_cpu_build_fails_every_local_verb_with_the_option_named()
     {
         var dir = InitModel();
