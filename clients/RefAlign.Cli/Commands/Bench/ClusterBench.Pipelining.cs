@@ -31,8 +31,8 @@ internal static partial class ClusterBench
     /// <summary>A silo on one compute and one libtorch thread, as a silo with one core to itself runs.</summary>
     static readonly string[] SingleThreaded = ["--Silo:TorchThreads=1", "--Silo:ComputeThreads=1"];
 
-    /// <summary>The median without the first value (a run's first step is its warm-up); 0 with fewer than two.</summary>
-    static double WarmMedian(List<double> x) => x.Count < 2 ? 0 : BenchSupport.Middle(x.Skip(1));
+    /// <summary>The median without the first <paramref name="warmUps"/> values (a run's first step is its warm-up); 0 when nothing is left.</summary>
+    static double WarmMedian(List<double> x, int warmUps = 1) => x.Count <= warmUps ? 0 : BenchSupport.Middle(x.Skip(warmUps));
 
     /// <summary>
     /// Runs <paramref name="config"/> to its end and returns each phase's seconds (<c>step</c> included), step by step,

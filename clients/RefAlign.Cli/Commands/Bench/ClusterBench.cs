@@ -143,9 +143,8 @@ internal static partial class ClusterBench
         var floorAfter = await GenerationFloorAsync(dir);
         // From step 3 on: step 1 loads and compiles, step 2 carries a fresh replica's first weight sync (its warm-up, as in
         // the transfer part); the sync list starts at step 2.
-        static double From3(List<double> x, int firstStep) => x.Count <= 3 - firstStep ? 0 : BenchSupport.Middle(x.Skip(3 - firstStep));
-        double Generate(Dictionary<string, List<double>> run) => From3(run.GetValueOrDefault("generate", []), 1);
-        double Sync(Dictionary<string, List<double>> run) => From3(run.GetValueOrDefault("weight_sync", []), 2);
+        double Generate(Dictionary<string, List<double>> run) => WarmMedian(run.GetValueOrDefault("generate", []), warmUps: 2);
+        double Sync(Dictionary<string, List<double>> run) => WarmMedian(run.GetValueOrDefault("weight_sync", []));
         return new Scale(Generate(oneSilo), Generate(twoSilos), hostFloor, (floorBefore + floorAfter) / 2, Sync(oneSilo), Sync(twoSilos));
     }
 
